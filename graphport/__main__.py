@@ -1,0 +1,5 @@
+"""``python -m graphport`` runs the command line."""
+
+from graphport.cli import main
+
+main()

@@ -1,0 +1,308 @@
+"""The ``graphport`` command line: parse arguments, call the library, print.
+
+Errors graphport raises on purpose become one line on stderr and a non-zero exit code;
+a traceback appears only with ``-vv`` (debug). Progress goes to stderr, results to
+stdout, so ``--json`` output can be piped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from graphport import __version__
+from graphport.errors import GraphportError
+from graphport.verbosity import set_verbosity
+
+logger = logging.getLogger("graphport.cli")
+
+
+class _Group(click.Group):
+    """Turns graphport errors into one clear message and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GraphportError as e:
+            logger.debug("Traceback:", exc_info=True)
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+def _level(verbose: int, quiet: bool) -> int | None:
+    if quiet:
+        return logging.ERROR
+    if verbose:
+        return logging.DEBUG if verbose > 1 else logging.INFO
+    return None  # the environment variable, else INFO (a CLI shows its progress)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="graphport")
+@click.option("-v", "--verbose", count=True, help="More output (-vv: debug, with tracebacks).")
+@click.option("-q", "--quiet", is_flag=True, help="Errors only.")
+def cli(verbose: int, quiet: bool) -> None:
+    """Export Transformers models to graphs, run them, and prove parity with eager.
+
+    The verbosity can also be set with GRAPHPORT_VERBOSITY=debug|info|warning|error.
+    """
+    set_verbosity(_level(verbose, quiet), default=logging.INFO)
+
+
+def _runtimes_option(default: str) -> Any:
+    return click.option(
+        "--runtime",
+        "runtimes",
+        default=default,
+        show_default=True,
+        help="Comma-separated runtimes: onnxruntime, openvino, torch.",
+    )
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option(
+    "--task",
+    default="auto",
+    show_default=True,
+    help="Task (HF name or legacy feature); auto infers it from config.architectures.",
+)
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--opset", type=int, default=None, help="ONNX opset (default 18).")
+@click.option(
+    "--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True
+)
+@click.option(
+    "--atol",
+    type=float,
+    default=None,
+    help="Absolute tolerance for validation (default: the architecture's).",
+)
+@click.option("--no-validate", is_flag=True, help="Skip validation against the eager model.")
+@_runtimes_option("onnxruntime,openvino")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+def export(
+    model: str,
+    output: Path,
+    task: str,
+    fmt: str,
+    opset: int | None,
+    dtype: str,
+    atol: float | None,
+    no_validate: bool,
+    runtimes: str,
+    overwrite: bool,
+) -> None:
+    """Export MODEL (a checkpoint directory or cached hub id) into the directory OUTPUT."""
+    from graphport.errors import ParityError
+    from graphport.exporters.pipeline import export_model
+    from graphport.runtimes import parse_runtimes
+
+    names = parse_runtimes(runtimes)
+    try:
+        result = export_model(
+            model,
+            output,
+            task=task,
+            opset=opset,
+            dtype=dtype,
+            atol=atol,
+            validate=not no_validate,
+            runtimes=names,
+            overwrite=overwrite,
+        )
+    except ParityError as e:
+        if e.report is not None:
+            click.echo(e.report.table())
+        raise
+    manifest = result.manifest
+    size = sum((output / f).stat().st_size for f in manifest.files)
+    if result.report is not None:
+        click.echo(result.report.table())
+    click.echo(
+        f"Exported {manifest.source['model_type']} ({manifest.task}, {manifest.dtype}, opset "
+        f"{manifest.opset}, {manifest.exporter['strategy']}) to {output} "
+        f"[{size / 1e6:.1f} MB] in {result.seconds:.1f} s"
+        + ("; validation skipped" if result.report is None else "; parity passed")
+    )
+
+
+@cli.command()
+@click.argument("export_dir", type=click.Path(path_type=Path))
+@_runtimes_option("onnxruntime,openvino")
+@click.option("--atol", type=float, default=None, help="Override the absolute tolerance.")
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the JSON parity report to this file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def validate(
+    export_dir: Path, runtimes: str, atol: float | None, report_file: Path | None, as_json: bool
+) -> None:
+    """Check an export against the eager model; exits 1 when a tolerance is exceeded."""
+    from graphport.errors import ParityError
+    from graphport.manifest import ExportDirectory
+    from graphport.runtimes import parse_runtimes
+    from graphport.validators.parity import validate_export
+
+    directory = ExportDirectory(export_dir)
+    report = validate_export(directory, parse_runtimes(runtimes), atol=atol)
+    directory.manifest.validation = report.summary()
+    directory.save_manifest()
+    if report_file:
+        report.write(report_file)
+    click.echo(json.dumps(report.to_dict(), indent=2, default=float) if as_json else report.table())
+    if not report.passed:
+        raise ParityError("Parity failed: " + "; ".join(report.failures()[:5]), report)
+    if not as_json:
+        click.echo(f"Parity passed on {', '.join(report.runtimes)}.")
+
+
+@cli.command()
+@click.argument("export_dir", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--runtime", default="onnxruntime", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print all outputs as one JSON object.")
+def run(export_dir: Path, inputs: tuple[str, ...], runtime: str, as_json: bool) -> None:
+    """Run an export on INPUTS: texts (tokenized with the export's tokenizer) or image files."""
+    from graphport.runtimes.predict import predict
+
+    prediction = predict(export_dir, list(inputs), runtime)
+    if as_json:
+        click.echo(json.dumps(prediction.to_json()))
+    else:
+        click.echo(prediction.render())
+
+
+@cli.command()
+@click.argument("export_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest.")
+def inspect(export_dir: Path, as_json: bool) -> None:
+    """Describe an export directory: source, task, graphs, tensors, validation."""
+    from graphport.manifest import ExportDirectory
+
+    directory = ExportDirectory(export_dir)
+    m = directory.manifest
+    if as_json:
+        click.echo(json.dumps(m.to_dict(), indent=2))
+        return
+    lines = [
+        f"source      {m.source.get('model')} ({m.source.get('model_type')})",
+        f"task        {m.task}  family {m.family}{'  (generic)' if m.generic else ''}",
+        f"format      {m.format}  dtype {m.dtype}  opset {m.opset}",
+        f"exporter    {m.exporter.get('strategy')}"
+        + (
+            f"  fallback: {m.exporter['fallback_reason']}"
+            if m.exporter.get("fallback_reason")
+            else ""
+        ),
+    ]
+    for graph in m.graphs:
+        lines.append(
+            f"graph       {graph.name}: {graph.file}"
+            + (f" (+ {graph.external_data})" if graph.external_data else "")
+        )
+        for kind, tensors in (("input", graph.inputs), ("output", graph.outputs)):
+            for t in tensors:
+                lines.append(f"  {kind:<7} {t.name:<24} {t.dtype:<8} {t.shape}")
+    if m.validation:
+        verdict = "passed" if m.validation.get("passed") else "FAILED"
+        worst = ", ".join(
+            f"{rt} max abs {w['max_abs']:.2e}" for rt, w in m.validation.get("worst", {}).items()
+        )
+        lines.append(f"validation  {verdict}  ({worst})")
+    else:
+        lines.append("validation  not run")
+    files = []
+    for name in m.files:
+        path = directory.path / name
+        files.append(
+            f"{name} ({path.stat().st_size / 1e6:.2f} MB)" if path.exists() else f"{name} (MISSING)"
+        )
+    lines.append("files       " + ", ".join(files))
+    click.echo("\n".join(lines))
+
+
+@cli.command(name="list")
+@click.option("--json", "as_json", is_flag=True)
+def list_(as_json: bool) -> None:
+    """Architectures graphport can export, with their tasks."""
+    from graphport.models import registrations
+
+    rows = [(r.family, r.model_type, [t.value for t in r.tasks]) for r in registrations()]
+    if as_json:
+        click.echo(json.dumps([{"family": f, "model_type": m, "tasks": t} for f, m, t in rows]))
+        return
+    width = max(len(m) for _, m, _ in rows)
+    for family, model_type, tasks in rows:
+        click.echo(f"{family:<10} {model_type:<{width}}  {', '.join(tasks)}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def env(as_json: bool) -> None:
+    """Versions, runtimes and providers found on this machine."""
+    import os
+
+    from graphport.exporters.pipeline import package_versions
+    from graphport.runtimes import runtime_names
+
+    info: dict[str, Any] = {
+        "graphport": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "packages": package_versions(),
+        "runtimes": {},
+    }
+    for name in runtime_names():
+        info["runtimes"][name] = _runtime_info(name)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"graphport {info['graphport']}  python {info['python']}  {info['platform']}")
+    click.echo(f"cpus {info['cpus']}")
+    for pkg, ver in info["packages"].items():
+        click.echo(f"  {pkg:<14} {ver}")
+    for name, details in info["runtimes"].items():
+        click.echo(f"runtime {name:<12} {details}")
+
+
+def _runtime_info(name: str) -> str:
+    from graphport.errors import RuntimeUnavailableError
+    from graphport.runtimes import get_runtime_class
+
+    try:
+        runtime = get_runtime_class(name)
+    except RuntimeUnavailableError:
+        return "not installed"
+    if name == "onnxruntime":
+        import onnxruntime
+
+        return f"{runtime.version()} providers: {', '.join(onnxruntime.get_available_providers())}"
+    if name == "openvino":
+        import openvino
+
+        return f"{runtime.version()} devices: {', '.join(openvino.Core().available_devices)}"
+    return f"{runtime.version()} (eager reference)"
+
+
+def main() -> None:
+    cli(prog_name="graphport")
+
+
+if __name__ == "__main__":
+    main()

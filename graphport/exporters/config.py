@@ -1,0 +1,423 @@
+"""Export configs: what a graph takes and returns, for one architecture and task.
+
+The class names and contracts are those of the removed ``transformers.onnx`` API
+(``OnnxConfig``, ``OnnxConfigWithPast``, ``OnnxSeq2SeqConfigWithPast``) so code written for
+it migrates by changing an import. ``inputs``/``outputs`` map a graph input/output name to
+``{axis index: symbolic axis name}``; every axis not listed is static.
+
+Beyond the old API, a config knows the full shape of each input (``input_shape``) and how
+to fill it (``dummy_input``), so dummy inputs can be generated at any set of axis sizes:
+tracing uses one set, validation others, which is how graphport proves the axes really
+are dynamic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from graphport.errors import UnsupportedModelError
+from graphport.exporters.tasks import Task, parse_task
+
+Axes = dict[int, str]
+
+# The torch.export-based exporter writes opset 18 natively (torchlib is authored against
+# it): lower opsets need the onnx version converter, which fails or silently keeps 18 on
+# transformer graphs. 18 has LayerNormalization, is read by onnxruntime >= 1.14, OpenVINO
+# and TensorRT >= 8.6, so it is both the floor and the default.
+MIN_ONNX_OPSET = 18
+DEFAULT_ONNX_OPSET = 18
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeSet:
+    """Sizes for the symbolic axes (``{"batch": 2, "sequence": 16}``) and a label."""
+
+    sizes: Mapping[str, int]
+    label: str = ""
+
+    def __str__(self) -> str:
+        return self.label or ", ".join(f"{k}={v}" for k, v in self.sizes.items())
+
+
+_COMMON_OUTPUTS: dict[Task, dict[str, Axes]] = {
+    Task.FEATURE_EXTRACTION: {"last_hidden_state": {0: "batch", 1: "sequence"}},
+    Task.FILL_MASK: {"logits": {0: "batch", 1: "sequence"}},
+    Task.TEXT_CLASSIFICATION: {"logits": {0: "batch"}},
+    Task.TOKEN_CLASSIFICATION: {"logits": {0: "batch", 1: "sequence"}},
+    Task.QUESTION_ANSWERING: {
+        "start_logits": {0: "batch", 1: "sequence"},
+        "end_logits": {0: "batch", 1: "sequence"},
+    },
+    Task.MULTIPLE_CHOICE: {"logits": {0: "batch"}},
+    Task.IMAGE_CLASSIFICATION: {"logits": {0: "batch"}},
+    Task.SEMANTIC_SEGMENTATION: {"logits": {0: "batch"}},
+    Task.AUDIO_CLASSIFICATION: {"logits": {0: "batch"}},
+    Task.AUTOMATIC_SPEECH_RECOGNITION: {"logits": {0: "batch", 1: "frames"}},
+    Task.TEXT_GENERATION: {"logits": {0: "batch", 1: "sequence"}},
+    Task.TEXT2TEXT_GENERATION: {"logits": {0: "batch", 1: "decoder_sequence"}},
+}
+
+
+class OnnxConfig:
+    """Base export config; subclasses declare ``inputs`` and, where needed, outputs.
+
+    Class attributes a family may override:
+      * ``tasks``: the tasks the family has inputs/outputs for (the head must also exist
+        in transformers for the model type, which ``supported_tasks`` checks);
+      * ``atol_for_validation`` / ``rtol_for_validation``: the parity tolerance at fp32;
+      * ``trace_sizes`` / ``validation_sizes``: axis sizes used to trace and to validate.
+    """
+
+    tasks: ClassVar[tuple[Task, ...]] = (Task.FEATURE_EXTRACTION,)
+    modality: ClassVar[str] = "text"
+    default_fixed_batch: ClassVar[int] = 2
+    default_fixed_sequence: ClassVar[int] = 16
+    default_fixed_num_choices: ClassVar[int] = 3
+    ATOL_FOR_VALIDATION: ClassVar[float] = 1e-4
+    RTOL_FOR_VALIDATION: ClassVar[float] = 1e-3
+    # Trace sizes avoid 0 and 1 (torch.export specializes on them) and avoid equal values
+    # on different axes; validation sizes differ from the trace sizes on every axis.
+    trace_sizes: ClassVar[dict[str, int]] = {
+        "batch": 2,
+        "sequence": 16,
+        "choice": 3,
+        "height": 64,
+        "width": 64,
+    }
+    validation_sizes: ClassVar[tuple[dict[str, int], ...]] = (
+        {"batch": 1, "sequence": 11, "choice": 2, "height": 96, "width": 80},
+        {"batch": 3, "sequence": 29, "choice": 4, "height": 48, "width": 112},
+    )
+
+    def __init__(
+        self,
+        config: Any,
+        task: str | Task = Task.FEATURE_EXTRACTION,
+        patching_specs: list[Any] | None = None,
+        use_past: bool = False,
+    ) -> None:
+        parsed, with_past = parse_task(task)
+        if parsed not in self.tasks:
+            raise UnsupportedModelError(
+                f"{type(self).__name__} does not support the task {parsed.value!r}; it "
+                f"supports {', '.join(t.value for t in self.tasks)}."
+            )
+        self._config = config
+        self.task = parsed
+        self.use_past = use_past or with_past
+        self._patching_specs = list(patching_specs or [])
+
+    @classmethod
+    def from_model_config(cls, config: Any, task: str | Task = "default") -> OnnxConfig:
+        return cls(config, task=task)
+
+    # ---- the transformers.onnx contract -------------------------------------------------
+
+    @property
+    def inputs(self) -> Mapping[str, Axes]:
+        raise NotImplementedError(f"{type(self).__name__} must define `inputs`.")
+
+    @property
+    def outputs(self) -> Mapping[str, Axes]:
+        return copy.deepcopy(_COMMON_OUTPUTS[self.task])
+
+    @property
+    def values_override(self) -> Mapping[str, Any] | None:
+        """Config attributes set before tracing (no KV cache unless exporting with past)."""
+        if hasattr(self._config, "use_cache"):
+            return {"use_cache": self.use_past}
+        return None
+
+    @property
+    def default_batch_size(self) -> int:
+        return self.default_fixed_batch
+
+    @property
+    def default_sequence_length(self) -> int:
+        return self.default_fixed_sequence
+
+    @property
+    def default_num_choices(self) -> int:
+        return self.default_fixed_num_choices
+
+    @property
+    def default_onnx_opset(self) -> int:
+        return DEFAULT_ONNX_OPSET
+
+    @property
+    def atol_for_validation(self) -> float:
+        return self.ATOL_FOR_VALIDATION
+
+    @property
+    def rtol_for_validation(self) -> float:
+        return self.RTOL_FOR_VALIDATION
+
+    @property
+    def is_torch_support_for_image(self) -> bool:
+        return True
+
+    @staticmethod
+    def use_external_data_format(num_parameters: int) -> bool:
+        """Whether the weights exceed protobuf's 2 GiB limit at fp32."""
+        return num_parameters * 4 >= 2**31
+
+    def generate_dummy_inputs(
+        self,
+        preprocessor: Any = None,
+        batch_size: int = -1,
+        seq_length: int = -1,
+        num_choices: int = -1,
+        is_pair: bool = False,
+        framework: Any = None,
+        num_channels: int = 3,
+        image_width: int = 40,
+        image_height: int = 40,
+        sampling_rate: int = 22050,
+        time_duration: float = 5.0,
+        frequency: int = 220,
+        tokenizer: Any = None,
+    ) -> dict[str, torch.Tensor]:
+        """Dummy inputs as the old API made them; -1 means the traced default size.
+
+        The preprocessor is not needed: inputs are generated from the model config, so
+        every axis size can be chosen (the old API let the tokenizer decide).
+        """
+        sizes = dict(self.trace_sizes)
+        if batch_size > 0:
+            sizes["batch"] = batch_size
+        if seq_length > 0:
+            sizes["sequence"] = seq_length
+        if num_choices > 0:
+            sizes["choice"] = num_choices
+        return self.dummy_inputs(ShapeSet(sizes))
+
+    def generate_dummy_inputs_onnxruntime(
+        self, reference_model_inputs: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        return reference_model_inputs
+
+    # ---- graphport extensions -----------------------------------------------------------
+
+    @property
+    def config(self) -> Any:
+        return self._config
+
+    def input_shape(self, name: str, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        """The full shape of input ``name``; static axes come from the model config."""
+        axes = self.inputs[name]
+        return tuple(sizes[axes[i]] for i in range(len(axes)))
+
+    def dummy_input(
+        self, name: str, shape: tuple[int, ...], rng: np.random.Generator
+    ) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} cannot make a dummy {name!r}.")
+
+    def dummy_inputs(self, shapes: ShapeSet, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Seeded dummy inputs for every graph input at the given axis sizes."""
+        rng = np.random.default_rng(seed)
+        return {
+            name: torch.from_numpy(
+                self.dummy_input(name, self.input_shape(name, shapes.sizes), rng)
+            )
+            for name in self.inputs
+        }
+
+    def trace_shapes(self) -> ShapeSet:
+        return ShapeSet(dict(self.trace_sizes), "trace")
+
+    def validation_shapes(self) -> list[ShapeSet]:
+        return [
+            ShapeSet(dict(s), f"shape set {i + 1}") for i, s in enumerate(self.validation_sizes)
+        ]
+
+    @contextlib.contextmanager
+    def patch_model(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """Temporarily patch the model for tracing; families override when they must."""
+        yield model
+
+    def patch_ops(self) -> None:  # legacy API; patching happens in ``patch_model``
+        pass
+
+    def restore_ops(self) -> None:
+        pass
+
+    @classmethod
+    def flatten_output_collection_property(cls, name: str, field: Any) -> dict[str, Any]:
+        """Flatten a list/tuple output into ``{name.i: value}`` as the old API did."""
+        return {f"{name}.{idx}": item for idx, item in enumerate(_flatten(field))}
+
+
+def _flatten(field: Any) -> list[Any]:
+    if isinstance(field, list | tuple):
+        return [leaf for item in field for leaf in _flatten(item)]
+    return [field]
+
+
+class OnnxConfigWithPast(OnnxConfig):
+    """A decoder config whose graph can take and return a KV cache.
+
+    KV-cache export arrives with the generation work; until then ``with_past`` configs
+    can be created (so the legacy API is complete) but exporting one raises.
+    """
+
+    @classmethod
+    def with_past(cls, config: Any, task: str | Task = "default") -> OnnxConfigWithPast:
+        return cls(config, task=task, use_past=True)
+
+    @property
+    def num_layers(self) -> int:
+        for attr in ("num_hidden_layers", "n_layer", "num_layers"):
+            if hasattr(self._config, attr):
+                return int(getattr(self._config, attr))
+        raise AttributeError("could not find the number of layers in the model config")
+
+    @property
+    def num_attention_heads(self) -> int:
+        for attr in ("num_attention_heads", "n_head", "num_heads"):
+            if hasattr(self._config, attr):
+                return int(getattr(self._config, attr))
+        raise AttributeError("could not find the number of attention heads in the model config")
+
+
+class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
+    """An encoder-decoder config (encoder graph + decoder graph with a KV cache)."""
+
+
+# ---- modality bases: inputs and dummy data shared by every family of a modality ----------
+
+
+class TextOnnxConfig(OnnxConfig):
+    """Token inputs: ``input_ids``, ``attention_mask`` and, when used, ``token_type_ids``."""
+
+    modality: ClassVar[str] = "text"
+    tasks = (
+        Task.FEATURE_EXTRACTION,
+        Task.FILL_MASK,
+        Task.TEXT_CLASSIFICATION,
+        Task.TOKEN_CLASSIFICATION,
+        Task.QUESTION_ANSWERING,
+        Task.MULTIPLE_CHOICE,
+    )
+
+    @property
+    def uses_token_type_ids(self) -> bool:
+        """Models trained with one segment type (RoBERTa, DeBERTa-v2...) take none."""
+        return getattr(self._config, "type_vocab_size", 0) > 1
+
+    @property
+    def inputs(self) -> Mapping[str, Axes]:
+        if self.task is Task.MULTIPLE_CHOICE:
+            axes = {0: "batch", 1: "choice", 2: "sequence"}
+        else:
+            axes = {0: "batch", 1: "sequence"}
+        names = ["input_ids", "attention_mask"]
+        if self.uses_token_type_ids:
+            names.append("token_type_ids")
+        return {name: dict(axes) for name in names}
+
+    def dummy_input(
+        self, name: str, shape: tuple[int, ...], rng: np.random.Generator
+    ) -> np.ndarray:
+        if name == "input_ids":
+            # Skip the first few ids, where the special tokens usually sit.
+            low = min(5, self._config.vocab_size - 1)
+            return rng.integers(low, self._config.vocab_size, size=shape, dtype=np.int64)
+        if name == "attention_mask":
+            # Right padding of different lengths: row 0 is full, the others lose up to
+            # half their tokens, so validation exercises masked positions.
+            mask = np.ones(shape, dtype=np.int64)
+            rows = mask.reshape(-1, shape[-1])
+            for i in range(1, rows.shape[0]):
+                rows[i, shape[-1] - int(rng.integers(0, shape[-1] // 2 + 1)) :] = 0
+            return mask
+        if name == "token_type_ids":
+            types = np.zeros(shape, dtype=np.int64)
+            types[..., shape[-1] // 2 :] = 1
+            return types
+        return super().dummy_input(name, shape, rng)
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    if isinstance(value, list | tuple):
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+class VisionOnnxConfig(OnnxConfig):
+    """``pixel_values`` of shape (batch, channels, height, width).
+
+    Height and width are static at the config's ``image_size`` unless a family sets
+    ``dynamic_image_size`` (convolutional models that accept any resolution).
+    """
+
+    modality: ClassVar[str] = "vision"
+    tasks = (Task.FEATURE_EXTRACTION, Task.IMAGE_CLASSIFICATION)
+    dynamic_image_size: ClassVar[bool] = False
+    ATOL_FOR_VALIDATION = 1e-4
+
+    @property
+    def inputs(self) -> Mapping[str, Axes]:
+        axes = {0: "batch", 1: "channels", 2: "height", 3: "width"}
+        if not self.dynamic_image_size:
+            axes = {0: "batch"}
+        return {"pixel_values": axes}
+
+    @property
+    def outputs(self) -> Mapping[str, Axes]:
+        outputs = super().outputs
+        if self.task is Task.FEATURE_EXTRACTION:
+            outputs = {"last_hidden_state": {0: "batch"}}
+        return outputs
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return _pair(getattr(self._config, "image_size", 224))
+
+    @property
+    def num_channels(self) -> int:
+        return int(getattr(self._config, "num_channels", 3))
+
+    def input_shape(self, name: str, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        if self.dynamic_image_size:
+            return (sizes["batch"], self.num_channels, sizes["height"], sizes["width"])
+        return (sizes["batch"], self.num_channels, *self.image_size)
+
+    def dummy_input(
+        self, name: str, shape: tuple[int, ...], rng: np.random.Generator
+    ) -> np.ndarray:
+        # Normalized pixels: roughly zero mean, unit variance, as processors produce.
+        return rng.standard_normal(shape, dtype=np.float32)
+
+
+class AudioOnnxConfig(OnnxConfig):
+    """Raw waveform ``input_values`` of shape (batch, sequence)."""
+
+    modality: ClassVar[str] = "audio"
+    trace_sizes: ClassVar[dict[str, int]] = {"batch": 2, "sequence": 3200}
+    validation_sizes: ClassVar[tuple[dict[str, int], ...]] = (
+        {"batch": 1, "sequence": 2400},
+        {"batch": 3, "sequence": 4800},
+    )
+
+    @property
+    def inputs(self) -> Mapping[str, Axes]:
+        return {"input_values": {0: "batch", 1: "sequence"}}
+
+    def dummy_input(
+        self, name: str, shape: tuple[int, ...], rng: np.random.Generator
+    ) -> np.ndarray:
+        # A normalized waveform: a few sines plus noise, per row.
+        t = np.arange(shape[-1], dtype=np.float32) / 16000.0
+        freqs = rng.uniform(100.0, 2000.0, size=(shape[0], 3)).astype(np.float32)
+        wave = np.sin(2 * np.pi * freqs[:, :, None] * t[None, None, :]).sum(axis=1)
+        wave += 0.1 * rng.standard_normal(wave.shape, dtype=np.float32)
+        return ((wave - wave.mean(-1, keepdims=True)) / wave.std(-1, keepdims=True)).astype(
+            np.float32
+        )

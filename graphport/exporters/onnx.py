@@ -1,0 +1,256 @@
+"""Trace an eager model into an ONNX graph named and shaped as its export config says.
+
+Strategies are tried in order and each returns a result instead of raising; when all fail
+the error lists every strategy and why it failed. The first is torch's torch.export-based
+exporter; the TorchScript-based exporter is only a fallback, and the manifest records
+that it was used and why.
+
+After tracing, the graph keeps only the outputs the task declares (in the declared order,
+with unused nodes removed) and output axes the config names dynamic get those names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnx_ir as ir
+import torch
+from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+from graphport.errors import ExportError, UsageError
+from graphport.exporters.config import MIN_ONNX_OPSET, OnnxConfig
+
+logger = logging.getLogger(__name__)
+
+# Protobuf cannot hold a message over 2 GiB; above this many bytes of weights the graph is
+# saved with its tensors in a side file (model.onnx_data).
+EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26
+
+
+def max_onnx_opset() -> int:
+    """The newest opset both onnx and the exporter's operator library know."""
+    from onnxscript import onnx_opset
+
+    torchlib = max(
+        int(name[5:]) for name in dir(onnx_opset) if name.startswith("opset") and name[5:].isdigit()
+    )
+    return min(onnx.defs.onnx_opset_version(), torchlib)
+
+
+def check_opset(opset: int) -> None:
+    high = max_onnx_opset()
+    if not MIN_ONNX_OPSET <= opset <= high:
+        raise UsageError(
+            f"Opset {opset} cannot be produced: the torch.export-based exporter writes opsets "
+            f"{MIN_ONNX_OPSET} to {high} (lower ones need a version conversion that is not "
+            f"reliable on transformer graphs); pass --opset between {MIN_ONNX_OPSET} and {high}."
+        )
+
+
+@dataclasses.dataclass
+class Attempt:
+    """One strategy tried: its name, whether it worked, and why not."""
+
+    strategy: str
+    succeeded: bool
+    seconds: float
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class OnnxExport:
+    model: ir.Model
+    strategy: str
+    attempts: list[Attempt]
+    opset: int
+
+    @property
+    def fallback_reason(self) -> str | None:
+        failed = [a for a in self.attempts if not a.succeeded]
+        return "; ".join(f"{a.strategy}: {a.error}" for a in failed) or None
+
+
+def flatten_output_names(output: Any, prefix: str = "") -> list[str]:
+    """Names of the tensors in a model output, in the order the exporter flattens them."""
+    if isinstance(output, torch.Tensor):
+        return [prefix]
+    if isinstance(output, Mapping):  # ModelOutput keeps only its non-None fields
+        items = [(k, v) for k, v in output.items() if v is not None]
+    elif isinstance(output, list | tuple):
+        items = [(str(i), v) for i, v in enumerate(output)]
+    else:
+        return []
+    names = []
+    for key, value in items:
+        names += flatten_output_names(value, f"{prefix}.{key}" if prefix else key)
+    return names
+
+
+def _torch_export(
+    model: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    config: OnnxConfig,
+    output_names: list[str],
+    opset: int,
+) -> ir.Model:
+    dims: dict[str, torch.export.Dim] = {}
+    dynamic_shapes = {
+        name: {axis: dims.setdefault(dim, torch.export.Dim(dim)) for axis, dim in axes.items()}
+        for name, axes in config.inputs.items()
+    }
+    program = torch.onnx.export(
+        model,
+        (),
+        kwargs=inputs,
+        input_names=list(inputs),
+        output_names=output_names,
+        dynamic_shapes=dynamic_shapes,
+        opset_version=opset,
+        dynamo=True,
+        optimize=True,
+        verbose=False,
+    )
+    return program.model
+
+
+def _torchscript_export(
+    model: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    config: OnnxConfig,
+    output_names: list[str],
+    opset: int,
+) -> ir.Model:
+    dynamic_axes = {**config.inputs, **config.outputs}
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        model,
+        (),
+        buffer,
+        kwargs=inputs,
+        input_names=list(inputs),
+        output_names=output_names,
+        dynamic_axes=dynamic_axes,
+        opset_version=opset,
+        dynamo=False,
+        do_constant_folding=True,
+    )
+    return ir.from_proto(onnx.load_from_string(buffer.getvalue()))
+
+
+Strategy = Callable[[torch.nn.Module, dict, OnnxConfig, list, int], ir.Model]
+STRATEGIES: tuple[tuple[str, Strategy], ...] = (
+    ("torch.export", _torch_export),
+    ("torchscript", _torchscript_export),
+)
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    # The exporters print progress and warnings of their own; graphport reports instead.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
+
+
+def export_to_onnx(
+    model: torch.nn.Module,
+    config: OnnxConfig,
+    opset: int | None = None,
+    strategies: tuple[tuple[str, Strategy], ...] = STRATEGIES,
+) -> OnnxExport:
+    """Trace ``model`` with the config's dummy inputs into an ``ir.Model``."""
+    if config.use_past:
+        raise ExportError(
+            "Exporting with a KV cache (-with-past) is not available yet; export the task "
+            "without the -with-past suffix."
+        )
+    opset = opset or config.default_onnx_opset
+    check_opset(opset)
+    dtype = next(model.parameters()).dtype
+    inputs = _cast_floats(config.dummy_inputs(config.trace_shapes()), dtype)
+    attempts: list[Attempt] = []
+    with torch.no_grad(), config.patch_model(model) as patched:
+        reference = patched(**inputs)
+        output_names = flatten_output_names(reference)
+        missing = [name for name in config.outputs if name not in output_names]
+        if missing:
+            raise ExportError(
+                f"{type(model).__name__} returns {output_names}, not {missing} that the "
+                f"{config.task.value} export needs."
+            )
+        for name, strategy in strategies:
+            start = time.perf_counter()
+            try:
+                with _quiet_exporter():
+                    graph = strategy(patched, inputs, config, output_names, opset)
+            except Exception as e:
+                attempts.append(Attempt(name, False, time.perf_counter() - start, _first_line(e)))
+                logger.warning("Export strategy %s failed: %s", name, attempts[-1].error)
+                logger.debug("Traceback of the %s failure", name, exc_info=True)
+                continue
+            attempts.append(Attempt(name, True, time.perf_counter() - start))
+            break
+        else:
+            tried = "; ".join(f"{a.strategy}: {a.error}" for a in attempts)
+            raise ExportError(f"Every export strategy failed. {tried}")
+    if name != strategies[0][0]:
+        logger.warning("Exported with the %s fallback exporter.", name)
+    select_outputs(graph, config.outputs)
+    return OnnxExport(graph, name, attempts, opset)
+
+
+def _cast_floats(inputs: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+
+
+def select_outputs(model: ir.Model, outputs: Mapping[str, Mapping[int, str]]) -> None:
+    """Keep only ``outputs`` (in that order), drop dead nodes, name the dynamic axes."""
+    by_name = {value.name: value for value in model.graph.outputs}
+    model.graph.outputs.clear()
+    model.graph.outputs.extend(by_name[name] for name in outputs)
+    RemoveUnusedNodesPass()(model)
+    for value in model.graph.outputs:
+        shape = value.shape
+        if shape is None:
+            continue
+        dims = list(shape)
+        for axis, axis_name in outputs[value.name].items():
+            # A derived size (e.g. audio frames from samples) gets the config's name; a
+            # static one stays, and validation reports it as specialized.
+            if axis < len(dims) and isinstance(dims[axis], ir.SymbolicDim):
+                dims[axis] = ir.SymbolicDim(axis_name)
+        value.shape = ir.Shape(dims)
+
+
+def tensor_bytes(model: ir.Model) -> int:
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value)
+
+
+def save_onnx(
+    model: ir.Model, path: str, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
+) -> str | None:
+    """Save ``model``; weights go to ``<name>_data`` when they exceed the threshold.
+
+    Returns the external data file name, or None when everything is in one file.
+    """
+    target = Path(path)
+    if tensor_bytes(model) > external_data_threshold:
+        data_name = target.name + "_data"
+        ir.save(model, target, external_data=data_name)
+        return data_name
+    ir.save(model, target)
+    return None

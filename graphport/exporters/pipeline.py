@@ -1,0 +1,217 @@
+"""``export_model``: checkpoint directory -> validated, self-describing export directory.
+
+Steps: check the checkpoint, resolve the task, build the export config, load the eager
+model, trace to ONNX, write graph + preprocessor files + manifest into a staging
+directory beside the output, validate it, then move it into place. Any failure before
+the move removes the staging directory, so an output directory with a manifest only
+exists for an export that finished (a parity failure keeps it, with the failed report
+in its manifest, for inspection, and still fails the command).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from graphport.errors import ParityError, UnsupportedModelError, UsageError
+from graphport.exporters.onnx import export_to_onnx, save_onnx
+from graphport.exporters.tasks import Task, infer_task, parse_task
+from graphport.manifest import MANIFEST_NAME, ExportDirectory, GraphSpec, Manifest
+from graphport.models.loader import DTYPES, Checkpoint, load_checkpoint, load_model
+from graphport.models.registry import get_onnx_config, get_registration
+from graphport.validators.parity import ParityReport, validate_export
+
+logger = logging.getLogger(__name__)
+
+VERSIONED_PACKAGES = (
+    "graphport",
+    "torch",
+    "transformers",
+    "onnx",
+    "onnx-ir",
+    "onnxscript",
+    "onnxruntime",
+    "openvino",
+)
+REPORT_NAME = "parity.json"
+
+
+@dataclasses.dataclass
+class ExportResult:
+    path: Path
+    manifest: Manifest
+    report: ParityReport | None
+    seconds: float
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        with contextlib.suppress(PackageNotFoundError):
+            versions[name] = version(name)
+    return versions
+
+
+def resolve_task(checkpoint: Checkpoint, task: str | Task | None) -> tuple[Task, bool]:
+    """The task given, else the one ``config.architectures`` implies, else feature-extraction."""
+    if task not in (None, "auto"):
+        return parse_task(task)
+    inferred = infer_task(checkpoint.model_type, checkpoint.architectures)
+    if inferred is None:
+        logger.info(
+            "config.architectures (%s) names no known head; using feature-extraction.",
+            checkpoint.architectures or "absent",
+        )
+        return Task.FEATURE_EXTRACTION, False
+    registration = get_registration(checkpoint.model_type)
+    if inferred not in registration.tasks:
+        raise UnsupportedModelError(
+            f"The checkpoint's architecture {checkpoint.architectures[0]} is a {inferred.value} "
+            f"model, which graphport cannot export for {checkpoint.model_type!r} yet; pass "
+            f"--task with one of {', '.join(t.value for t in registration.tasks)}."
+        )
+    logger.info("Task inferred from %s: %s", checkpoint.architectures[0], inferred.value)
+    return inferred, False
+
+
+def check_output_path(output: Path, overwrite: bool) -> None:
+    if output.exists() and not output.is_dir():
+        raise UsageError(
+            f"Output path {output} is an existing file; pass a directory path (it is created)."
+        )
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise UsageError(
+            f"Output directory {output} already exists and is not empty; pass --overwrite to "
+            "replace it, or choose another directory."
+        )
+
+
+@contextlib.contextmanager
+def staging_directory(output: Path) -> Iterator[Path]:
+    """A scratch directory beside ``output``, removed unless the caller moved it away."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary directory
+    try:
+        yield staging
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def move_into_place(staging: Path, output: Path) -> None:
+    """Replace ``output`` by ``staging`` with renames, so no half state is observable."""
+    backup = None
+    if output.exists():
+        backup = output.with_name(f".{output.name}.old-{time.time_ns()}")
+        output.rename(backup)
+    staging.rename(output)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def export_model(
+    model: str | Path,
+    output: str | Path,
+    task: str | Task | None = None,
+    opset: int | None = None,
+    dtype: str = "fp32",
+    atol: float | None = None,
+    validate: bool = True,
+    runtimes: Sequence[str] = ("onnxruntime", "openvino"),
+    overwrite: bool = False,
+) -> ExportResult:
+    """Export ``model`` (a checkpoint directory or cached hub id) into ``output``."""
+    start = time.perf_counter()
+    output = Path(output)
+    if dtype not in DTYPES:
+        raise UsageError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}.")
+    check_output_path(output, overwrite)
+    checkpoint = load_checkpoint(model)
+    parsed_task, with_past = resolve_task(checkpoint, task)
+    registration = get_registration(checkpoint.model_type)
+    onnx_config = get_onnx_config(
+        checkpoint.config, f"{parsed_task.value}{'-with-past' if with_past else ''}"
+    )
+    if opset is not None:
+        from graphport.exporters.onnx import check_opset
+
+        check_opset(opset)
+
+    logger.info("Loading %s (%s, %s)", checkpoint.path, checkpoint.model_type, parsed_task.value)
+    eager = load_model(checkpoint, parsed_task, dtype, dict(onnx_config.values_override or {}))
+    logger.info("Tracing with torch.export (opset %s)", opset or onnx_config.default_onnx_opset)
+    trace_start = time.perf_counter()
+    exported = export_to_onnx(eager, onnx_config, opset)
+    trace_seconds = time.perf_counter() - trace_start
+
+    with staging_directory(output) as staging:
+        external = save_onnx(exported.model, str(staging / "model.onnx"))
+        copied = []
+        for file in checkpoint.preprocessor_files():
+            shutil.copy2(file, staging / file.name)
+            copied.append(file.name)
+        manifest = Manifest(
+            source={
+                "model": checkpoint.source,
+                "path": str(checkpoint.path.resolve()),
+                "model_type": checkpoint.model_type,
+                "architectures": checkpoint.architectures,
+                "weights_sha256": checkpoint.weights_sha256(),
+            },
+            task=parsed_task.value,
+            family=registration.family,
+            modality=onnx_config.modality,
+            format="onnx",
+            dtype=dtype,
+            opset=exported.opset,
+            graphs=[GraphSpec.from_ir("model", "model.onnx", exported.model, external)],
+            exporter={
+                "strategy": exported.strategy,
+                "fallback_reason": exported.fallback_reason,
+                "attempts": [dataclasses.asdict(a) for a in exported.attempts],
+                "seconds": round(trace_seconds, 3),
+                "config_class": type(onnx_config).__name__,
+            },
+            tolerance={
+                "atol": atol if atol is not None else onnx_config.atol_for_validation,
+                "rtol": onnx_config.rtol_for_validation,
+            },
+            versions=package_versions(),
+            files=sorted(["model.onnx", *([external] if external else []), *copied]),
+        )
+        manifest.write(staging)
+
+        report = None
+        if validate:
+            logger.info("Validating against eager on %s", ", ".join(runtimes))
+            report = validate_export(
+                ExportDirectory(staging),
+                runtimes,
+                atol=atol,
+                reference_model=eager,
+                config=onnx_config,
+            )
+            report.export_dir = str(output)
+            manifest.validation = report.summary()
+            manifest.write(staging)
+            report.write(staging / REPORT_NAME)
+        move_into_place(staging, output)
+
+    result = ExportResult(output, manifest, report, time.perf_counter() - start)
+    if report is not None and not report.passed:
+        raise ParityError(
+            f"The export of {checkpoint.source} does not match the eager model: "
+            + "; ".join(report.failures()[:5])
+            + f". The directory {output} is kept for inspection; its {MANIFEST_NAME} and "
+            f"{REPORT_NAME} record the failed report.",
+            report,
+        )
+    return result

@@ -1,0 +1,101 @@
+"""The registry of architecture families: model type -> export config class.
+
+A family module declares a config class and registers it for the model types it covers::
+
+    @register("bert", "roberta", family="bert", tiny={"type_vocab_size": 2})
+    class BertOnnxConfig(TextOnnxConfig):
+        pass
+
+``tiny`` holds per-model-type overrides for the tiny random configs used by tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from graphport.errors import UnsupportedModelError
+from graphport.exporters.config import OnnxConfig
+from graphport.exporters.tasks import Task
+
+
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    model_type: str
+    family: str
+    config_class: type[OnnxConfig]
+    tiny: Mapping[str, Any]
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        """Tasks the config declares and transformers has a head for, for this type."""
+        return tuple(
+            t for t in self.config_class.tasks if t.model_class_name(self.model_type) is not None
+        )
+
+
+_REGISTRY: dict[str, Registration] = {}
+
+# Model types transformers no longer ships; a checkpoint of one gets this explanation.
+REMOVED_MODEL_TYPES = {
+    "transfo-xl": "Transformer-XL was deprecated in Transformers 4.35 and removed in "
+    "Transformers 5, so it cannot be loaded or exported with this stack; pin "
+    "transformers<5 and use its own tooling, or move to a maintained architecture",
+}
+
+
+def register(
+    *model_types: str, family: str | None = None, tiny: Mapping[str, Any] | None = None
+) -> Callable[[type[OnnxConfig]], type[OnnxConfig]]:
+    def wrap(cls: type[OnnxConfig]) -> type[OnnxConfig]:
+        for model_type in model_types:
+            if model_type in _REGISTRY:
+                raise ValueError(f"model type {model_type!r} is registered twice")
+            _REGISTRY[model_type] = Registration(
+                model_type, family or model_types[0], cls, dict(tiny or {})
+            )
+        return cls
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    # Importing the package imports every family module, which fills the registry.
+    import graphport.models  # noqa: F401
+
+
+def registrations() -> Iterator[Registration]:
+    _ensure_loaded()
+    yield from sorted(_REGISTRY.values(), key=lambda r: (r.family, r.model_type))
+
+
+def get_registration(model_type: str) -> Registration:
+    _ensure_loaded()
+    if model_type in _REGISTRY:
+        return _REGISTRY[model_type]
+    if model_type in REMOVED_MODEL_TYPES:
+        raise UnsupportedModelError(REMOVED_MODEL_TYPES[model_type] + ".")
+    raise UnsupportedModelError(
+        f"Model type {model_type!r} has no export config in graphport; supported types are "
+        f"listed by `graphport list`."
+    )
+
+
+def supported_tasks(model_type: str) -> tuple[Task, ...]:
+    return get_registration(model_type).tasks
+
+
+def get_onnx_config(model_config: Any, task: Task | str) -> OnnxConfig:
+    """Build the export config for a transformers config and task, or say what is supported."""
+    from graphport.exporters.tasks import parse_task
+
+    registration = get_registration(model_config.model_type)
+    parsed, with_past = parse_task(task)
+    if parsed not in registration.tasks:
+        raise UnsupportedModelError(
+            f"Model type {registration.model_type!r} does not support the task "
+            f"{parsed.value!r}; it supports "
+            f"{', '.join(t.value for t in registration.tasks)}. Pass one of these with --task."
+        )
+    return registration.config_class(model_config, task=parsed, use_past=with_past)

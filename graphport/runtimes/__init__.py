@@ -1,0 +1,65 @@
+"""Runtimes behind one interface: ``Runtime(export_dir).run(feeds) -> {name: array}``.
+
+Adapters are imported lazily, so a missing runtime costs nothing until it is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from graphport.errors import RuntimeUnavailableError, UsageError
+from graphport.runtimes.base import Runtime
+
+_ADAPTERS = {
+    "onnxruntime": "graphport.runtimes.onnxruntime:OnnxRuntime",
+    "openvino": "graphport.runtimes.openvino:OpenVinoRuntime",
+    "torch": "graphport.runtimes.torch:TorchRuntime",
+}
+# Runtimes that run the exported graph (torch is the eager reference).
+GRAPH_RUNTIMES = ("onnxruntime", "openvino")
+
+
+def runtime_names() -> list[str]:
+    return list(_ADAPTERS)
+
+
+def get_runtime_class(name: str) -> type[Runtime]:
+    key = name.strip().lower()
+    if key not in _ADAPTERS:
+        raise UsageError(f"Unknown runtime {name!r}; choose from {', '.join(_ADAPTERS)}.")
+    module, cls = _ADAPTERS[key].split(":")
+    runtime = getattr(importlib.import_module(module), cls)
+    if not runtime.is_available():
+        raise RuntimeUnavailableError(
+            f"The {key} runtime is not installed; install the `{runtime.module}` package."
+        )
+    return runtime
+
+
+def parse_runtimes(spec: str | list[str] | tuple[str, ...]) -> list[str]:
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = [n.strip().lower() for n in names if n.strip()]
+    for name in names:
+        get_runtime_class(name)  # unknown names fail here, before any work
+    return names
+
+
+def available_runtimes() -> list[str]:
+    out = []
+    for name in _ADAPTERS:
+        try:
+            get_runtime_class(name)
+        except RuntimeUnavailableError:
+            continue
+        out.append(name)
+    return out
+
+
+__all__ = [
+    "GRAPH_RUNTIMES",
+    "Runtime",
+    "available_runtimes",
+    "get_runtime_class",
+    "parse_runtimes",
+    "runtime_names",
+]

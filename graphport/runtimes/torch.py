@@ -1,0 +1,77 @@
+"""The eager PyTorch reference: the source checkpoint, loaded as the export was traced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphport.errors import ModelLoadError
+from graphport.runtimes.base import Runtime
+
+
+class TorchRuntime(Runtime):
+    """Runs the eager model the manifest's source names (or one given as ``model=``)."""
+
+    name = "torch"
+    module = "torch"
+
+    def _load(self) -> None:
+        self.model = self.options.get("model")
+        if self.model is not None:
+            return
+        from graphport.exporters.tasks import Task
+        from graphport.models.loader import load_checkpoint, load_model
+        from graphport.models.registry import get_onnx_config
+
+        manifest = self.export_dir.manifest
+        source = Path(manifest.source["path"])
+        if not source.is_dir():
+            raise ModelLoadError(
+                f"The eager reference needs the source checkpoint {source}, which is gone; "
+                "restore it, or validate on other runtimes only."
+            )
+        checkpoint = load_checkpoint(source)
+        task = Task(manifest.task)
+        overrides = get_onnx_config(checkpoint.config, task).values_override
+        self.model = load_model(checkpoint, task, manifest.dtype, dict(overrides or {}))
+
+    def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return run_eager(self.model, feeds, self.output_names)
+
+
+def run_eager(model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict:
+    """Run an eager model on numpy feeds; return the named outputs as numpy arrays."""
+    import torch
+
+    from graphport.exporters.onnx import flatten_output_names
+
+    dtype = next(model.parameters()).dtype
+    tensors = {
+        k: torch.from_numpy(np.ascontiguousarray(v)).to(dtype)
+        if np.issubdtype(v.dtype, np.floating)
+        else torch.from_numpy(np.ascontiguousarray(v))
+        for k, v in feeds.items()
+    }
+    with torch.no_grad():
+        output = model(**tensors)
+    leaves = dict(zip(flatten_output_names(output), _leaves(output), strict=True))
+    return {
+        name: leaves[name].float().numpy()
+        if leaves[name].dtype == torch.bfloat16
+        else leaves[name].numpy()
+        for name in output_names
+    }
+
+
+def _leaves(output: Any) -> list[Any]:
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if hasattr(output, "items"):
+        return [leaf for _, v in output.items() if v is not None for leaf in _leaves(v)]
+    if isinstance(output, list | tuple):
+        return [leaf for v in output for leaf in _leaves(v)]
+    return []

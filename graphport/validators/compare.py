@@ -1,0 +1,79 @@
+"""Compare one output of a runtime against the eager reference: data first, verdict after."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class OutputDiff:
+    """How far one output is from the reference, and whether that is within tolerance.
+
+    An element passes when ``|actual - expected| <= atol + rtol * |expected|`` (numpy's
+    ``allclose``). Relative differences divide by ``|expected|`` floored at ``atol`` so that
+    near-zero references do not turn rounding noise into huge ratios.
+
+    Positions an attention mask marks as padding carry no meaning (every consumer masks
+    them), so when a mask is given they are left out of the verdict; their largest
+    difference is still recorded in ``padding_max_abs``.
+    """
+
+    name: str
+    expected_shape: list[int]
+    actual_shape: list[int] | None
+    atol: float
+    rtol: float
+    max_abs: float = float("nan")
+    mean_abs: float = float("nan")
+    max_rel: float = float("nan")
+    mean_rel: float = float("nan")
+    mismatched: int = 0
+    total: int = 0
+    padding_max_abs: float | None = None
+    problem: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.problem is None and self.mismatched == 0
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+
+def compare_output(
+    name: str,
+    expected: np.ndarray,
+    actual: np.ndarray | None,
+    atol: float,
+    rtol: float,
+    valid: np.ndarray | None = None,
+) -> OutputDiff:
+    """Compare ``actual`` with ``expected``; ``valid`` (boolean, a prefix of the shape) marks
+    the positions to judge, e.g. the attention mask for (batch, sequence, ...) outputs."""
+    diff = OutputDiff(name, list(expected.shape), None, atol, rtol, total=int(expected.size))
+    if actual is None:
+        diff.problem = "missing from the runtime's outputs"
+        return diff
+    diff.actual_shape = list(actual.shape)
+    if actual.shape != expected.shape:
+        diff.problem = f"shape {list(actual.shape)} != reference {list(expected.shape)}"
+        return diff
+    exp = expected.astype(np.float64)
+    act = actual.astype(np.float64)
+    if not np.isfinite(act).all() and np.isfinite(exp).all():
+        diff.problem = "non-finite values where the reference is finite"
+    abs_diff = np.abs(act - exp)
+    if valid is not None and valid.shape == exp.shape[: valid.ndim] and not valid.all():
+        diff.padding_max_abs = float(np.nanmax(abs_diff[~valid]))
+        abs_diff, exp = abs_diff[valid], exp[valid]
+        diff.total = int(abs_diff.size)
+    rel_diff = abs_diff / np.maximum(np.abs(exp), atol)
+    if expected.size:
+        diff.max_abs = float(np.nanmax(abs_diff))
+        diff.mean_abs = float(np.nanmean(abs_diff))
+        diff.max_rel = float(np.nanmax(rel_diff))
+        diff.mean_rel = float(np.nanmean(rel_diff))
+    diff.mismatched = int((~(abs_diff <= atol + rtol * np.abs(exp))).sum())
+    return diff

