@@ -133,6 +133,13 @@ def export_model(
     output = Path(output)
     if dtype not in DTYPES:
         raise UsageError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}.")
+    if dtype == "bf16" and validate:
+        raise UsageError(
+            "A bf16 graph cannot be validated on the CPU runtimes: onnxruntime's CPU provider "
+            "has no bfloat16 kernels and OpenVINO's ONNX reader returns float16 results far "
+            "from eager for bfloat16 graphs; export with --no-validate and validate where bf16 "
+            "kernels exist, or use --dtype fp16."
+        )
     check_output_path(output, overwrite)
     checkpoint = load_checkpoint(model)
     parsed_task, with_past = resolve_task(checkpoint, task)

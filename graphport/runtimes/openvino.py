@@ -22,6 +22,12 @@ class OpenVinoRuntime(Runtime):
     def _load(self) -> None:
         import openvino as ov
 
+        if self.export_dir.manifest.dtype == "bf16" and self.export_dir.manifest.format == "onnx":
+            # Seen with openvino 2026.4: bfloat16 ONNX tensors come back as float16 garbage.
+            raise RuntimeUnavailableError(
+                "OpenVINO misreads bfloat16 ONNX graphs (its results are far from eager); "
+                "run bf16 exports on a runtime with bfloat16 kernels."
+            )
         device = self.options.get("device", "CPU")
         default = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}[self.export_dir.manifest.dtype]
         config = {"INFERENCE_PRECISION_HINT": self.options.get("precision") or default}

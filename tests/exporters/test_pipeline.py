@@ -105,3 +105,15 @@ def test_half_precision_export_validates(tiny_checkpoint, tmp_path: Path, dtype:
     result = export_model(tiny_checkpoint("bert"), tmp_path / "out", dtype=dtype)
     assert result.report.passed, result.report.failures()
     assert result.manifest.graphs[0].outputs[0].dtype == "float16"
+
+
+def test_bf16_with_validation_is_refused_before_any_work(tiny_checkpoint, tmp_path: Path):
+    with pytest.raises(UsageError, match="bf16 graph cannot be validated on the CPU runtimes"):
+        export_model(tiny_checkpoint("bert"), tmp_path / "out", dtype="bf16")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bf16_export_without_validation(tiny_checkpoint, tmp_path: Path):
+    result = export_model(tiny_checkpoint("bert"), tmp_path / "out", dtype="bf16", validate=False)
+    assert result.manifest.graphs[0].outputs[0].dtype == "bfloat16"
+    assert result.manifest.dtype == "bf16"
