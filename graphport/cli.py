@@ -88,6 +88,12 @@ def _runtimes_option(default: str) -> Any:
     default=None,
     help="Absolute tolerance for validation (default: the architecture's).",
 )
+@click.option(
+    "--rtol",
+    type=float,
+    default=None,
+    help="Relative tolerance for validation (default 0: absolute differences).",
+)
 @click.option("--no-validate", is_flag=True, help="Skip validation against the eager model.")
 @_runtimes_option("onnxruntime,openvino")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
@@ -99,6 +105,7 @@ def export(
     opset: int | None,
     dtype: str,
     atol: float | None,
+    rtol: float | None,
     no_validate: bool,
     runtimes: str,
     overwrite: bool,
@@ -141,6 +148,7 @@ def export(
 @click.argument("export_dir", type=click.Path(path_type=Path))
 @_runtimes_option("onnxruntime,openvino")
 @click.option("--atol", type=float, default=None, help="Override the absolute tolerance.")
+@click.option("--rtol", type=float, default=None, help="Override the relative tolerance.")
 @click.option(
     "--report",
     "report_file",
@@ -150,7 +158,12 @@ def export(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def validate(
-    export_dir: Path, runtimes: str, atol: float | None, report_file: Path | None, as_json: bool
+    export_dir: Path,
+    runtimes: str,
+    atol: float | None,
+    rtol: float | None,
+    report_file: Path | None,
+    as_json: bool,
 ) -> None:
     """Check an export against the eager model; exits 1 when a tolerance is exceeded."""
     from graphport.errors import ParityError
@@ -159,7 +172,7 @@ def validate(
     from graphport.validators.parity import validate_export
 
     directory = ExportDirectory(export_dir)
-    report = validate_export(directory, parse_runtimes(runtimes), atol=atol)
+    report = validate_export(directory, parse_runtimes(runtimes), atol=atol, rtol=rtol)
     directory.manifest.validation = report.summary()
     directory.save_manifest()
     if report_file:

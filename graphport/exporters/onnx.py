@@ -24,7 +24,7 @@ from typing import Any
 import onnx
 import onnx_ir as ir
 import torch
-from onnx_ir.passes.common import RemoveUnusedNodesPass
+from onnx_ir.passes.common import ClearMetadataAndDocStringPass, RemoveUnusedNodesPass
 
 from graphport.errors import ExportError, UsageError
 from graphport.exporters.config import MIN_ONNX_OPSET, OnnxConfig
@@ -218,11 +218,15 @@ def _cast_floats(inputs: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[st
 
 
 def select_outputs(model: ir.Model, outputs: Mapping[str, Mapping[int, str]]) -> None:
-    """Keep only ``outputs`` (in that order), drop dead nodes, name the dynamic axes."""
+    """Keep only ``outputs`` (in that order), drop dead nodes and per-node trace metadata,
+    name the dynamic axes."""
     by_name = {value.name: value for value in model.graph.outputs}
     model.graph.outputs.clear()
     model.graph.outputs.extend(by_name[name] for name in outputs)
     RemoveUnusedNodesPass()(model)
+    # The exporter annotates every node with its Python stack trace and module path: useful
+    # while debugging the exporter, but several KB per node in a shipped graph.
+    ClearMetadataAndDocStringPass()(model)
     for value in model.graph.outputs:
         shape = value.shape
         if shape is None:

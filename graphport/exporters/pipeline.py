@@ -125,6 +125,7 @@ def export_model(
     dtype: str = "fp32",
     atol: float | None = None,
     validate: bool = True,
+    rtol: float | None = None,
     runtimes: Sequence[str] = ("onnxruntime", "openvino"),
     overwrite: bool = False,
 ) -> ExportResult:
@@ -189,7 +190,7 @@ def export_model(
             },
             tolerance={
                 "atol": atol if atol is not None else onnx_config.atol_for_validation,
-                "rtol": onnx_config.rtol_for_validation,
+                "rtol": rtol if rtol is not None else onnx_config.rtol_for_validation,
             },
             versions=package_versions(),
             files=sorted(["model.onnx", *([external] if external else []), *copied]),

@@ -92,7 +92,10 @@ _HEADS: dict[Task, tuple[tuple[str, str], ...]] = {
     Task.TEXT2TEXT_GENERATION: (
         ("AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"),
     ),
-    Task.IMAGE_TO_TEXT: (("AutoModelForVision2Seq", "MODEL_FOR_VISION_2_SEQ_MAPPING_NAMES"),),
+    # Transformers 5 folded Vision2Seq into ImageTextToText (vision-encoder-decoder, ...).
+    Task.IMAGE_TO_TEXT: (
+        ("AutoModelForImageTextToText", "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"),
+    ),
 }
 
 # Feature names of the removed transformers.onnx API and of optimum.

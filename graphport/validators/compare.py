@@ -69,7 +69,7 @@ def compare_output(
         diff.padding_max_abs = float(np.nanmax(abs_diff[~valid]))
         abs_diff, exp = abs_diff[valid], exp[valid]
         diff.total = int(abs_diff.size)
-    rel_diff = abs_diff / np.maximum(np.abs(exp), atol)
+    rel_diff = abs_diff / np.maximum(np.abs(exp), max(atol, 1e-12))
     if expected.size:
         diff.max_abs = float(np.nanmax(abs_diff))
         diff.mean_abs = float(np.nanmean(abs_diff))
