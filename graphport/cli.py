@@ -58,6 +58,17 @@ def cli(verbose: int, quiet: bool) -> None:
     set_verbosity(_level(verbose, quiet), default=logging.INFO)
 
 
+_providers_option = click.option(
+    "--providers",
+    default=None,
+    help="onnxruntime execution providers, comma-separated (default CPUExecutionProvider).",
+)
+
+
+def _runtime_options(providers: str | None) -> dict[str, dict[str, Any]]:
+    return {"onnxruntime": {"providers": providers}} if providers else {}
+
+
 def _runtimes_option(default: str) -> Any:
     return click.option(
         "--runtime",
@@ -96,6 +107,7 @@ def _runtimes_option(default: str) -> Any:
 )
 @click.option("--no-validate", is_flag=True, help="Skip validation against the eager model.")
 @_runtimes_option("onnxruntime,openvino")
+@_providers_option
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def export(
     model: str,
@@ -108,6 +120,7 @@ def export(
     rtol: float | None,
     no_validate: bool,
     runtimes: str,
+    providers: str | None,
     overwrite: bool,
 ) -> None:
     """Export MODEL (a checkpoint directory or cached hub id) into the directory OUTPUT."""
@@ -115,7 +128,7 @@ def export(
     from graphport.exporters.pipeline import export_model
     from graphport.runtimes import parse_runtimes
 
-    names = parse_runtimes(runtimes)
+    names = parse_runtimes(runtimes, _runtime_options(providers))
     try:
         result = export_model(
             model,
@@ -126,6 +139,7 @@ def export(
             atol=atol,
             validate=not no_validate,
             runtimes=names,
+            runtime_options=_runtime_options(providers),
             overwrite=overwrite,
         )
     except ParityError as e:
@@ -147,6 +161,7 @@ def export(
 @cli.command()
 @click.argument("export_dir", type=click.Path(path_type=Path))
 @_runtimes_option("onnxruntime,openvino")
+@_providers_option
 @click.option("--atol", type=float, default=None, help="Override the absolute tolerance.")
 @click.option("--rtol", type=float, default=None, help="Override the relative tolerance.")
 @click.option(
@@ -160,6 +175,7 @@ def export(
 def validate(
     export_dir: Path,
     runtimes: str,
+    providers: str | None,
     atol: float | None,
     rtol: float | None,
     report_file: Path | None,
@@ -172,7 +188,13 @@ def validate(
     from graphport.validators.parity import validate_export
 
     directory = ExportDirectory(export_dir)
-    report = validate_export(directory, parse_runtimes(runtimes), atol=atol, rtol=rtol)
+    report = validate_export(
+        directory,
+        parse_runtimes(runtimes, _runtime_options(providers)),
+        atol=atol,
+        rtol=rtol,
+        runtime_options=_runtime_options(providers),
+    )
     directory.manifest.validation = report.summary()
     directory.save_manifest()
     if report_file:
@@ -188,12 +210,16 @@ def validate(
 @click.argument("export_dir", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--runtime", default="onnxruntime", show_default=True)
+@_providers_option
 @click.option("--json", "as_json", is_flag=True, help="Print all outputs as one JSON object.")
-def run(export_dir: Path, inputs: tuple[str, ...], runtime: str, as_json: bool) -> None:
+def run(
+    export_dir: Path, inputs: tuple[str, ...], runtime: str, providers: str | None, as_json: bool
+) -> None:
     """Run an export on INPUTS: texts (tokenized with the export's tokenizer) or image files."""
     from graphport.runtimes.predict import predict
 
-    prediction = predict(export_dir, list(inputs), runtime)
+    options = _runtime_options(providers).get(runtime, {})
+    prediction = predict(export_dir, list(inputs), runtime, **options)
     if as_json:
         click.echo(json.dumps(prediction.to_json()))
     else:

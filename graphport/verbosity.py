@@ -32,7 +32,6 @@ _NOISY = (
     "torch._dynamo",
     "onnxscript",
     "onnx_ir",
-    "transformers",
 )
 
 _handler: logging.Handler | None = None
@@ -72,15 +71,21 @@ def set_verbosity(level: int | str | None = None, default: int = logging.WARNING
     quiet = logging.DEBUG if level <= logging.DEBUG else logging.ERROR
     for name in _NOISY:
         logging.getLogger(name).setLevel(quiet)
-    _set_progress_bars(level <= logging.DEBUG)
+    _set_transformers_verbosity(level <= logging.DEBUG)
     return level
 
 
-def _set_progress_bars(enabled: bool) -> None:
-    """transformers' loading/saving progress bars are noise in graphport's own progress."""
+def _set_transformers_verbosity(debug: bool) -> None:
+    """transformers' load reports and progress bars are noise in graphport's own progress.
+
+    It configures its root logger on first use, so this goes through its own API rather
+    than setting a level that its configuration would later reset.
+    """
     from transformers.utils import logging as hf_logging
 
-    if enabled:
+    if debug:
+        hf_logging.set_verbosity_info()
         hf_logging.enable_progress_bar()
     else:
+        hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()

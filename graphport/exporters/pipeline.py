@@ -16,9 +16,10 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from graphport.errors import ParityError, UnsupportedModelError, UsageError
 from graphport.exporters.onnx import export_to_onnx, save_onnx
@@ -128,6 +129,7 @@ def export_model(
     rtol: float | None = None,
     runtimes: Sequence[str] = ("onnxruntime", "openvino"),
     overwrite: bool = False,
+    runtime_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ExportResult:
     """Export ``model`` (a checkpoint directory or cached hub id) into ``output``."""
     start = time.perf_counter()
@@ -142,6 +144,10 @@ def export_model(
             "kernels exist, or use --dtype fp16."
         )
     check_output_path(output, overwrite)
+    if validate:
+        from graphport.runtimes import parse_runtimes
+
+        runtimes = parse_runtimes(runtimes, runtime_options)
     checkpoint = load_checkpoint(model)
     parsed_task, with_past = resolve_task(checkpoint, task)
     registration = get_registration(checkpoint.model_type)
@@ -206,6 +212,7 @@ def export_model(
                 atol=atol,
                 reference_model=eager,
                 config=onnx_config,
+                runtime_options=runtime_options,
             )
             report.export_dir = str(output)
             manifest.validation = report.summary()

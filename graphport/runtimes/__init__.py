@@ -6,6 +6,8 @@ Adapters are imported lazily, so a missing runtime costs nothing until it is ask
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 from graphport.errors import RuntimeUnavailableError, UsageError
 from graphport.runtimes.base import Runtime
@@ -36,11 +38,18 @@ def get_runtime_class(name: str) -> type[Runtime]:
     return runtime
 
 
-def parse_runtimes(spec: str | list[str] | tuple[str, ...]) -> list[str]:
+def parse_runtimes(
+    spec: str | list[str] | tuple[str, ...],
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]:
+    """Runtime names from a comma-separated list; unknown or unusable ones fail here,
+    before any work, as do options a runtime cannot honour (a missing provider)."""
     names = spec.split(",") if isinstance(spec, str) else list(spec)
     names = [n.strip().lower() for n in names if n.strip()]
+    if not names:
+        raise UsageError("No runtime given; choose from " + ", ".join(_ADAPTERS) + ".")
     for name in names:
-        get_runtime_class(name)  # unknown names fail here, before any work
+        get_runtime_class(name).check_options((options or {}).get(name, {}))
     return names
 
 

@@ -35,6 +35,10 @@ class Runtime(abc.ABC):
         self.options = options
         self._load()
 
+    @classmethod  # noqa: B027 (an optional hook: most runtimes have nothing to check)
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Raise before any work if ``options`` cannot be honoured here (default: no check)."""
+
     @classmethod
     def is_available(cls) -> bool:
         return importlib.util.find_spec(cls.module) is not None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from graphport.errors import RuntimeUnavailableError
@@ -14,18 +17,30 @@ class OnnxRuntime(Runtime):
     name = "onnxruntime"
     module = "onnxruntime"
 
-    def _load(self) -> None:
-        import onnxruntime as ort
-
-        providers = self.options.get("providers") or ["CPUExecutionProvider"]
+    @staticmethod
+    def _providers(options: Mapping[str, Any]) -> list[str]:
+        providers = options.get("providers") or ["CPUExecutionProvider"]
         if isinstance(providers, str):
             providers = [p.strip() for p in providers.split(",") if p.strip()]
-        missing = [p for p in providers if p not in ort.get_available_providers()]
+        return list(providers)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        missing = [p for p in cls._providers(options) if p not in available]
         if missing:
             raise RuntimeUnavailableError(
                 f"onnxruntime has no {', '.join(missing)} here; available providers are "
-                f"{', '.join(ort.get_available_providers())}."
+                f"{', '.join(available)}."
             )
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        self.check_options(self.options)
+        providers = self._providers(self.options)
         options = ort.SessionOptions()
         if self.options.get("threads"):
             options.intra_op_num_threads = int(self.options["threads"])

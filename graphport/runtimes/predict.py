@@ -115,14 +115,17 @@ def _feeds(directory: ExportDirectory, inputs: list[str]) -> tuple[dict[str, np.
     raise UsageError(f"`graphport run` does not take {modality} inputs yet.")
 
 
-def predict(export_dir: str | Path, inputs: list[str], runtime: str = "onnxruntime") -> Prediction:
+def predict(
+    export_dir: str | Path, inputs: list[str], runtime: str = "onnxruntime", **options: Any
+) -> Prediction:
+    """Prepare ``inputs`` with the export's preprocessor, run them, read the outputs."""
     from transformers import AutoConfig
 
     from graphport.runtimes import get_runtime_class
 
     directory = ExportDirectory(export_dir)
     feeds, tokenizer = _feeds(directory, inputs)
-    engine = get_runtime_class(runtime)(directory)
+    engine = get_runtime_class(runtime)(directory, **options)
     outputs = engine.run(feeds)
     config = AutoConfig.from_pretrained(directory.path, local_files_only=True)
     task = directory.manifest.task

@@ -84,7 +84,7 @@ class ParityReport:
         lines = list(self.contract_problems)
         for r in self.results:
             if r.error:
-                lines.append(f"{r.runtime} / {r.case}: {r.error}")
+                lines.append(f"{r.runtime} / {r.case}: {r.error.rstrip('.')}")
             for o in r.outputs:
                 if not o.passed:
                     what = o.problem or (
