@@ -199,7 +199,9 @@ def validate(
     directory.save_manifest()
     if report_file:
         report.write(report_file)
-    click.echo(json.dumps(report.to_dict(), indent=2, default=float) if as_json else report.table())
+    click.echo(
+        json.dumps(report.to_dict(), indent=2, allow_nan=False) if as_json else report.table()
+    )
     if not report.passed:
         raise ParityError("Parity failed: " + "; ".join(report.failures()[:5]), report)
     if not as_json:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from graphport.errors import ParityError, UnsupportedModelError, UsageError
-from graphport.exporters.onnx import export_to_onnx, save_onnx
+from graphport.exporters.onnx import check_opset, export_to_onnx, save_onnx
 from graphport.exporters.tasks import Task, infer_task, parse_task
 from graphport.manifest import MANIFEST_NAME, ExportDirectory, GraphSpec, Manifest
 from graphport.models.loader import DTYPES, Checkpoint, load_checkpoint, load_model
@@ -143,22 +143,19 @@ def export_model(
             "from eager for bfloat16 graphs; export with --no-validate and validate where bf16 "
             "kernels exist, or use --dtype fp16."
         )
+    if opset is not None:
+        check_opset(opset)
     check_output_path(output, overwrite)
     if validate:
         from graphport.runtimes import parse_runtimes
 
         runtimes = parse_runtimes(runtimes, runtime_options)
     checkpoint = load_checkpoint(model)
-    parsed_task, with_past = resolve_task(checkpoint, task)
     registration = get_registration(checkpoint.model_type)
+    parsed_task, with_past = resolve_task(checkpoint, task)
     onnx_config = get_onnx_config(
         checkpoint.config, f"{parsed_task.value}{'-with-past' if with_past else ''}"
     )
-    if opset is not None:
-        from graphport.exporters.onnx import check_opset
-
-        check_opset(opset)
-
     logger.info("Loading %s (%s, %s)", checkpoint.path, checkpoint.model_type, parsed_task.value)
     eager = load_model(checkpoint, parsed_task, dtype, dict(onnx_config.values_override or {}))
     logger.info("Tracing with torch.export (opset %s)", opset or onnx_config.default_onnx_opset)

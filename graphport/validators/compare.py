@@ -62,18 +62,21 @@ def compare_output(
         return diff
     exp = expected.astype(np.float64)
     act = actual.astype(np.float64)
+    if valid is not None and valid.shape == exp.shape[: valid.ndim] and not valid.all():
+        padding = np.abs(act[~valid] - exp[~valid])
+        finite = padding[np.isfinite(padding)]
+        diff.padding_max_abs = float(finite.max()) if finite.size else None
+        act, exp = act[valid], exp[valid]
+        diff.total = int(exp.size)
     if not np.isfinite(act).all() and np.isfinite(exp).all():
         diff.problem = "non-finite values where the reference is finite"
     abs_diff = np.abs(act - exp)
-    if valid is not None and valid.shape == exp.shape[: valid.ndim] and not valid.all():
-        diff.padding_max_abs = float(np.nanmax(abs_diff[~valid]))
-        abs_diff, exp = abs_diff[valid], exp[valid]
-        diff.total = int(abs_diff.size)
-    rel_diff = abs_diff / np.maximum(np.abs(exp), max(atol, 1e-12))
-    if expected.size:
-        diff.max_abs = float(np.nanmax(abs_diff))
-        diff.mean_abs = float(np.nanmean(abs_diff))
-        diff.max_rel = float(np.nanmax(rel_diff))
-        diff.mean_rel = float(np.nanmean(rel_diff))
+    if abs_diff.size:
+        with np.errstate(invalid="ignore"):
+            rel_diff = abs_diff / np.maximum(np.abs(exp), max(atol, 1e-12))
+            diff.max_abs = float(np.nanmax(abs_diff))
+            diff.mean_abs = float(np.nanmean(abs_diff))
+            diff.max_rel = float(np.nanmax(rel_diff))
+            diff.mean_rel = float(np.nanmean(rel_diff))
     diff.mismatched = int((~(abs_diff <= atol + rtol * np.abs(exp))).sum())
     return diff

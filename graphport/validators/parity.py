@@ -95,7 +95,8 @@ class ParityReport:
         return lines
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        """Plain JSON data; differences that could not be computed (NaN) become None."""
+        data = _finite_or_none(dataclasses.asdict(self))
         data["passed"] = self.passed
         return data
 
@@ -108,18 +109,20 @@ class ParityReport:
                 if np.isfinite(o.max_abs):
                     entry["max_abs"] = max(entry["max_abs"], o.max_abs)
                     entry["max_rel"] = max(entry["max_rel"], o.max_rel)
-        return {
-            "passed": self.passed,
-            "runtimes": self.runtimes,
-            "cases": sorted({r.case for r in self.results}),
-            "atol": self.atol,
-            "rtol": self.rtol,
-            "worst": worst,
-            "failures": self.failures(),
-        }
+        return _finite_or_none(
+            {
+                "passed": self.passed,
+                "runtimes": self.runtimes,
+                "cases": sorted({r.case for r in self.results}),
+                "atol": self.atol,
+                "rtol": self.rtol,
+                "worst": worst,
+                "failures": self.failures(),
+            }
+        )
 
     def write(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=float) + "\n")
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     def table(self) -> str:
         """A plain-text table, one row per runtime x case x output.
@@ -159,6 +162,16 @@ class ParityReport:
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 def _is_token_aligned(axes: Mapping[int, str]) -> bool:

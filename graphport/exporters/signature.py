@@ -1,0 +1,44 @@
+"""A module with an explicit forward signature that returns only the task's outputs.
+
+torch.jit.trace, torch.export and the C++ loaders of TorchScript and AOTInductor packages
+call a model positionally, in a fixed order, and get a tuple back. Hugging Face models
+take keyword arguments and return a ModelOutput with extra fields. This wrapper turns
+one into the other: inputs positionally in the export config's order, outputs as a
+tuple in the config's order, nothing else computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+class SelectOutputs(torch.nn.Module):
+    """``forward(*inputs)`` in ``input_names`` order -> tuple of ``output_names``."""
+
+    def __init__(
+        self, model: torch.nn.Module, input_names: Sequence[str], output_names: Sequence[str]
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = list(input_names)
+        self.output_names = list(output_names)
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        output = self.model(**dict(zip(self.input_names, inputs, strict=True)))
+        return tuple(output[name] for name in self.output_names)
+
+
+def dynamic_shapes_for(input_axes: dict[str, dict[int, str]]) -> dict[str, tuple[dict, ...]]:
+    """torch.export dynamic shapes for ``SelectOutputs`` (its ``*inputs`` are one tuple).
+
+    ``Dim.DYNAMIC`` lets torch.export derive each axis' range (a sequence is bounded by the
+    position embeddings) and tie equal axes across inputs; named ``Dim``s would demand
+    the ranges up front. Names matter only in ONNX graphs, not in .pt/.pt2 artifacts.
+    """
+    return {
+        "inputs": tuple(
+            dict.fromkeys(axes, torch.export.Dim.DYNAMIC) for axes in input_axes.values()
+        )
+    }
