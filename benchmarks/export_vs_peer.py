@@ -161,11 +161,11 @@ class TreeRssSampler(threading.Thread):
         while stack:
             pid = stack.pop()
             try:
-                with open(f"/proc/{pid}/statm") as f:
-                    total += int(f.read().split()[1]) * self._page_kib
-                for task in os.listdir(f"/proc/{pid}/task"):
-                    with open(f"/proc/{pid}/task/{task}/children") as f:
-                        stack.extend(int(child) for child in f.read().split())
+                proc = Path(f"/proc/{pid}")
+                total += int((proc / "statm").read_text().split()[1]) * self._page_kib
+                for task in (proc / "task").iterdir():
+                    children = (task / "children").read_text().split()
+                    stack.extend(int(child) for child in children)
             except (OSError, ValueError):
                 continue  # the process exited between two reads
         return total
@@ -174,7 +174,7 @@ class TreeRssSampler(threading.Thread):
 def measure(argv: list[str], cwd: Path, env: dict[str, str], out_dir: Path) -> RunResult:
     """Runs one export to completion and returns its wall time, memory and exit status."""
     log_path = out_dir.with_suffix(".log")
-    with open(log_path, "wb") as log:
+    with log_path.open("wb") as log:
         start = time.perf_counter()
         proc = subprocess.Popen(
             argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log

@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from graphport.verbosity import set_verbosity  # noqa: E402
+from graphport.verbosity import set_verbosity
 
 set_verbosity("error")
 

@@ -69,12 +69,12 @@ def test_every_strategy_failing_lists_each_reason():
 
         return strategy
 
-    with pytest.raises(ExportError, match="first: RuntimeError: a.*second: RuntimeError: b"):
+    with pytest.raises(ExportError, match=r"first: RuntimeError: a.*second: RuntimeError: b"):
         export_to_onnx(model, config, strategies=(("first", fail("a")), ("second", fail("b"))))
 
 
 def test_external_data_above_threshold(qa_export, tmp_path: Path):
-    model, exported = qa_export
+    _, exported = qa_export
     path = tmp_path / "model.onnx"
     data = save_onnx(exported.model, str(path), external_data_threshold=1024)
     assert data == "model.onnx_data"

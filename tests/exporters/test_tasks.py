@@ -25,7 +25,7 @@ def test_parse_task_accepts_hf_names_and_legacy_features(name, task, with_past):
 
 
 def test_parse_task_rejects_unknown_names_listing_the_known_ones():
-    with pytest.raises(UnsupportedModelError, match="Unknown task 'summarise'.*fill-mask"):
+    with pytest.raises(UnsupportedModelError, match=r"Unknown task 'summarise'.*fill-mask"):
         parse_task("summarise")
 
 

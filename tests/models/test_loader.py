@@ -20,47 +20,47 @@ def checkpoint_copy(tiny_checkpoint, tmp_path: Path) -> Path:
 
 
 def test_missing_path(tmp_path: Path):
-    with pytest.raises(ModelLoadError, match="was not found.*never downloads"):
+    with pytest.raises(ModelLoadError, match=r"was not found.*never downloads"):
         load_checkpoint(tmp_path / "nope")
 
 
 def test_unknown_hub_id_is_not_downloaded():
-    with pytest.raises(ModelLoadError, match="not found: it is neither a local directory"):
+    with pytest.raises(ModelLoadError, match=r"not found: it is neither a local directory"):
         load_checkpoint("some-org/some-model-that-is-not-cached")
 
 
 def test_empty_directory(tmp_path: Path):
-    with pytest.raises(ModelLoadError, match="is empty, so it is not a transformers checkpoint"):
+    with pytest.raises(ModelLoadError, match=r"is empty, so it is not a transformers checkpoint"):
         load_checkpoint(tmp_path)
 
 
 def test_a_file_instead_of_a_directory(tmp_path: Path):
     (tmp_path / "model.onnx").write_bytes(b"x")
-    with pytest.raises(ModelLoadError, match="is a file, not a checkpoint directory"):
+    with pytest.raises(ModelLoadError, match=r"is a file, not a checkpoint directory"):
         load_checkpoint(tmp_path / "model.onnx")
 
 
 def test_corrupt_config(checkpoint_copy: Path):
     (checkpoint_copy / "config.json").write_text('{"model_type": "bert",')
-    with pytest.raises(ModelLoadError, match="config.json is not valid JSON"):
+    with pytest.raises(ModelLoadError, match=r"config.json is not valid JSON"):
         load_checkpoint(checkpoint_copy)
 
 
 def test_unknown_model_type(checkpoint_copy: Path):
     (checkpoint_copy / "config.json").write_text(json.dumps({"model_type": "bertish"}))
-    with pytest.raises(UnsupportedModelError, match="'bertish'.*unknown to the installed"):
+    with pytest.raises(UnsupportedModelError, match=r"'bertish'.*unknown to the installed"):
         load_checkpoint(checkpoint_copy)
 
 
 def test_removed_transformer_xl_is_explained(checkpoint_copy: Path):
     (checkpoint_copy / "config.json").write_text(json.dumps({"model_type": "transfo-xl"}))
-    with pytest.raises(UnsupportedModelError, match="Transformer-XL.*removed in Transformers 5"):
+    with pytest.raises(UnsupportedModelError, match=r"Transformer-XL.*removed in Transformers 5"):
         load_checkpoint(checkpoint_copy)
 
 
 def test_checkpoint_without_weights(checkpoint_copy: Path):
     (checkpoint_copy / "model.safetensors").unlink()
-    with pytest.raises(ModelLoadError, match="has a config but no weights"):
+    with pytest.raises(ModelLoadError, match=r"has a config but no weights"):
         load_checkpoint(checkpoint_copy)
 
 
@@ -68,13 +68,13 @@ def test_truncated_safetensors(checkpoint_copy: Path):
     weights = checkpoint_copy / "model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelLoadError, match="is truncated: its tensors need"):
+    with pytest.raises(ModelLoadError, match=r"is truncated: its tensors need"):
         load_checkpoint(checkpoint_copy)
 
 
 def test_safetensors_with_a_cut_header(checkpoint_copy: Path):
     (checkpoint_copy / "model.safetensors").write_bytes(b"\x10\x00")
-    with pytest.raises(ModelLoadError, match="is truncated"):
+    with pytest.raises(ModelLoadError, match=r"is truncated"):
         load_checkpoint(checkpoint_copy)
 
 
