@@ -69,13 +69,13 @@ def _runtime_options(providers: str | None) -> dict[str, dict[str, Any]]:
     return {"onnxruntime": {"providers": providers}} if providers else {}
 
 
-def _runtimes_option(default: str) -> Any:
+def _runtimes_option() -> Any:
     return click.option(
         "--runtime",
         "runtimes",
-        default=default,
-        show_default=True,
-        help="Comma-separated runtimes: onnxruntime, openvino, torch.",
+        default=None,
+        help="Comma-separated runtimes (onnxruntime, openvino, torchscript, aoti, tensorrt, "
+        "torch); default: every installed runtime that runs the export's format.",
     )
 
 
@@ -88,7 +88,15 @@ def _runtimes_option(default: str) -> Any:
     show_default=True,
     help="Task (HF name or legacy feature); auto infers it from config.architectures.",
 )
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "openvino", "torchscript", "pt2", "ort", "tensorrt"]),
+    default="onnx",
+    show_default=True,
+    help="onnx; openvino IR; torchscript (.pt, deprecated by torch); pt2 (AOTInductor); "
+    "ort (onnxruntime mobile); tensorrt (engine, needs TensorRT and a GPU).",
+)
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 18).")
 @click.option(
     "--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True
@@ -106,8 +114,20 @@ def _runtimes_option(default: str) -> Any:
     help="Relative tolerance for validation (default 0: absolute differences).",
 )
 @click.option("--no-validate", is_flag=True, help="Skip validation against the eager model.")
-@_runtimes_option("onnxruntime,openvino")
+@_runtimes_option()
 @_providers_option
+@click.option("--fp16-weights", is_flag=True, help="openvino: store weights in fp16.")
+@click.option(
+    "--ort-target-platform",
+    type=click.Choice(["amd64", "arm"]),
+    default=None,
+    help="ort: the platform the graph optimizations target.",
+)
+@click.option(
+    "--trt-profile",
+    default=None,
+    help="tensorrt: axis ranges AXIS=MIN:OPT:MAX,..., e.g. batch=1:4:16,sequence=1:128:256.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def export(
     model: str,
@@ -119,16 +139,24 @@ def export(
     atol: float | None,
     rtol: float | None,
     no_validate: bool,
-    runtimes: str,
+    runtimes: str | None,
     providers: str | None,
+    fp16_weights: bool,
+    ort_target_platform: str | None,
+    trt_profile: str | None,
     overwrite: bool,
 ) -> None:
     """Export MODEL (a checkpoint directory or cached hub id) into the directory OUTPUT."""
     from graphport.errors import ParityError
+    from graphport.exporters.artifacts import FormatOptions
     from graphport.exporters.pipeline import export_model
-    from graphport.runtimes import parse_runtimes
+    from graphport.exporters.tensorrt import parse_profile_overrides
 
-    names = parse_runtimes(runtimes, _runtime_options(providers))
+    options = FormatOptions(
+        openvino_fp16_weights=fp16_weights,
+        ort_target_platform=ort_target_platform,
+        trt_profile=parse_profile_overrides(trt_profile),
+    )
     try:
         result = export_model(
             model,
@@ -138,9 +166,11 @@ def export(
             dtype=dtype,
             atol=atol,
             validate=not no_validate,
-            runtimes=names,
+            runtimes=runtimes.split(",") if runtimes else None,
             runtime_options=_runtime_options(providers),
             overwrite=overwrite,
+            fmt=fmt,
+            format_options=options,
         )
     except ParityError as e:
         if e.report is not None:
@@ -151,8 +181,9 @@ def export(
     if result.report is not None:
         click.echo(result.report.table())
     click.echo(
-        f"Exported {manifest.source['model_type']} ({manifest.task}, {manifest.dtype}, opset "
-        f"{manifest.opset}, {manifest.exporter['strategy']}) to {output} "
+        f"Exported {manifest.source['model_type']} ({manifest.task}, {manifest.format}, "
+        f"{manifest.dtype}{f', opset {manifest.opset}' if manifest.opset else ''}, "
+        f"{manifest.exporter['strategy']}) to {output} "
         f"[{size / 1e6:.1f} MB] in {result.seconds:.1f} s"
         + ("; validation skipped" if result.report is None else "; parity passed")
     )
@@ -160,7 +191,7 @@ def export(
 
 @cli.command()
 @click.argument("export_dir", type=click.Path(path_type=Path))
-@_runtimes_option("onnxruntime,openvino")
+@_runtimes_option()
 @_providers_option
 @click.option("--atol", type=float, default=None, help="Override the absolute tolerance.")
 @click.option("--rtol", type=float, default=None, help="Override the relative tolerance.")
@@ -174,7 +205,7 @@ def export(
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def validate(
     export_dir: Path,
-    runtimes: str,
+    runtimes: str | None,
     providers: str | None,
     atol: float | None,
     rtol: float | None,
@@ -184,13 +215,14 @@ def validate(
     """Check an export against the eager model; exits 1 when a tolerance is exceeded."""
     from graphport.errors import ParityError
     from graphport.manifest import ExportDirectory
-    from graphport.runtimes import parse_runtimes
+    from graphport.runtimes import available_runtimes, parse_runtimes
     from graphport.validators.parity import validate_export
 
     directory = ExportDirectory(export_dir)
+    names = runtimes or available_runtimes(directory.manifest.format)
     report = validate_export(
         directory,
-        parse_runtimes(runtimes, _runtime_options(providers)),
+        parse_runtimes(names, _runtime_options(providers)),
         atol=atol,
         rtol=rtol,
         runtime_options=_runtime_options(providers),

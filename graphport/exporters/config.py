@@ -98,6 +98,15 @@ class OnnxConfig:
         {"batch": 3, "sequence": 29, "choice": 4, "height": 48, "width": 112},
     )
 
+    # min/opt/max per dynamic axis for engines with optimization profiles (TensorRT).
+    profile_ranges: ClassVar[dict[str, tuple[int, int, int]]] = {
+        "batch": (1, 1, 16),
+        "sequence": (1, 128, 512),
+        "choice": (2, 4, 8),
+        "height": (32, 224, 512),
+        "width": (32, 224, 512),
+    }
+
     def __init__(
         self,
         config: Any,
@@ -403,6 +412,10 @@ class AudioOnnxConfig(OnnxConfig):
 
     modality: ClassVar[str] = "audio"
     trace_sizes: ClassVar[dict[str, int]] = {"batch": 2, "sequence": 3200}
+    profile_ranges: ClassVar[dict[str, tuple[int, int, int]]] = {
+        "batch": (1, 1, 16),
+        "sequence": (1600, 16000, 480000),
+    }
     validation_sizes: ClassVar[tuple[dict[str, int], ...]] = (
         {"batch": 1, "sequence": 2400},
         {"batch": 3, "sequence": 4800},

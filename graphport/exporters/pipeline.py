@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from graphport.errors import ParityError, UnsupportedModelError, UsageError
-from graphport.exporters.onnx import check_opset, export_to_onnx, save_onnx
+from graphport.exporters.artifacts import FormatOptions, check_format, write_artifact
+from graphport.exporters.onnx import check_opset
 from graphport.exporters.tasks import Task, infer_task, parse_task
-from graphport.manifest import MANIFEST_NAME, ExportDirectory, GraphSpec, Manifest
+from graphport.manifest import MANIFEST_NAME, ExportDirectory, Manifest
 from graphport.models.loader import DTYPES, Checkpoint, load_checkpoint, load_model
 from graphport.models.registry import get_onnx_config, get_registration
 from graphport.validators.parity import ParityReport, validate_export
@@ -127,16 +128,24 @@ def export_model(
     atol: float | None = None,
     validate: bool = True,
     rtol: float | None = None,
-    runtimes: Sequence[str] = ("onnxruntime", "openvino"),
+    runtimes: Sequence[str] | None = None,
     overwrite: bool = False,
     runtime_options: Mapping[str, Mapping[str, Any]] | None = None,
+    fmt: str = "onnx",
+    format_options: FormatOptions | None = None,
 ) -> ExportResult:
-    """Export ``model`` (a checkpoint directory or cached hub id) into ``output``."""
+    """Export ``model`` (a checkpoint directory or cached hub id) into ``output``.
+
+    ``runtimes`` defaults to every installed runtime that can run the format.
+    """
+    from graphport.runtimes import available_runtimes, parse_runtimes
+
     start = time.perf_counter()
     output = Path(output)
     if dtype not in DTYPES:
         raise UsageError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}.")
-    if dtype == "bf16" and validate:
+    check_format(fmt)
+    if dtype == "bf16" and validate and fmt in ("onnx", "openvino", "ort"):
         raise UsageError(
             "A bf16 graph cannot be validated on the CPU runtimes: onnxruntime's CPU provider "
             "has no bfloat16 kernels and OpenVINO's ONNX reader returns float16 results far "
@@ -147,9 +156,9 @@ def export_model(
         check_opset(opset)
     check_output_path(output, overwrite)
     if validate:
-        from graphport.runtimes import parse_runtimes
-
-        runtimes = parse_runtimes(runtimes, runtime_options)
+        runtimes = parse_runtimes(
+            runtimes if runtimes is not None else available_runtimes(fmt), runtime_options
+        )
     checkpoint = load_checkpoint(model)
     registration = get_registration(checkpoint.model_type)
     parsed_task, with_past = resolve_task(checkpoint, task)
@@ -158,13 +167,10 @@ def export_model(
     )
     logger.info("Loading %s (%s, %s)", checkpoint.path, checkpoint.model_type, parsed_task.value)
     eager = load_model(checkpoint, parsed_task, dtype, dict(onnx_config.values_override or {}))
-    logger.info("Tracing with torch.export (opset %s)", opset or onnx_config.default_onnx_opset)
-    trace_start = time.perf_counter()
-    exported = export_to_onnx(eager, onnx_config, opset)
-    trace_seconds = time.perf_counter() - trace_start
+    options = dataclasses.replace(format_options or FormatOptions(), opset=opset)
 
     with staging_directory(output) as staging:
-        external = save_onnx(exported.model, str(staging / "model.onnx"))
+        artifact = write_artifact(fmt, eager, onnx_config, staging, options)
         copied = []
         for file in checkpoint.preprocessor_files():
             shutil.copy2(file, staging / file.name)
@@ -180,23 +186,17 @@ def export_model(
             task=parsed_task.value,
             family=registration.family,
             modality=onnx_config.modality,
-            format="onnx",
+            format=fmt,
             dtype=dtype,
-            opset=exported.opset,
-            graphs=[GraphSpec.from_ir("model", "model.onnx", exported.model, external)],
-            exporter={
-                "strategy": exported.strategy,
-                "fallback_reason": exported.fallback_reason,
-                "attempts": [dataclasses.asdict(a) for a in exported.attempts],
-                "seconds": round(trace_seconds, 3),
-                "config_class": type(onnx_config).__name__,
-            },
+            opset=artifact.opset,
+            graphs=[artifact.spec],
+            exporter=artifact.exporter,
             tolerance={
                 "atol": atol if atol is not None else onnx_config.atol_for_validation,
                 "rtol": rtol if rtol is not None else onnx_config.rtol_for_validation,
             },
             versions=package_versions(),
-            files=sorted(["model.onnx", *([external] if external else []), *copied]),
+            files=sorted([*artifact.files, *copied]),
         )
         manifest.write(staging)
 
@@ -207,6 +207,7 @@ def export_model(
                 ExportDirectory(staging),
                 runtimes,
                 atol=atol,
+                rtol=rtol,
                 reference_model=eager,
                 config=onnx_config,
                 runtime_options=runtime_options,

@@ -15,10 +15,11 @@ from graphport.runtimes.base import Runtime
 _ADAPTERS = {
     "onnxruntime": "graphport.runtimes.onnxruntime:OnnxRuntime",
     "openvino": "graphport.runtimes.openvino:OpenVinoRuntime",
+    "torchscript": "graphport.runtimes.torchscript:TorchScriptRuntime",
+    "aoti": "graphport.runtimes.aoti:AotiRuntime",
+    "tensorrt": "graphport.runtimes.tensorrt:TensorRtRuntime",
     "torch": "graphport.runtimes.torch:TorchRuntime",
 }
-# Runtimes that run the exported graph (torch is the eager reference).
-GRAPH_RUNTIMES = ("onnxruntime", "openvino")
 
 
 def runtime_names() -> list[str]:
@@ -53,19 +54,20 @@ def parse_runtimes(
     return names
 
 
-def available_runtimes() -> list[str]:
+def available_runtimes(fmt: str | None = None) -> list[str]:
+    """Installed runtimes, or those of them that can run artifacts of format ``fmt``."""
     out = []
     for name in _ADAPTERS:
         try:
-            get_runtime_class(name)
+            runtime = get_runtime_class(name)
         except RuntimeUnavailableError:
             continue
-        out.append(name)
+        if fmt is None or fmt in runtime.formats:
+            out.append(name)
     return out
 
 
 __all__ = [
-    "GRAPH_RUNTIMES",
     "Runtime",
     "available_runtimes",
     "get_runtime_class",

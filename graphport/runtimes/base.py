@@ -24,6 +24,7 @@ class Runtime(abc.ABC):
 
     name: ClassVar[str]
     module: ClassVar[str]  # the import that must succeed for the runtime to be available
+    formats: ClassVar[frozenset[str]]  # export formats (manifest "format") it can run
 
     def __init__(
         self, export_dir: ExportDirectory | str | Path, graph: str = "model", **options: Any

@@ -16,6 +16,7 @@ class OnnxRuntime(Runtime):
 
     name = "onnxruntime"
     module = "onnxruntime"
+    formats = frozenset({"onnx", "ort"})
 
     @staticmethod
     def _providers(options: Mapping[str, Any]) -> list[str]:

@@ -18,6 +18,7 @@ class OpenVinoRuntime(Runtime):
 
     name = "openvino"
     module = "openvino"
+    formats = frozenset({"onnx", "openvino"})
 
     def _load(self) -> None:
         import openvino as ov

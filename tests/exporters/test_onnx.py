@@ -81,9 +81,7 @@ def test_external_data_above_threshold(qa_export, tmp_path: Path):
     assert (tmp_path / data).stat().st_size > 50_000
     assert path.stat().st_size < 50_000
     proto = onnx.load(path, load_external_data=False)
-    assert any(
-        init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer
-    )
+    assert any(init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["start_logits", "end_logits"]
 

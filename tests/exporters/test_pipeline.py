@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from graphport.errors import ModelLoadError, ParityError, UnsupportedModelError, UsageError
-from graphport.exporters import pipeline
+from graphport.exporters import artifacts
 from graphport.exporters.pipeline import export_model
 from graphport.manifest import MANIFEST_NAME, ExportDirectory
 
@@ -26,7 +26,9 @@ def test_export_directory_is_self_describing(bert_export: Path, tiny_checkpoint)
     assert graph["file"] == "model.onnx"
     assert [t["name"] for t in graph["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
     assert graph["inputs"][0] == {
-        "name": "input_ids", "dtype": "int64", "shape": ["batch", "sequence"]
+        "name": "input_ids",
+        "dtype": "int64",
+        "shape": ["batch", "sequence"],
     }
     assert graph["outputs"][0]["shape"] == ["batch", "sequence", 32]
     assert manifest["validation"]["passed"] is True
@@ -51,7 +53,7 @@ def test_failed_export_leaves_no_directory(tiny_checkpoint, tmp_path: Path, monk
     def explode(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(pipeline, "save_onnx", explode)
+    monkeypatch.setattr(artifacts, "save_onnx", explode)
     with pytest.raises(RuntimeError, match="disk full"):
         export_model(tiny_checkpoint("bert"), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,174 @@
+"""Write the graph artifact of one export format into a staging directory.
+
+ONNX-derived formats (onnx, openvino, ort, tensorrt) trace to ONNX first and convert with
+the target's own tool; torch formats (torchscript, pt2) trace the eager model directly.
+Each returns the graph's spec for the manifest, the files written, and exporter details.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from graphport.errors import UsageError
+from graphport.exporters.config import OnnxConfig
+from graphport.exporters.onnx import export_to_onnx, flatten_output_names, save_onnx
+from graphport.manifest import GraphSpec, TensorSpec
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "openvino", "torchscript", "pt2", "ort", "tensorrt")
+ONNX_BASED = frozenset({"onnx", "openvino", "ort", "tensorrt"})
+
+
+@dataclasses.dataclass
+class Artifact:
+    spec: GraphSpec
+    files: list[str]
+    exporter: dict[str, Any]
+    opset: int | None
+
+
+@dataclasses.dataclass
+class FormatOptions:
+    """Format-specific knobs (each ignored by the formats it does not concern)."""
+
+    opset: int | None = None
+    openvino_fp16_weights: bool = False
+    ort_target_platform: str | None = None
+    trt_profile: Mapping[str, tuple[int, int, int]] | None = None
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise UsageError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    if fmt == "tensorrt":
+        from graphport.exporters.tensorrt import require_tensorrt
+
+        require_tensorrt()  # before any work: TensorRT and a GPU must be here
+
+
+def spec_from_eager(model: torch.nn.Module, config: OnnxConfig) -> GraphSpec:
+    """Inputs/outputs of a torch artifact: names and axes from the config, dtypes and static
+    sizes from one eager run at the trace shapes."""
+    inputs = config.dummy_inputs(config.trace_shapes())
+    dtype = next(model.parameters()).dtype
+    inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+    with torch.no_grad():
+        output = model(**inputs)
+    leaves = dict(zip(flatten_output_names(output), _leaves(output), strict=True))
+
+    def spec(name: str, tensor: torch.Tensor, axes: Mapping[int, str]) -> TensorSpec:
+        shape = [axes.get(i, size) for i, size in enumerate(tensor.shape)]
+        return TensorSpec(name, _numpy_dtype(tensor.dtype), shape)
+
+    return GraphSpec(
+        "model",
+        "",
+        [spec(n, inputs[n], axes) for n, axes in config.inputs.items()],
+        [spec(n, leaves[n], axes) for n, axes in config.outputs.items()],
+    )
+
+
+def _numpy_dtype(dtype: torch.dtype) -> str:
+    if dtype == torch.bfloat16:
+        return "bfloat16"
+    return np.dtype(str(dtype).removeprefix("torch.")).name
+
+
+def _leaves(output: Any) -> list[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if hasattr(output, "items"):
+        return [leaf for _, v in output.items() if v is not None for leaf in _leaves(v)]
+    if isinstance(output, list | tuple):
+        return [leaf for v in output for leaf in _leaves(v)]
+    return []
+
+
+def write_artifact(
+    fmt: str,
+    model: torch.nn.Module,
+    config: OnnxConfig,
+    directory: Path,
+    options: FormatOptions | None = None,
+) -> Artifact:
+    options = options or FormatOptions()
+    start = time.perf_counter()
+    if fmt in ONNX_BASED:
+        logger.info(
+            "Tracing with torch.export (opset %s)", options.opset or config.default_onnx_opset
+        )
+        exported = export_to_onnx(model, config, options.opset)
+        external = save_onnx(exported.model, str(directory / "model.onnx"))
+        spec = GraphSpec.from_ir("model", "model.onnx", exported.model, external)
+        files = ["model.onnx", *([external] if external else [])]
+        info: dict[str, Any] = {
+            "strategy": exported.strategy,
+            "fallback_reason": exported.fallback_reason,
+            "attempts": [dataclasses.asdict(a) for a in exported.attempts],
+        }
+        opset: int | None = exported.opset
+        if fmt == "openvino":
+            from graphport.exporters.openvino import onnx_to_openvino
+
+            onnx_to_openvino(
+                directory / "model.onnx", directory / "model.xml", options.openvino_fp16_weights
+            )
+            _remove(directory, files)
+            spec.file, spec.external_data = "model.xml", "model.bin"
+            files = ["model.xml", "model.bin"]
+            info["weights"] = "fp16" if options.openvino_fp16_weights else "as exported"
+        elif fmt == "ort":
+            from graphport.exporters.ort import REQUIRED_OPERATORS, onnx_to_ort
+
+            logger.info("Converting to the onnxruntime mobile format")
+            onnx_to_ort(directory / "model.onnx", directory, options.ort_target_platform)
+            _remove(directory, files)
+            spec.file, spec.external_data = "model.ort", None
+            files = ["model.ort", REQUIRED_OPERATORS]
+        elif fmt == "tensorrt":
+            from graphport.exporters.tensorrt import build_engine, optimization_profile
+
+            profile = optimization_profile(config, options.trt_profile)
+            logger.info("Building the TensorRT engine")
+            info["tensorrt"] = build_engine(
+                directory / "model.onnx", directory / "model.engine", profile
+            )
+            info["profile"] = [dataclasses.asdict(p) for p in profile]
+            info["precision"] = "strongly typed: the graph's dtypes"
+            spec.file = "model.engine"
+            files.append("model.engine")  # the ONNX stays: engines are rebuilt from it
+    else:
+        spec = spec_from_eager(model, config)
+        opset = None
+        if fmt == "torchscript":
+            from graphport.exporters.torchscript import DEPRECATION, export_torchscript
+
+            logger.info("Tracing with torch.jit.trace")
+            export_torchscript(model, config, directory / "model.pt")
+            spec.file = "model.pt"
+            info = {"strategy": "torch.jit.trace", "deprecated": DEPRECATION}
+        else:
+            from graphport.exporters.pt2 import export_pt2
+
+            logger.info("Exporting with torch.export and compiling with AOTInductor")
+            export_pt2(model, config, directory / "model.pt2")
+            spec.file = "model.pt2"
+            info = {"strategy": "torch.export + AOTInductor"}
+        files = [spec.file]
+    info["seconds"] = round(time.perf_counter() - start, 3)
+    info["config_class"] = type(config).__name__
+    return Artifact(spec, files, info, opset)
+
+
+def _remove(directory: Path, files: list[str]) -> None:
+    for name in files:
+        (directory / name).unlink(missing_ok=True)
