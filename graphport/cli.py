@@ -309,6 +309,41 @@ def inspect(export_dir: Path, as_json: bool) -> None:
     click.echo("\n".join(lines))
 
 
+@cli.command()
+@click.argument("export_dir", type=click.Path(path_type=Path))
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option(
+    "--target",
+    type=click.Choice(["cpp", "triton"]),
+    required=True,
+    help="cpp: CMake project with graphport_infer; triton: model repository.",
+)
+@click.option("--model-name", default=None, help="triton: the model's name (default: DEST's).")
+@click.option(
+    "--max-batch-size",
+    type=int,
+    default=8,
+    show_default=True,
+    help="triton: max_batch_size (0 disables batching).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace DEST if it exists.")
+def deploy(
+    export_dir: Path,
+    dest: Path,
+    target: str,
+    model_name: str | None,
+    max_batch_size: int,
+    overwrite: bool,
+) -> None:
+    """Turn an export directory into a deployable C++ project or Triton model repository."""
+    from graphport.deploy import deploy as run_deploy
+
+    options: dict[str, Any] = {"overwrite": overwrite}
+    if target == "triton":
+        options.update(model_name=model_name, max_batch_size=max_batch_size)
+    click.echo(f"Wrote {run_deploy(export_dir, dest, target, **options)}")
+
+
 @cli.command(name="list")
 @click.option("--json", "as_json", is_flag=True)
 def list_(as_json: bool) -> None:
