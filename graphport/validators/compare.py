@@ -18,6 +18,11 @@ class OutputDiff:
     Positions an attention mask marks as padding carry no meaning (every consumer masks
     them), so when a mask is given they are left out of the verdict; their largest
     difference is still recorded in ``padding_max_abs``.
+
+    ``min_cosine`` is the smallest cosine similarity between actual and expected vectors
+    along the last axis (per token for hidden states, per row for logits). Quantized and
+    half-precision graphs are judged by it (``cosine`` set) instead of by ``atol``: their
+    errors are expected, only their direction matters downstream.
     """
 
     name: str
@@ -32,6 +37,8 @@ class OutputDiff:
     mismatched: int = 0
     total: int = 0
     padding_max_abs: float | None = None
+    min_cosine: float = float("nan")
+    cosine: float | None = None
     problem: str | None = None
 
     @property
@@ -49,10 +56,13 @@ def compare_output(
     atol: float,
     rtol: float,
     valid: np.ndarray | None = None,
+    cosine: float | None = None,
 ) -> OutputDiff:
     """Compare ``actual`` with ``expected``; ``valid`` (boolean, a prefix of the shape) marks
     the positions to judge, e.g. the attention mask for (batch, sequence, ...) outputs."""
-    diff = OutputDiff(name, list(expected.shape), None, atol, rtol, total=int(expected.size))
+    diff = OutputDiff(
+        name, list(expected.shape), None, atol, rtol, total=int(expected.size), cosine=cosine
+    )
     if actual is None:
         diff.problem = "missing from the runtime's outputs"
         return diff
@@ -78,5 +88,22 @@ def compare_output(
             diff.mean_abs = float(np.nanmean(abs_diff))
             diff.max_rel = float(np.nanmax(rel_diff))
             diff.mean_rel = float(np.nanmean(rel_diff))
-    diff.mismatched = int((~(abs_diff <= atol + rtol * np.abs(exp))).sum())
+    vectors = exp.reshape(-1, exp.shape[-1]) if exp.ndim > 1 else exp.reshape(1, -1)
+    cosines = _row_cosines(act.reshape(vectors.shape), vectors) if vectors.size else vectors[:, 0]
+    if cosines.size:
+        diff.min_cosine = float(np.nanmin(cosines)) if not np.isnan(cosines).all() else 0.0
+    if cosine is None:
+        diff.mismatched = int((~(abs_diff <= atol + rtol * np.abs(exp))).sum())
+    else:
+        diff.total = int(cosines.size)
+        diff.mismatched = int((~(cosines >= cosine)).sum())
     return diff
+
+
+def _row_cosines(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Cosine similarity per row; two zero rows count as identical (1.0)."""
+    dot = (actual * expected).sum(-1)
+    norms = np.linalg.norm(actual, axis=-1) * np.linalg.norm(expected, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(norms > 0, dot / norms, np.where(np.abs(actual).sum(-1) == 0, 1.0, 0.0))
+    return cos

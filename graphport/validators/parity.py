@@ -68,6 +68,7 @@ class ParityReport:
     atol: float
     rtol: float
     per_output_atol: dict[str, float] = dataclasses.field(default_factory=dict)
+    cosine: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -90,6 +91,9 @@ class ParityReport:
                     what = o.problem or (
                         f"{o.mismatched}/{o.total} values off, max abs diff {o.max_abs:.3g} "
                         f"> atol {o.atol:g}"
+                        if o.cosine is None
+                        else f"{o.mismatched}/{o.total} vectors below cosine {o.cosine:g} "
+                        f"(min {o.min_cosine:.4f})"
                     )
                     lines.append(f"{r.runtime} / {r.case} / {o.name}: {what}")
         return lines
@@ -105,10 +109,14 @@ class ParityReport:
         worst: dict[str, dict[str, float]] = {}
         for r in self.results:
             for o in r.outputs:
-                entry = worst.setdefault(r.runtime, {"max_abs": 0.0, "max_rel": 0.0})
+                entry = worst.setdefault(
+                    r.runtime, {"max_abs": 0.0, "max_rel": 0.0, "min_cosine": 1.0}
+                )
                 if np.isfinite(o.max_abs):
                     entry["max_abs"] = max(entry["max_abs"], o.max_abs)
                     entry["max_rel"] = max(entry["max_rel"], o.max_rel)
+                if np.isfinite(o.min_cosine):
+                    entry["min_cosine"] = min(entry["min_cosine"], o.min_cosine)
         return _finite_or_none(
             {
                 "passed": self.passed,
@@ -143,7 +151,7 @@ class ParityReport:
         rows = [header]
         for r in self.results:
             if r.error:
-                rows.append((r.runtime, r.case, "-", "-", "-", "-", "-", "-", "ERROR"))
+                rows.append((r.runtime, r.case, "-", "-", "-", "-", "-", "-", "-", "ERROR"))
             for o in r.outputs:
                 rows.append(
                     (
@@ -155,6 +163,7 @@ class ParityReport:
                         f"{o.mean_abs:.2e}",
                         f"{o.max_rel:.2e}",
                         "-" if o.padding_max_abs is None else f"{o.padding_max_abs:.2e}",
+                        f"{o.min_cosine:.6f}",
                         "yes" if o.passed else "NO",
                     )
                 )
@@ -227,8 +236,13 @@ def validate_export(
     shape_sets: Sequence[ShapeSet] | None = None,
     runtime_options: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int = 0,
+    cosine: float | None = None,
 ) -> ParityReport:
-    """Validate every graph runtime against the eager model; returns the report."""
+    """Validate every graph runtime against the eager model; returns the report.
+
+    ``cosine`` (default: the manifest's ``tolerance.min_cosine``, set by quantization)
+    judges outputs by their smallest cosine similarity to eager instead of by ``atol``.
+    """
     from graphport.exporters.tasks import Task
     from graphport.models.registry import get_onnx_config
     from graphport.runtimes import get_runtime_class
@@ -249,6 +263,8 @@ def validate_export(
     atol = max(atol if atol is not None else manifest.tolerance["atol"], floor_atol)
     rtol = max(rtol if rtol is not None else manifest.tolerance["rtol"], floor_rtol)
     per_output_atol = dict(per_output_atol or {})
+    if cosine is None:
+        cosine = manifest.tolerance.get("min_cosine")
 
     reference = TorchRuntime(directory, model=reference_model)
     cases: list[tuple[str, dict[str, int], dict[str, np.ndarray]]] = []
@@ -304,6 +320,7 @@ def validate_export(
                     per_output_atol.get(out, atol),
                     rtol,
                     valid if _is_token_aligned(config.outputs[out]) else None,
+                    cosine,
                 )
                 for out, ref in expected[label].items()
             ]
