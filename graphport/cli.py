@@ -215,11 +215,11 @@ def validate(
     """Check an export against the eager model; exits 1 when a tolerance is exceeded."""
     from graphport.errors import ParityError
     from graphport.manifest import ExportDirectory
-    from graphport.runtimes import available_runtimes, parse_runtimes
+    from graphport.runtimes import default_runtimes, parse_runtimes
     from graphport.validators.parity import validate_export
 
     directory = ExportDirectory(export_dir)
-    names = runtimes or available_runtimes(directory.manifest.format)
+    names = runtimes or default_runtimes(directory.manifest)
     report = validate_export(
         directory,
         parse_runtimes(names, _runtime_options(providers)),
@@ -307,6 +307,156 @@ def inspect(export_dir: Path, as_json: bool) -> None:
         )
     lines.append("files       " + ", ".join(files))
     click.echo("\n".join(lines))
+
+
+@cli.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option(
+    "-O",
+    "level",
+    type=click.IntRange(1, 3),
+    default=2,
+    show_default=True,
+    help="1: cleanup; 2: + onnxruntime fusions; 3: + offline onnxruntime passes.",
+)
+@click.option(
+    "--for",
+    "target",
+    type=click.Choice(["onnxruntime", "openvino"]),
+    default="onnxruntime",
+    show_default=True,
+)
+@_runtimes_option()
+@click.option(
+    "--allow-budget-break",
+    is_flag=True,
+    help="Keep going when a pass breaks its parity budget (it is recorded).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
+def optimize(
+    src: Path,
+    dst: Path,
+    level: int,
+    target: str,
+    runtimes: str | None,
+    allow_budget_break: bool,
+    overwrite: bool,
+) -> None:
+    """Optimize the graph of export SRC into a new export DST, checking parity per pass."""
+    from graphport.graphs.pipeline import optimize_export
+
+    result = optimize_export(
+        src,
+        dst,
+        level,
+        target,
+        runtimes.split(",") if runtimes else None,
+        allow_budget_break,
+        overwrite,
+    )
+    _print_passes(result)
+
+
+@cli.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option(
+    "--mode", type=click.Choice(["int8-dynamic", "int8-static", "int4-weight"]), required=True
+)
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A text file (one sentence per line) or a directory of images.",
+)
+@click.option("--block-size", type=int, default=32, show_default=True, help="int4 block size.")
+@click.option(
+    "--method",
+    type=click.Choice(["rtn", "hqq", "gptq"]),
+    default="hqq",
+    show_default=True,
+    help="int4: rtn/hqq are data-free, gptq uses --calibration.",
+)
+@_runtimes_option()
+@click.option(
+    "--allow-budget-break",
+    is_flag=True,
+    help="Keep going when a pass breaks its parity budget (it is recorded).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
+def quantize(
+    src: Path,
+    dst: Path,
+    mode: str,
+    calibration: Path | None,
+    block_size: int,
+    method: str,
+    runtimes: str | None,
+    allow_budget_break: bool,
+    overwrite: bool,
+) -> None:
+    """Quantize the graph of export SRC into a new export DST, checking parity."""
+    from graphport.graphs.pipeline import quantize_export
+
+    result = quantize_export(
+        src,
+        dst,
+        mode,
+        calibration,
+        block_size,
+        method,
+        runtimes.split(",") if runtimes else None,
+        allow_budget_break,
+        overwrite,
+    )
+    _print_passes(result)
+
+
+def _print_passes(result: Any) -> None:
+    for record in result.passes:
+        worst = record["parity"].get("onnxruntime", {})
+        verdict = "ok" if record["parity"]["passed"] else "BROKEN"
+        click.echo(
+            f"pass {record['name']:<13} modified={record['modified']!s:<5} "
+            f"{record['seconds']:6.2f} s  parity {verdict}: max abs "
+            f"{worst.get('max_abs', float('nan')):.2e}, min cosine "
+            f"{worst.get('min_cosine', float('nan')):.6f} (budget {record['budget']})"
+        )
+    if result.report is not None:
+        click.echo(result.report.table())
+    click.echo(f"Wrote {result.path}")
+
+
+@cli.command()
+@click.argument("export_dir", type=click.Path(path_type=Path))
+@_runtimes_option()
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--sequence-length", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Threads per runtime (default: the runtime's own choice).",
+)
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True)
+def bench(
+    export_dir: Path,
+    runtimes: str | None,
+    batch_size: int,
+    sequence_length: int,
+    threads: int | None,
+    runs: int,
+) -> None:
+    """p50/p90 latency and throughput of an export, runtimes interleaved."""
+    from graphport.manifest import ExportDirectory
+    from graphport.runtimes import default_runtimes, parse_runtimes
+    from graphport.runtimes.bench import bench_export, render
+
+    names = parse_runtimes(runtimes or default_runtimes(ExportDirectory(export_dir).manifest))
+    click.echo(
+        render(bench_export(export_dir, names, batch_size, sequence_length, threads, runs=runs))
+    )
 
 
 @cli.command()

@@ -96,6 +96,8 @@ class Manifest:
     passes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     kv_cache: dict[str, Any] | None = None
     validation: dict[str, Any] | None = None
+    # Set when a pass made the graph runtime-specific (onnxruntime contrib operators).
+    target: str | None = None
     created: str = dataclasses.field(
         default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"
@@ -139,7 +141,7 @@ class ExportDirectory:
         if not manifest_file.is_file():
             raise ManifestError(
                 f"{self.path} has no {MANIFEST_NAME}, so it is not a graphport export (or the "
-                "export did not finish); run `graphport export MODEL {self.path}` first."
+                f"export did not finish); run `graphport export MODEL {self.path}` first."
             )
         try:
             data = json.loads(manifest_file.read_text(encoding="utf-8"))

@@ -54,6 +54,13 @@ def parse_runtimes(
     return names
 
 
+def default_runtimes(manifest: object) -> list[str]:
+    """The runtimes that validate an export by default: its target, else every installed
+    runtime that runs its format."""
+    target = getattr(manifest, "target", None)
+    return [target] if target else available_runtimes(getattr(manifest, "format", None))
+
+
 def available_runtimes(fmt: str | None = None) -> list[str]:
     """Installed runtimes, or those of them that can run artifacts of format ``fmt``."""
     out = []
@@ -70,6 +77,7 @@ def available_runtimes(fmt: str | None = None) -> list[str]:
 __all__ = [
     "Runtime",
     "available_runtimes",
+    "default_runtimes",
     "get_runtime_class",
     "parse_runtimes",
     "runtime_names",

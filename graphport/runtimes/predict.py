@@ -72,7 +72,10 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return pooled / np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
 
 
-def _feeds(directory: ExportDirectory, inputs: list[str]) -> tuple[dict[str, np.ndarray], Any]:
+def prepare_inputs(
+    directory: ExportDirectory, inputs: list[str]
+) -> tuple[dict[str, np.ndarray], Any]:
+    """Feeds for texts (tokenized) or image files (processed); returns (feeds, tokenizer)."""
     spec = directory.manifest.graph()
     names = [t.name for t in spec.inputs]
     modality = directory.manifest.modality
@@ -124,7 +127,7 @@ def predict(
     from graphport.runtimes import get_runtime_class
 
     directory = ExportDirectory(export_dir)
-    feeds, tokenizer = _feeds(directory, inputs)
+    feeds, tokenizer = prepare_inputs(directory, inputs)
     engine = get_runtime_class(runtime)(directory, **options)
     outputs = engine.run(feeds)
     config = AutoConfig.from_pretrained(directory.path, local_files_only=True)

@@ -146,6 +146,7 @@ class ParityReport:
             "mean abs",
             "max rel",
             "padding max abs",
+            "min cos",
             "ok",
         )
         rows = [header]

@@ -1,0 +1,159 @@
+"""Quantization and precision conversion, through onnxruntime's own tools.
+
+onnxruntime's quantizers and fp16 converter read and write ModelProto files rather than
+onnx-ir models, so these are functions from one graph file to another. What graphport
+adds: the settings (per-channel int8 weights for VNNI, MatMulNBits block sizes), the
+calibration data from real inputs, and fp32 islands where fp16 would overflow.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from graphport.errors import PassError, UsageError
+
+logger = logging.getLogger(__name__)
+
+FP16_MAX = 65504.0
+INT4_METHODS = ("rtn", "hqq", "gptq")
+
+
+class FeedReader:
+    """An onnxruntime ``CalibrationDataReader`` over a list of feed dicts."""
+
+    def __init__(self, feeds: Iterable[dict[str, np.ndarray]]) -> None:
+        self._feeds = list(feeds)
+        self._iter: Iterator[dict[str, np.ndarray]] = iter(self._feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = iter(self._feeds)
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+
+def quantize_int8_dynamic(src: Path, dst: Path) -> dict[str, object]:
+    """Dynamic int8: per-channel signed int8 weights, activations quantized at run time.
+
+    Full-range int8 weights (no reduce_range) suit CPUs with VNNI (u8 x s8 dot products
+    accumulate without overflow there); older CPUs may prefer reduce_range.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        src,
+        dst,
+        per_channel=True,
+        reduce_range=False,
+        weight_type=QuantType.QInt8,
+        extra_options={"MatMulConstBOnly": True},
+        use_external_data_format=_is_large(src),
+    )
+    return {"weights": "int8 per-channel symmetric", "activations": "uint8 dynamic"}
+
+
+def quantize_int8_static(src: Path, dst: Path, reader: FeedReader) -> dict[str, object]:
+    """Static int8 in QDQ format, activation ranges calibrated on real inputs."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if not len(reader):
+        raise UsageError("Static quantization needs calibration inputs; pass --calibration.")
+    quantize_static(
+        src,
+        dst,
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        op_types_to_quantize=["MatMul", "Gemm", "Conv"],
+        extra_options={"MatMulConstBOnly": True},
+        use_external_data_format=_is_large(src),
+    )
+    return {"format": "QDQ", "calibration_samples": len(reader), "calibration": "minmax"}
+
+
+def quantize_int4_weights(
+    src: Path,
+    dst: Path,
+    block_size: int = 32,
+    method: str = "hqq",
+    reader: FeedReader | None = None,
+) -> dict[str, object]:
+    """Weight-only int4 MatMulNBits: ``rtn`` and ``hqq`` are data-free, ``gptq`` uses data."""
+    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+    if method not in INT4_METHODS:
+        raise UsageError(f"Unknown int4 method {method!r}; use one of {', '.join(INT4_METHODS)}.")
+    if block_size < 16 or block_size & (block_size - 1):
+        raise UsageError(f"Block size {block_size} must be a power of two of at least 16.")
+    if method == "rtn":
+        config = nbits.DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True)
+    elif method == "hqq":
+        config = nbits.HQQWeightOnlyQuantConfig(block_size=block_size)
+    else:
+        if reader is None or not len(reader):
+            raise UsageError("int4 with gptq needs calibration inputs; pass --calibration.")
+        config = nbits.GPTQWeightOnlyQuantConfig(
+            calibration_data_reader=reader, block_size=block_size
+        )
+    model = onnx.load(src)
+    quantizer = nbits.MatMulNBitsQuantizer(
+        model, block_size=block_size, is_symmetric=True, algo_config=config
+    )
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(dst), _is_large(src))
+    return {"bits": 4, "block_size": block_size, "method": method}
+
+
+def fp16_overflow_nodes(src: Path, feeds: list[dict[str, np.ndarray]]) -> list[str]:
+    """Nodes whose fp32 outputs exceed half the fp16 range on the given inputs."""
+    import onnxruntime as ort
+
+    model = onnx.load(src)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    float_values = {v.name for v in inferred.graph.value_info if v.type.tensor_type.elem_type == 1}
+    outputs = {o.name for o in model.graph.output}
+    producers = {}
+    for node in model.graph.node:
+        for name in node.output:
+            if name in float_values and name not in outputs:
+                model.graph.output.append(onnx.helper.make_tensor_value_info(name, 1, None))
+                producers[name] = node.name
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    peak: dict[str, float] = {}
+    for feed in feeds:
+        for name, value in zip(names, session.run(names, feed), strict=True):
+            if name in producers and value.size:
+                peak[name] = max(peak.get(name, 0.0), float(np.abs(value).max()))
+    return sorted({producers[n] for n, v in peak.items() if v > FP16_MAX / 2})
+
+
+def convert_fp16(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> dict[str, object]:
+    """fp16 weights and compute with fp32 islands around values that would overflow;
+    inputs and outputs keep their types so callers feed the graph as before."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    islands = fp16_overflow_nodes(src, feeds)
+    try:
+        model = convert_float_to_float16(
+            onnx.load(src), keep_io_types=True, node_block_list=islands
+        )
+    except Exception as e:
+        raise PassError(f"fp16 conversion failed: {e}") from e
+    onnx.save(model, dst, save_as_external_data=_is_large(src))
+    return {"fp32_islands": islands}
+
+
+def _is_large(path: Path) -> bool:
+    return Path(path).stat().st_size > 2**31 - 2**26 or Path(f"{path}_data").exists()
