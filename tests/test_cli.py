@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from conftest import WORDS, add_word_tokenizer
 
 from graphport.cli import cli
 from graphport.manifest import MANIFEST_NAME
 from graphport.verbosity import ENV_VAR, set_verbosity
 
 TINY_VOCAB_SIZE = 128  # the tiny text configs' vocab_size (graphport.models.tiny)
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "text", "a", "b"]
 TEXTS = ["hello world", "text a b hello world"]
 
 # Run by ``python -c LAUNCHER JOBS_FILE``: import once, fork a child per job, wait for all.
@@ -345,28 +345,9 @@ def invoke(*args: str) -> Result:
 @pytest.fixture(scope="module")
 def text_checkpoint(tiny_checkpoint, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny bert checkpoint plus a word-level tokenizer built offline."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     checkpoint = copy_checkpoint(tiny_checkpoint("bert"), tmp_path_factory.mktemp("text"))
-    vocab = {word: i for i, word in enumerate(WORDS)}
-    assert max(vocab.values()) < TINY_VOCAB_SIZE
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
-    PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    ).save_pretrained(checkpoint)
-    return checkpoint
+    assert len(WORDS) <= TINY_VOCAB_SIZE
+    return add_word_tokenizer(checkpoint)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ calibration data from real inputs, and fp32 islands where fp16 would overflow.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,6 +21,22 @@ from graphport.errors import PassError, UsageError
 logger = logging.getLogger(__name__)
 
 FP16_MAX = 65504.0
+
+
+@contextlib.contextmanager
+def quiet_onnxruntime_tools() -> Iterator[None]:
+    """onnxruntime's quantizers log every node at INFO on the root logger; keep them to
+    errors unless graphport itself runs at debug."""
+    root = logging.getLogger()
+    saved = root.level
+    if not logging.getLogger("graphport").isEnabledFor(logging.DEBUG):
+        root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(saved)
+
+
 INT4_METHODS = ("rtn", "hqq", "gptq")
 
 
@@ -38,6 +55,9 @@ class FeedReader:
 
     def __len__(self) -> int:
         return len(self._feeds)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:  # GPTQ iterates the reader
+        return iter(self._feeds)
 
 
 def quantize_int8_dynamic(src: Path, dst: Path) -> dict[str, object]:

@@ -1,0 +1,148 @@
+"""Each pass on tiny graphs: modified flag, op types, parity before and after."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+
+from graphport.exporters.config import ShapeSet
+from graphport.graphs.cleanup import CleanupPass
+from graphport.graphs.fusion import OrtFusionPass
+from graphport.graphs.quantize import (
+    FeedReader,
+    convert_fp16,
+    quantize_int4_weights,
+    quantize_int8_dynamic,
+    quantize_int8_static,
+)
+from graphport.models.registry import get_onnx_config
+from graphport.models.tiny import tiny_config
+
+
+@pytest.fixture(scope="module")
+def feeds() -> list[dict[str, np.ndarray]]:
+    config = get_onnx_config(tiny_config("bert"), "default")
+    return [
+        {
+            k: v.numpy()
+            for k, v in config.dummy_inputs(ShapeSet({"batch": b, "sequence": s}), seed=b).items()
+        }
+        for b, s in ((1, 9), (3, 21), (2, 32))
+    ]
+
+
+def run(path: Path, feeds: list[dict]) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return [session.run(None, f)[0] for f in feeds]
+
+
+def op_types(path: Path) -> Counter:
+    return Counter(node.op_type for node in ir.load(path).graph)
+
+
+@pytest.fixture
+def graph(bert_export: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "model.onnx"
+    shutil.copy2(bert_export / "model.onnx", target)
+    return target
+
+
+def test_cleanup_keeps_the_numbers_and_is_idempotent(graph: Path, feeds, tmp_path: Path):
+    model = ir.load(graph)
+    # A duplicated initializer and an Identity give the cleanup something to remove.
+    first = next(iter(model.graph.initializers.values()))
+    twin = ir.Value(name="twin", const_value=first.const_value)
+    model.graph.register_initializer(twin)
+    node = next(n for n in model.graph if n.inputs and n.inputs[0] is first)
+    identity = ir.node("Identity", [twin])
+    model.graph.insert_before(node, identity)
+    node.replace_input_with(0, identity.outputs[0])
+    assert CleanupPass()(model).modified
+    assert "Identity" not in Counter(n.op_type for n in model.graph)
+    assert "twin" not in model.graph.initializers
+    ir.save(model, tmp_path / "clean.onnx")
+    for a, b in zip(run(graph, feeds), run(tmp_path / "clean.onnx", feeds), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert not CleanupPass()(model).modified, "a second cleanup finds nothing left"
+
+
+def test_fusion_fires_the_expected_bert_fusions(graph: Path, feeds, tmp_path: Path):
+    model = ir.load(graph)
+    fusion = OrtFusionPass("bert")
+    result = fusion(model)
+    assert result.modified
+    assert fusion.report.missing == []
+    assert fusion.report.counts["attention"] == 2  # one per layer of the tiny model
+    ir.save(result.model, tmp_path / "fused.onnx")
+    ops = op_types(tmp_path / "fused.onnx")
+    assert {"Attention", "SkipLayerNormalization", "BiasGelu"} <= set(ops)
+    assert "Softmax" not in ops
+    for a, b in zip(run(graph, feeds), run(tmp_path / "fused.onnx", feeds), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_fusion_report_names_what_did_not_fire(graph: Path):
+    fusion = OrtFusionPass("vit")  # expects skip_layer_normalization, which bert also has
+    fusion(ir.load(graph))
+    assert fusion.report.missing == []
+    fusion = OrtFusionPass("bert")
+    fusion.report.expected = ("rotary_embedding",)
+    assert fusion.report.missing == ["rotary_embedding"]
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    return float(((a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)).min())
+
+
+def test_int8_dynamic(graph: Path, feeds, tmp_path: Path):
+    details = quantize_int8_dynamic(graph, tmp_path / "q.onnx")
+    assert "per-channel" in details["weights"]
+    ops = op_types(tmp_path / "q.onnx")
+    assert "MatMul" not in ops or ops["MatMul"] < op_types(graph)["MatMul"]
+    assert ops["DynamicQuantizeLinear"] or ops["MatMulIntegerToFloat"] or ops["MatMulInteger"]
+    for a, b in zip(run(graph, feeds), run(tmp_path / "q.onnx", feeds), strict=True):
+        assert cosine(a, b) > 0.9
+
+
+def test_int8_static_qdq(graph: Path, feeds, tmp_path: Path):
+    details = quantize_int8_static(graph, tmp_path / "q.onnx", FeedReader(feeds))
+    assert details["calibration_samples"] == 3
+    ops = op_types(tmp_path / "q.onnx")
+    assert ops["QuantizeLinear"] and ops["DequantizeLinear"]
+    for a, b in zip(run(graph, feeds), run(tmp_path / "q.onnx", feeds), strict=True):
+        assert cosine(a, b) > 0.8
+
+
+@pytest.mark.parametrize("method", ["rtn", "hqq"])
+def test_int4_weight_only(graph: Path, feeds, tmp_path: Path, method: str):
+    details = quantize_int4_weights(graph, tmp_path / "q.onnx", block_size=16, method=method)
+    assert details == {"bits": 4, "block_size": 16, "method": method}
+    assert op_types(tmp_path / "q.onnx")["MatMulNBits"] >= 8  # 4 linear layers x 2 layers
+    for a, b in zip(run(graph, feeds), run(tmp_path / "q.onnx", feeds), strict=True):
+        assert cosine(a, b) > 0.8
+
+
+def test_int4_gptq_uses_calibration(graph: Path, feeds, tmp_path: Path):
+    quantize_int4_weights(graph, tmp_path / "q.onnx", 16, "gptq", FeedReader(feeds))
+    assert op_types(tmp_path / "q.onnx")["MatMulNBits"] >= 8
+
+
+def test_fp16_keeps_io_types_and_blocks_overflowing_nodes(graph: Path, feeds, tmp_path: Path):
+    details = convert_fp16(graph, tmp_path / "h.onnx", feeds)
+    # The additive attention mask holds float32's minimum: those nodes must stay fp32.
+    islands = details["fp32_islands"]
+    assert islands
+    names = {node.name: node.op_type for node in ir.load(graph).graph}
+    assert {names[n] for n in islands} <= {"Add", "Where", "Mul", "Sub", "Cast", "Expand"}
+    converted = ir.load(tmp_path / "h.onnx")
+    assert converted.graph.outputs[0].dtype == ir.DataType.FLOAT
+    assert any(init.dtype == ir.DataType.FLOAT16 for init in converted.graph.initializers.values())
+    for a, b in zip(run(graph, feeds), run(tmp_path / "h.onnx", feeds), strict=True):
+        assert cosine(a, b) > 0.999

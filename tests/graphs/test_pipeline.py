@@ -1,0 +1,121 @@
+"""optimize/quantize pipelines: SRC untouched, passes recorded and checked, budgets enforced."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from conftest import add_word_tokenizer
+
+from graphport.errors import ParityError, UsageError
+from graphport.exporters.pipeline import export_model
+from graphport.graphs import pipeline
+from graphport.graphs.pipeline import optimize_export, quantize_export
+from graphport.manifest import ExportDirectory
+from graphport.runtimes import available_runtimes, default_runtimes
+
+
+def digest(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("level", "passes"),
+    [
+        (1, ["cleanup"]),
+        (2, ["cleanup", "ort-fusion"]),
+        (3, ["cleanup", "ort-fusion", "ort-offline"]),
+    ],
+)
+def test_optimize_levels(bert_export: Path, tmp_path: Path, level: int, passes: list[str]):
+    before = digest(bert_export)
+    result = optimize_export(bert_export, tmp_path / "opt", level=level)
+    assert digest(bert_export) == before, "SRC stays untouched"
+    assert [p["name"] for p in result.passes] == passes
+    assert all(p["parity"]["passed"] for p in result.passes)
+    assert all(p["budget"] == {"atol": 1e-4} for p in result.passes)
+    assert result.report.passed
+    manifest = ExportDirectory(tmp_path / "opt").manifest
+    assert [p["name"] for p in manifest.passes] == passes
+    # Fused graphs use onnxruntime's contrib operators: only onnxruntime validates them.
+    expected_target = None if level == 1 else "onnxruntime"
+    assert manifest.target == expected_target
+    expected_runtimes = ["onnxruntime"] if level > 1 else available_runtimes("onnx")
+    assert default_runtimes(manifest) == expected_runtimes
+    if level >= 2:
+        fusions = manifest.passes[1]["fusions"]
+        assert fusions["missing"] == []
+        assert fusions["fired"]["attention"] == 2
+
+
+def test_optimize_for_openvino_skips_ort_fusions(bert_export: Path, tmp_path: Path):
+    result = optimize_export(bert_export, tmp_path / "ov", level=2, target="openvino")
+    assert [p["name"] for p in result.passes] == ["cleanup"]
+    assert set(result.report.runtimes) == {"onnxruntime", "openvino"}
+
+
+@pytest.mark.parametrize(("mode", "budget"), [("int8-dynamic", 0.95), ("int4-weight", 0.90)])
+def test_quantize_modes(bert_export: Path, tmp_path: Path, mode: str, budget: float):
+    result = quantize_export(bert_export, tmp_path / "q", mode, block_size=16)
+    (record,) = result.passes
+    assert record["name"] == mode
+    assert record["budget"] == {"min_cosine": budget}
+    assert record["parity"]["passed"]
+    manifest = ExportDirectory(tmp_path / "q").manifest
+    assert manifest.tolerance["min_cosine"] == budget
+    assert manifest.target == "onnxruntime"
+    assert result.report.passed
+
+
+@pytest.fixture(scope="module")
+def text_export(tiny_checkpoint, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import shutil
+
+    checkpoint = tmp_path_factory.mktemp("ckpt") / "bert"
+    shutil.copytree(tiny_checkpoint("bert"), checkpoint)
+    add_word_tokenizer(checkpoint)
+    out = tmp_path_factory.mktemp("text") / "out"
+    export_model(checkpoint, out, validate=False)
+    return out
+
+
+def test_static_int8_calibrates_on_a_text_file(text_export: Path, tmp_path: Path):
+    calibration = tmp_path / "calibration.txt"
+    calibration.write_text("hello world\n\ntext a b\nhello text a\n")
+    result = quantize_export(
+        text_export, tmp_path / "q", "int8-static", calibration, allow_budget_break=True
+    )
+    assert result.passes[0]["calibration_samples"] == 3  # blank lines are skipped
+
+
+def test_budget_break_fails_naming_the_pass(bert_export: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setitem(pipeline.BUDGETS, "int8", 0.999999)
+    with pytest.raises(ParityError, match=r"Pass int8-dynamic broke its budget \(passes before"):
+        quantize_export(bert_export, tmp_path / "q", "int8-dynamic")
+    assert not (tmp_path / "q").exists()
+    kept = quantize_export(bert_export, tmp_path / "q", "int8-dynamic", allow_budget_break=True)
+    assert kept.passes[0]["parity"]["passed"] is False
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda src, dst: quantize_export(src, dst, "int2"), "Unknown mode 'int2'"),
+        (lambda src, dst: quantize_export(src, dst, "int8-static"), "needs calibration inputs"),
+        (lambda src, dst: optimize_export(src, dst, level=4), "level 4 does not exist"),
+        (lambda src, dst: optimize_export(src, dst, target="tflite"), "Unknown target 'tflite'"),
+        (lambda src, dst: optimize_export(src, src), "DST must differ from SRC"),
+        (lambda src, dst: quantize_export(src, dst, "int4-weight", block_size=24), "power of two"),
+    ],
+)
+def test_bad_arguments(bert_export: Path, tmp_path: Path, call, message: str):
+    with pytest.raises(UsageError, match=message):
+        call(bert_export, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_onnx_exports_are_refused(tiny_checkpoint, tmp_path: Path):
+    export_model(tiny_checkpoint("bert"), tmp_path / "ts", fmt="torchscript", validate=False)
+    with pytest.raises(UsageError, match="Graph passes work on ONNX exports"):
+        optimize_export(tmp_path / "ts", tmp_path / "out")
