@@ -463,8 +463,9 @@ def test_optimize_quantize_and_bench(bert_export: Path, tmp_path: Path):
     optimized = invoke("optimize", str(bert_export), str(tmp_path / "o2"), "-O", "2")
     assert re.search(r"pass cleanup .* parity ok", optimized.stdout)
     assert re.search(r"pass ort-fusion .* parity ok", optimized.stdout)
-    quantized = invoke("quantize", str(tmp_path / "o2"), str(tmp_path / "q8"),
-                       "--mode", "int8-dynamic")
+    quantized = invoke(
+        "quantize", str(tmp_path / "o2"), str(tmp_path / "q8"), "--mode", "int8-dynamic"
+    )
     assert re.search(r"pass int8-dynamic .* min cosine 0\.9\d+ \(budget", quantized.stdout)
     bench = invoke("bench", str(tmp_path / "q8"), "--runs", "3", "--sequence-length", "16")
     header, row = bench.stdout.strip().splitlines()

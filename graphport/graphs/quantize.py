@@ -80,12 +80,37 @@ def quantize_int8_dynamic(src: Path, dst: Path) -> dict[str, object]:
     return {"weights": "int8 per-channel symmetric", "activations": "uint8 dynamic"}
 
 
+def after_gelu_matmuls(model: onnx.ModelProto, depth: int = 5) -> list[str]:
+    """MatMuls fed (within ``depth`` nodes) by a GELU: the FFN down-projections.
+
+    Post-GELU activations have long tails; one per-tensor int8 range over them costs most
+    of static quantization's error (on MiniLM, min per-token cosine 0.79 with them
+    quantized, 0.95 without), so static quantization keeps them in fp32.
+    """
+    producer = {out: node for node in model.graph.node for out in node.output}
+    gelu_ops = {"Gelu", "BiasGelu", "FastGelu", "Erf", "Tanh"}
+
+    def near_gelu(name: str, left: int) -> bool:
+        node = producer.get(name)
+        if node is None:
+            return False
+        if node.op_type in gelu_ops:
+            return True
+        return left > 1 and any(near_gelu(i, left - 1) for i in node.input)
+
+    return [
+        n.name for n in model.graph.node if n.op_type == "MatMul" and near_gelu(n.input[0], depth)
+    ]
+
+
 def quantize_int8_static(src: Path, dst: Path, reader: FeedReader) -> dict[str, object]:
-    """Static int8 in QDQ format, activation ranges calibrated on real inputs."""
+    """Static int8 in QDQ format, activation ranges calibrated on real inputs; the FFN
+    down-projections after GELU stay fp32 (see ``after_gelu_matmuls``)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if not len(reader):
         raise UsageError("Static quantization needs calibration inputs; pass --calibration.")
+    excluded = after_gelu_matmuls(onnx.load(src, load_external_data=False))
     quantize_static(
         src,
         dst,
@@ -96,10 +121,16 @@ def quantize_int8_static(src: Path, dst: Path, reader: FeedReader) -> dict[str, 
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
         op_types_to_quantize=["MatMul", "Gemm", "Conv"],
+        nodes_to_exclude=excluded,
         extra_options={"MatMulConstBOnly": True},
         use_external_data_format=_is_large(src),
     )
-    return {"format": "QDQ", "calibration_samples": len(reader), "calibration": "minmax"}
+    return {
+        "format": "QDQ",
+        "calibration_samples": len(reader),
+        "calibration": "minmax",
+        "fp32_nodes": excluded,
+    }
 
 
 def quantize_int4_weights(
