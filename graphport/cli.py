@@ -468,7 +468,9 @@ def bench(
     required=True,
     help="cpp: CMake project with graphport_infer; triton: model repository.",
 )
-@click.option("--model-name", default=None, help="triton: the model's name (default: DEST's).")
+@click.option(
+    "--model-name", default=None, help="triton: the model's name (default: the export's)."
+)
 @click.option(
     "--max-batch-size",
     type=int,
@@ -476,7 +478,11 @@ def bench(
     show_default=True,
     help="triton: max_batch_size (0 disables batching).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace DEST if it exists.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="cpp: replace DEST; triton: replace DEST/<model>, keeping other models.",
+)
 def deploy(
     export_dir: Path,
     dest: Path,

@@ -1,75 +1,235 @@
-"""Triton Inference Server model repositories.
+"""A Triton Inference Server model repository from an export directory.
 
-Layout: ``DEST/<model>/config.pbtxt`` and ``DEST/<model>/1/<artifact>``, plus the export's
-tokenizer and config files beside config.pbtxt so a client can prepare inputs. With
-``max_batch_size > 0`` Triton owns the batch axis: it is dropped from the dims and
-dynamic batching is enabled; dynamic axes are -1.
+Layout written into the repository ``DEST`` (Triton reads only ``config.pbtxt`` and the
+numbered version directories; other files beside ``config.pbtxt`` are ignored by it and
+kept for clients)::
+
+    DEST/README.md               how to serve and call every model in DEST
+    DEST/<model>/config.pbtxt    the ModelConfig, protobuf text format
+    DEST/<model>/graphport.json  the export's manifest; config.json, tokenizer files
+    DEST/<model>/1/model.*       the graph, hard-linked from the export where possible
+
+Rules, referred to by number below:
+
+1. A format maps to one Triton backend and file name: onnx -> onnxruntime ``model.onnx``
+   (+ its external data file, under the name the graph refers to), openvino -> openvino
+   ``model.xml`` + ``model.bin``, tensorrt -> tensorrt_plan ``model.plan``, torchscript ->
+   pytorch_libtorch ``model.pt``. An ONNX graph optimized or quantized for OpenVINO
+   (manifest target ``openvino``) is served by the OpenVINO backend, which reads ONNX too.
+   ort and pt2 have no Triton backend.
+2. ``max_batch_size > 0`` tells Triton that axis 0 of every input and output is the batch
+   axis, which the config's dims leave out. It is written only where axis 0 of every
+   tensor is the export's dynamic ``batch`` axis; elsewhere it is 0, with a warning.
+3. Dims: static sizes stay, symbolic axes become -1. A tensor whose only axis is the batch
+   axis gets ``dims: [1]`` with ``reshape { shape: [] }``, as Triton needs non-empty dims.
+4. Triton's OpenVINO backend fixes the batch at ``max_batch_size`` and zero-pads smaller
+   batches (``ENABLE_BATCH_PADDING``), which needs every other axis static; with another
+   dynamic axis (text, audio) it gets ``max_batch_size: 0``. It runs on CPU only.
+5. A TensorRT engine serves batches up to its optimization profile's batch maximum.
+6. The pytorch_libtorch backend binds tensors by position, named ``<name>__<index>``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import logging
+import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
-from graphport.errors import UsageError
-from graphport.exporters.pipeline import check_output_path, move_into_place, staging_directory
-from graphport.manifest import ExportDirectory, TensorSpec
+from graphport.errors import GraphportError, UsageError
+from graphport.manifest import MANIFEST_NAME, ExportDirectory, GraphSpec, Manifest, TensorSpec
 
 logger = logging.getLogger(__name__)
 
-# export format -> (config key, value, artifact name in the version directory)
-BACKENDS = {
-    "onnx": ("platform", "onnxruntime_onnx", "model.onnx"),
-    "openvino": ("backend", "openvino", "model.xml"),
-    "tensorrt": ("platform", "tensorrt_plan", "model.plan"),
-    "torchscript": ("platform", "pytorch_libtorch", "model.pt"),
+VERSION = "1"
+MAX_QUEUE_DELAY_US = 100  # a short wait lets concurrent requests join one batch
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    platform: str | None
+    backend: str
+    model_file: str
+    # Written only where the file is not the backend's default name.
+    default_model_filename: str | None = None
+
+
+BACKENDS = {  # rule 1
+    "onnx": Backend("onnxruntime_onnx", "onnxruntime", "model.onnx"),
+    "openvino": Backend(None, "openvino", "model.xml"),
+    "tensorrt": Backend("tensorrt_plan", "tensorrt", "model.plan"),
+    "torchscript": Backend("pytorch_libtorch", "pytorch", "model.pt"),
 }
+OPENVINO_ONNX = Backend(None, "openvino", "model.onnx", default_model_filename="model.onnx")
 DATA_TYPES = {
     "bool": "TYPE_BOOL",
     "uint8": "TYPE_UINT8",
+    "uint16": "TYPE_UINT16",
+    "uint32": "TYPE_UINT32",
+    "uint64": "TYPE_UINT64",
     "int8": "TYPE_INT8",
     "int16": "TYPE_INT16",
     "int32": "TYPE_INT32",
     "int64": "TYPE_INT64",
     "float16": "TYPE_FP16",
-    "bfloat16": "TYPE_BF16",
     "float32": "TYPE_FP32",
     "float64": "TYPE_FP64",
+    "bfloat16": "TYPE_BF16",
+    "object": "TYPE_STRING",
 }
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-def _tensor(spec: TensorSpec, batched: bool) -> str:
-    dims = [-1 if not isinstance(d, int) else d for d in spec.shape]
-    if batched:
-        dims = dims[1:]
-    return (
-        f'  {{\n    name: "{spec.name}"\n    data_type: {DATA_TYPES[spec.dtype]}\n'
-        f"    dims: [ {', '.join(map(str, dims))} ]\n  }}"
-    )
+@dataclasses.dataclass
+class TritonTensor:
+    name: str
+    data_type: str
+    dims: list[int]
+    reshape: list[int] | None = None
 
 
-def model_config(directory: ExportDirectory, name: str, max_batch_size: int) -> str:
-    """config.pbtxt text for an export directory."""
-    manifest = directory.manifest
-    key, value, _ = BACKENDS[manifest.format]
-    graph = manifest.graph()
+@dataclasses.dataclass
+class TritonConfig:
+    """The fields of Triton's ModelConfig that graphport writes."""
+
+    name: str
+    backend: Backend
+    max_batch_size: int
+    inputs: list[TritonTensor]
+    outputs: list[TritonTensor]
+    parameters: dict[str, str] = dataclasses.field(default_factory=dict)
+    cpu_only: bool = False
+
+    def to_pbtxt(self) -> str:
+        lines = [f"name: {_quote(self.name)}"]
+        if self.backend.platform:
+            lines.append(f"platform: {_quote(self.backend.platform)}")
+        lines.append(f"backend: {_quote(self.backend.backend)}")
+        if self.backend.default_model_filename:
+            lines.append(f"default_model_filename: {_quote(self.backend.default_model_filename)}")
+        lines.append(f"max_batch_size: {self.max_batch_size}")
+        for field, tensors in (("input", self.inputs), ("output", self.outputs)):
+            entries = ",\n".join(_tensor_pbtxt(t) for t in tensors)
+            lines.append(f"{field} [\n{entries}\n]")
+        if self.max_batch_size > 0:
+            delay = f"max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}"
+            lines.append(f"dynamic_batching {{\n  {delay}\n}}")
+        if self.cpu_only:
+            lines.append("instance_group [\n  {\n    kind: KIND_CPU\n  }\n]")
+        for key, value in self.parameters.items():
+            value_text = f"value {{ string_value: {_quote(value)} }}"
+            lines.append(f"parameters {{\n  key: {_quote(key)}\n  {value_text}\n}}")
+        return "\n".join(lines) + "\n"
+
+
+def _tensor_pbtxt(tensor: TritonTensor) -> str:
+    fields = [
+        f"name: {_quote(tensor.name)}",
+        f"data_type: {tensor.data_type}",
+        f"dims: [ {', '.join(map(str, tensor.dims))} ]",
+    ]
+    if tensor.reshape is not None:
+        fields.append(f"reshape {{ shape: [ {', '.join(map(str, tensor.reshape))} ] }}")
+    return "  {\n" + "".join(f"    {f}\n" for f in fields) + "  }"
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def backend_for(manifest: Manifest) -> Backend:
+    """The Triton backend that serves the export (rule 1), or one clear ``UsageError``."""
+    if manifest.format not in BACKENDS:
+        raise UsageError(
+            f"Triton has no backend for the {manifest.format} format; deploy an export made "
+            f"with --format {', '.join(BACKENDS)} instead."
+        )
+    if manifest.format == "onnx" and manifest.target == "openvino":
+        return OPENVINO_ONNX
+    return BACKENDS[manifest.format]
+
+
+def model_config(manifest: Manifest, name: str, max_batch_size: int = 8) -> TritonConfig:
+    """The ModelConfig for the export's graph; raises ``UsageError`` where Triton cannot
+    serve it."""
+    backend = backend_for(manifest)
+    if max_batch_size < 0:
+        raise UsageError(f"--max-batch-size must be 0 or more, not {max_batch_size}.")
+    graph = _single_graph(manifest)
     tensors = [*graph.inputs, *graph.outputs]
-    batched = max_batch_size > 0 and all(t.shape and t.shape[0] == "batch" for t in tensors)
-    if max_batch_size > 0 and not batched:
-        logger.warning("Axis 0 is not a dynamic batch axis everywhere: max_batch_size set to 0.")
-        max_batch_size = 0
-    inputs = ",\n".join(_tensor(t, batched) for t in graph.inputs)
-    outputs = ",\n".join(_tensor(t, batched) for t in graph.outputs)
-    text = (
-        f'name: "{name}"\n{key}: "{value}"\nmax_batch_size: {max_batch_size}\n'
-        f"input [\n{inputs}\n]\noutput [\n{outputs}\n]\n"
+    batched = max_batch_size > 0
+    if batched and not all(t.shape and t.shape[0] == "batch" for t in tensors):  # rule 2
+        logger.warning(
+            "Writing max_batch_size 0 for %s: not every input and output has the dynamic "
+            "batch axis first, so Triton cannot batch requests; clients send full shapes.",
+            name,
+        )
+        batched = False
+    parameters: dict[str, str] = {}
+    if batched and backend.backend == "openvino":  # rule 4
+        if any(not isinstance(d, int) for t in tensors for d in t.shape[1:]):
+            logger.warning(
+                "Writing max_batch_size 0 for %s: Triton's OpenVINO backend pads every batch "
+                "to max_batch_size, which needs static non-batch axes; clients send full shapes.",
+                name,
+            )
+            batched = False
+        else:
+            parameters["ENABLE_BATCH_PADDING"] = "YES"
+    if batched and backend.backend == "tensorrt":  # rule 5
+        _check_engine_batch(manifest, max_batch_size)
+
+    def tensor(spec: TensorSpec, index: int) -> TritonTensor:
+        if spec.dtype not in DATA_TYPES:
+            raise UsageError(
+                f"Graph tensor {spec.name} has dtype {spec.dtype}, which Triton has no data "
+                f"type for; it takes {', '.join(DATA_TYPES)}."
+            )
+        dims = [d if isinstance(d, int) else -1 for d in spec.shape[1 if batched else 0 :]]
+        if batched and not dims:  # rule 3
+            return TritonTensor(tensor_name(backend, spec, index), DATA_TYPES[spec.dtype], [1], [])
+        return TritonTensor(tensor_name(backend, spec, index), DATA_TYPES[spec.dtype], dims)
+
+    return TritonConfig(
+        name,
+        backend,
+        max_batch_size if batched else 0,
+        [tensor(s, i) for i, s in enumerate(graph.inputs)],
+        [tensor(s, i) for i, s in enumerate(graph.outputs)],
+        parameters,
+        cpu_only=backend.backend == "openvino",
     )
-    if batched:
-        text += "dynamic_batching {\n  max_queue_delay_microseconds: 100\n}\n"
-    return text
+
+
+def tensor_name(backend: Backend, spec: TensorSpec, index: int) -> str:
+    """The name a client uses for the tensor (rule 6)."""
+    return f"{spec.name}__{index}" if backend.backend == "pytorch" else spec.name
+
+
+def _single_graph(manifest: Manifest) -> GraphSpec:
+    if len(manifest.graphs) != 1:
+        names = ", ".join(g.name for g in manifest.graphs)
+        raise UsageError(
+            f"The export has {len(manifest.graphs)} graphs ({names}); Triton deployment serves "
+            "single-graph exports only."
+        )
+    return manifest.graphs[0]
+
+
+def _check_engine_batch(manifest: Manifest, max_batch_size: int) -> None:
+    profile = manifest.exporter.get("profile") or []
+    limit = min((p["max"][0] for p in profile), default=None)
+    if limit is not None and max_batch_size > limit:
+        raise UsageError(
+            f"--max-batch-size {max_batch_size} exceeds the TensorRT engine's profile, which "
+            f"serves batches up to {limit}; pass --max-batch-size {limit} or less, or re-export "
+            f"with --trt-profile batch=1:{max_batch_size}:{max_batch_size}."
+        )
 
 
 def deploy_triton(
@@ -79,42 +239,150 @@ def deploy_triton(
     max_batch_size: int = 8,
     overwrite: bool = False,
 ) -> Path:
-    directory = ExportDirectory(export_dir)
-    manifest = directory.manifest
-    if manifest.format not in BACKENDS:
+    """Write ``export_dir`` as model ``model_name`` (default: the export directory's name)
+    into the Triton model repository ``dest``; returns the model's directory.
+
+    Other models already in ``dest`` are kept; ``overwrite`` is needed to write into a
+    non-empty ``dest`` and replaces only this model's directory and the README.
+    """
+    export = ExportDirectory(export_dir)
+    name = model_name if model_name is not None else _default_name(export.path)
+    if not NAME_PATTERN.fullmatch(name):
         raise UsageError(
-            f"Triton has no backend for {manifest.format} exports; deploy one of "
-            f"{', '.join(BACKENDS)} (re-export with --format)."
+            f"{name!r} is not a usable Triton model name; use letters, digits, '_', '-' and "
+            "'.', not starting with '.' or '-'."
         )
-    if manifest.target and manifest.target != "onnxruntime":
-        raise UsageError(f"The export targets {manifest.target}, which Triton does not run.")
-    name = model_name or dest.name
-    if not _NAME.match(name):
+    config = model_config(export.manifest, name, max_batch_size)
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"{dest} is a file; pass a directory for the model repository.")
+    if dest.is_dir() and any(dest.iterdir()) and not overwrite:
         raise UsageError(
-            f"Model name {name!r} is not valid for Triton; use letters, digits, '_', '-', '.'."
+            f"Model repository {dest} is not empty; pass --overwrite to write model {name} "
+            f"into it (replacing {dest / name} if present; other models are kept), or choose "
+            "an empty directory."
         )
-    if max_batch_size < 0:
-        raise UsageError("--max-batch-size must be 0 (no batching) or positive.")
-    check_output_path(dest, overwrite)
-    graph = manifest.graph()
-    _, _, artifact = BACKENDS[manifest.format]
-    with staging_directory(dest) as staging:
-        model_dir = staging / name
-        version = model_dir / "1"
-        version.mkdir(parents=True)
-        shutil.copy2(directory.path / graph.file, version / artifact)
-        if graph.external_data:
-            data_name = "model.bin" if manifest.format == "openvino" else graph.external_data
-            shutil.copy2(directory.path / graph.external_data, version / data_name)
-        for file in manifest.files:
-            if not file.startswith("model"):
-                shutil.copy2(directory.path / file, model_dir / file)
-        (model_dir / "config.pbtxt").write_text(model_config(directory, name, max_batch_size))
-        (staging / "README.md").write_text(
-            f"# Triton model repository\n\n`{name}` ({manifest.task}, {manifest.format}) "
-            f"exported by graphport from {manifest.source.get('model')}.\n\n"
-            f"    tritonserver --model-repository {dest.resolve()}\n\n"
-            "Tokenizer and config files sit beside config.pbtxt for clients.\n"
+    dest.mkdir(parents=True, exist_ok=True)
+    # Built beside the repository and moved in by renames, so Triton (polling the
+    # repository) never sees half a model, nor a scratch directory to try loading.
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=dest.parent))
+    try:
+        (staging / name).mkdir(mode=0o755)
+        _write_model(export, config, staging / name)
+        if (dest / name).exists():
+            (dest / name).rename(staging / ".replaced")  # names never start with "."
+        (staging / name).rename(dest / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    (dest / "README.md").write_text(repository_readme(dest), encoding="utf-8")
+    logger.info("Wrote Triton model %s (%s) into %s", name, config.backend.backend, dest)
+    return dest / name
+
+
+def _default_name(path: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.resolve().name).lstrip(".-")
+    return name or "model"
+
+
+def _write_model(export: ExportDirectory, config: TritonConfig, directory: Path) -> None:
+    manifest, graph = export.manifest, export.manifest.graphs[0]
+    version = directory / VERSION
+    version.mkdir()
+    _link_or_copy(export.path / graph.file, version / config.backend.model_file)
+    if graph.external_data and manifest.format in ("onnx", "openvino"):
+        # ONNX finds its data file by the name stored in the graph; OpenVINO wants model.bin.
+        _link_or_copy(export.path / graph.external_data, version / graph.external_data)
+    # Small files are copied, not linked: the export rewrites its manifest in place.
+    graph_files = {graph.file, graph.external_data}
+    for file in manifest.files:  # preprocessing files, for clients; not the tensorrt ONNX
+        if file not in graph_files and not file.endswith(".onnx"):
+            shutil.copy2(export.path / file, directory / file)
+    shutil.copy2(export.path / MANIFEST_NAME, directory / MANIFEST_NAME)
+    (directory / "config.pbtxt").write_text(config.to_pbtxt(), encoding="utf-8")
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link (no copy of gigabytes of weights), else a copy across file systems.
+
+    Exports are replaced by renames, never rewritten in place, so a link stays valid."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def repository_readme(dest: Path) -> str:
+    """README of the repository: how to serve it and what each model takes and returns."""
+    lines = [
+        "# Triton model repository",
+        "",
+        "Written by `graphport deploy --target triton`. Serve it with Triton Inference Server:",
+        "",
+        "```sh",
+        f"docker run --rm -p 8000:8000 -p 8001:8001 -v {dest.resolve()}:/models \\",
+        "  nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models",
+        "```",
+        "",
+        "Each model directory holds `config.pbtxt`, the graph in version directory `1/`, and "
+        "the export's `graphport.json`, `config.json` and tokenizer or processor files, so a "
+        "client can preprocess with `AutoTokenizer.from_pretrained(<model directory>)` (or "
+        "`AutoProcessor`). Shapes below are the graph's, batch axis included: a client sends "
+        "it whether or not Triton batches requests together.",
+    ]
+    for config_file in sorted(dest.glob(f"*/{MANIFEST_NAME}")):
+        with contextlib.suppress(GraphportError, OSError, KeyError):
+            lines += _model_section(config_file.parent.name, ExportDirectory(config_file.parent))
+    return "\n".join(lines) + "\n"
+
+
+def _model_section(name: str, export: ExportDirectory) -> list[str]:
+    manifest = export.manifest
+    graph = manifest.graphs[0]
+    backend = backend_for(manifest)
+
+    def rows(specs: list[TensorSpec]) -> list[str]:
+        return [
+            f"  - `{tensor_name(backend, s, i)}`: {s.dtype} {json.dumps(s.shape)}"
+            for i, s in enumerate(specs)
+        ]
+
+    config = (export.path / "config.pbtxt").read_text(encoding="utf-8")
+    found = re.search(r"^max_batch_size: (\d+)", config, re.MULTILINE)
+    batching = (
+        f"Triton batches requests up to {found.group(1)} rows."
+        if found and int(found.group(1)) > 0
+        else "Triton does not batch requests (max_batch_size 0)."
+    )
+    lines = [
+        "",
+        f"## {name}",
+        "",
+        f"{manifest.task} ({manifest.family}, from {manifest.source.get('model')}), "
+        f"{manifest.format} on Triton's {backend.backend} backend. {batching}",
+        "",
+        "- inputs:",
+        *rows(graph.inputs),
+        "- outputs:",
+        *rows(graph.outputs),
+    ]
+    if manifest.format == "tensorrt":
+        built = manifest.exporter.get("tensorrt") or {}
+        lines.append(
+            f"- The engine runs only with TensorRT {built.get('tensorrt', 'of the build')} on "
+            f"a {built.get('gpu', 'GPU like the one it was built on')}; pick the Triton "
+            "release that ships that TensorRT."
         )
-        move_into_place(staging, dest)
-    return dest
+    return lines
+
+
+__all__ = [
+    "BACKENDS",
+    "DATA_TYPES",
+    "Backend",
+    "TritonConfig",
+    "TritonTensor",
+    "backend_for",
+    "deploy_triton",
+    "model_config",
+    "repository_readme",
+]

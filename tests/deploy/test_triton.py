@@ -2,103 +2,292 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
+from conftest import add_word_tokenizer
 
+from graphport.cli import cli
 from graphport.deploy import deploy
-from graphport.errors import UsageError
+from graphport.deploy.triton import model_config
+from graphport.errors import ManifestError, UsageError
 from graphport.exporters.pipeline import export_model
+from graphport.manifest import ExportDirectory, Manifest, TensorSpec
 
-model_config_pb2 = pytest.importorskip(
-    "tritonclient.grpc.model_config_pb2", reason="tritonclient is not installed"
-)
-text_format = pytest.importorskip("google.protobuf.text_format")
+# name -> (model type, task, format); one export each, shared by the module.
+EXPORTS = {
+    "bert": ("bert", "feature-extraction", "onnx"),
+    "bert-mc": ("bert", "multiple-choice", "onnx"),
+    "vit": ("vit", "image-classification", "openvino"),
+    "wav2vec2": ("wav2vec2", "audio-classification", "onnx"),
+    "bert-ts": ("bert", "feature-extraction", "torchscript"),
+}
 
 
 @pytest.fixture(scope="module")
 def exports(tiny_checkpoint, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("triton-exports")
-    cases = {
-        "bert-onnx": ("bert", "feature-extraction", "onnx"),
-        "bert-mc-onnx": ("bert", "multiple-choice", "onnx"),
-        "vit-openvino": ("vit", "image-classification", "openvino"),
-        "wav2vec2-onnx": ("wav2vec2", "automatic-speech-recognition", "onnx"),
-        "bert-torchscript": ("bert", "feature-extraction", "torchscript"),
-    }
+    with_tokenizer = root / "bert-checkpoint"
+    shutil.copytree(tiny_checkpoint("bert"), with_tokenizer)
+    add_word_tokenizer(with_tokenizer)
     out = {}
-    for name, (model_type, task, fmt) in cases.items():
+    for name, (model_type, task, fmt) in EXPORTS.items():
+        checkpoint = with_tokenizer if name == "bert" else tiny_checkpoint(model_type, task)
         out[name] = root / name
-        export_model(tiny_checkpoint(model_type, task), out[name], fmt=fmt, validate=False)
+        export_model(checkpoint, out[name], task=task, fmt=fmt, validate=False)
     return out
 
 
-def parse(path: Path):
-    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+@pytest.fixture(scope="module")
+def schema():
+    """Triton's ModelConfig protobuf module."""
+    return pytest.importorskip(
+        "tritonclient.grpc.model_config_pb2",
+        reason="tritonclient[grpc] (Triton's model-config schema) is not installed",
+    )
 
 
-def by_name(tensors) -> dict:
-    return {t.name: (model_config_pb2.DataType.Name(t.data_type), list(t.dims)) for t in tensors}
+def parse(schema, model_dir: Path):
+    from google.protobuf import text_format
+
+    text = (model_dir / "config.pbtxt").read_text(encoding="utf-8")
+    return text_format.Parse(text, schema.ModelConfig())
 
 
-def test_onnx_text_model(exports: dict[str, Path], tmp_path: Path):
-    dest = deploy(exports["bert-onnx"], tmp_path / "repo", "triton", model_name="bert")
-    config = parse(dest / "bert" / "config.pbtxt")
-    assert config.name == "bert"
-    assert config.platform == "onnxruntime_onnx"
+def tensors(schema, entries) -> dict[str, tuple[str, list[int]]]:
+    return {t.name: (schema.DataType.Name(t.data_type), list(t.dims)) for t in entries}
+
+
+def files(directory: Path) -> set[str]:
+    return {p.name for p in directory.iterdir()}
+
+
+def variant(export: Path, **changes: Any) -> Manifest:
+    """A copy of an export's manifest with fields replaced, for config-only checks."""
+    manifest = Manifest.from_dict(ExportDirectory(export).manifest.to_dict())
+    for key, value in changes.items():
+        setattr(manifest, key, value)
+    return manifest
+
+
+def fake_export(source: Path, dest: Path, graph_file: str, **changes: Any) -> Path:
+    """A copy of ``source`` whose manifest claims another format (with a dummy graph file)."""
+    shutil.copytree(source, dest)
+    manifest = variant(dest, **changes)
+    graph = manifest.graphs[0]
+    if graph_file != graph.file:
+        (dest / graph_file).write_bytes(b"not a real graph")
+        graph.file = graph_file
+        manifest.files = sorted([*manifest.files, graph_file])
+    manifest.write(dest)
+    return dest
+
+
+# --- repositories from real exports -------------------------------------------------------
+
+
+def test_onnx_text_model(schema, exports: dict[str, Path], tmp_path: Path):
+    model_dir = deploy(exports["bert"], tmp_path / "repo", "triton", model_name="bert")
+    assert model_dir == tmp_path / "repo" / "bert"
+    config = parse(schema, model_dir)
+    assert (config.name, config.platform, config.backend) == (
+        "bert",
+        "onnxruntime_onnx",
+        "onnxruntime",
+    )
     assert config.max_batch_size == 8
     assert config.HasField("dynamic_batching")
-    assert by_name(config.input) == {
+    assert config.dynamic_batching.max_queue_delay_microseconds == 100
+    # The batch axis is Triton's; sequence is dynamic, the hidden size static.
+    assert tensors(schema, config.input) == {
         "input_ids": ("TYPE_INT64", [-1]),
         "attention_mask": ("TYPE_INT64", [-1]),
         "token_type_ids": ("TYPE_INT64", [-1]),
     }
-    assert by_name(config.output) == {"last_hidden_state": ("TYPE_FP32", [-1, 32])}
-    assert (dest / "bert" / "1" / "model.onnx").is_file()
-    assert (dest / "bert" / "config.json").is_file()
+    assert tensors(schema, config.output) == {"last_hidden_state": ("TYPE_FP32", [-1, 32])}
+    assert files(model_dir / "1") == {"model.onnx"}
+    assert {"config.json", "tokenizer.json", "graphport.json"} <= files(model_dir)
+    readme = (tmp_path / "repo" / "README.md").read_text()
+    assert "## bert" in readme and "`input_ids`: int64" in readme
 
 
-def test_choice_axis_and_unbatched(exports: dict[str, Path], tmp_path: Path):
-    dest = deploy(exports["bert-mc-onnx"], tmp_path / "mc", "triton", max_batch_size=0)
-    config = parse(dest / "mc" / "config.pbtxt")
+def test_multiple_choice_keeps_the_choice_axis(schema, exports: dict[str, Path], tmp_path: Path):
+    model_dir = deploy(exports["bert-mc"], tmp_path / "repo", "triton", max_batch_size=4)
+    config = parse(schema, model_dir)
+    assert config.name == "bert-mc" and config.max_batch_size == 4
+    assert tensors(schema, config.input)["input_ids"] == ("TYPE_INT64", [-1, -1])
+    assert tensors(schema, config.output) == {"logits": ("TYPE_FP32", [-1])}
+
+
+def test_max_batch_size_zero_keeps_the_batch_axis(schema, exports: dict[str, Path], tmp_path: Path):
+    config = parse(schema, deploy(exports["bert-mc"], tmp_path, "triton", max_batch_size=0))
     assert config.max_batch_size == 0
     assert not config.HasField("dynamic_batching")
-    assert by_name(config.input)["input_ids"] == ("TYPE_INT64", [-1, -1, -1])
-    assert by_name(config.output) == {"logits": ("TYPE_FP32", [-1, -1])}  # batch, choice
+    assert tensors(schema, config.input)["input_ids"] == ("TYPE_INT64", [-1, -1, -1])
+    assert tensors(schema, config.output) == {"logits": ("TYPE_FP32", [-1, -1])}
 
 
-def test_openvino_vision_model(exports: dict[str, Path], tmp_path: Path):
-    dest = deploy(exports["vit-openvino"], tmp_path / "vit", "triton")
-    config = parse(dest / "vit" / "config.pbtxt")
-    assert config.backend == "openvino"
-    assert by_name(config.input) == {"pixel_values": ("TYPE_FP32", [3, 32, 32])}
-    assert by_name(config.output) == {"logits": ("TYPE_FP32", [3])}
-    assert {p.name for p in (dest / "vit" / "1").iterdir()} == {"model.xml", "model.bin"}
+def test_openvino_vision_model(schema, exports: dict[str, Path], tmp_path: Path):
+    model_dir = deploy(exports["vit"], tmp_path, "triton")
+    config = parse(schema, model_dir)
+    assert (config.platform, config.backend) == ("", "openvino")
+    assert config.max_batch_size == 8 and config.HasField("dynamic_batching")
+    assert config.parameters["ENABLE_BATCH_PADDING"].string_value == "YES"
+    assert [g.kind for g in config.instance_group] == [schema.ModelInstanceGroup.KIND_CPU]
+    assert tensors(schema, config.input) == {"pixel_values": ("TYPE_FP32", [3, 32, 32])}
+    assert tensors(schema, config.output) == {"logits": ("TYPE_FP32", [3])}
+    assert files(model_dir / "1") == {"model.xml", "model.bin"}
 
 
-def test_audio_and_torchscript(exports: dict[str, Path], tmp_path: Path):
-    audio = parse(
-        deploy(exports["wav2vec2-onnx"], tmp_path / "asr", "triton") / "asr" / "config.pbtxt"
+def test_audio_model(schema, exports: dict[str, Path], tmp_path: Path):
+    config = parse(schema, deploy(exports["wav2vec2"], tmp_path, "triton"))
+    assert tensors(schema, config.input) == {"input_values": ("TYPE_FP32", [-1])}
+    assert tensors(schema, config.output) == {"logits": ("TYPE_FP32", [3])}
+
+
+def test_torchscript_names_tensors_by_position(schema, exports: dict[str, Path], tmp_path: Path):
+    model_dir = deploy(exports["bert-ts"], tmp_path, "triton")
+    config = parse(schema, model_dir)
+    assert (config.platform, config.backend) == ("pytorch_libtorch", "pytorch")
+    assert [t.name for t in config.input] == [
+        "input_ids__0",
+        "attention_mask__1",
+        "token_type_ids__2",
+    ]
+    assert [t.name for t in config.output] == ["last_hidden_state__0"]
+    assert files(model_dir / "1") == {"model.pt"}
+
+
+def test_tensorrt_engine_becomes_model_plan(schema, exports: dict[str, Path], tmp_path: Path):
+    profile = [{"name": n, "min": [1, 1], "opt": [1, 128], "max": [16, 128]} for n in "abc"]
+    export = fake_export(
+        exports["bert"],
+        tmp_path / "trt",
+        "model.engine",
+        format="tensorrt",
+        exporter={"profile": profile, "tensorrt": {"tensorrt": "10.9", "gpu": "NVIDIA H100"}},
     )
-    assert by_name(audio.input) == {"input_values": ("TYPE_FP32", [-1])}
-    assert by_name(audio.output)["logits"] == ("TYPE_FP32", [-1, 32])
-    torch_config = parse(
-        deploy(exports["bert-torchscript"], tmp_path / "ts", "triton") / "ts" / "config.pbtxt"
-    )
-    assert torch_config.platform == "pytorch_libtorch"
+    model_dir = deploy(export, tmp_path / "repo", "triton", max_batch_size=16)
+    config = parse(schema, model_dir)
+    assert (config.platform, config.max_batch_size) == ("tensorrt_plan", 16)
+    assert files(model_dir / "1") == {"model.plan"}
+    assert "model.onnx" not in files(model_dir)
+    assert "TensorRT 10.9" in (tmp_path / "repo" / "README.md").read_text()
+    with pytest.raises(UsageError, match=r"exceeds the TensorRT engine's profile, .* up to 16"):
+        deploy(export, tmp_path / "other", "triton", max_batch_size=32)
 
 
-def test_bad_inputs(exports: dict[str, Path], tiny_checkpoint, tmp_path: Path):
-    with pytest.raises(UsageError, match="not valid for Triton"):
-        deploy(exports["bert-onnx"], tmp_path / "x", "triton", model_name="bad name!")
-    occupied = tmp_path / "occupied"
-    occupied.mkdir()
-    (occupied / "file").write_text("x")
-    with pytest.raises(UsageError, match="already exists and is not empty"):
-        deploy(exports["bert-onnx"], occupied, "triton")
-    export_model(tiny_checkpoint("bert"), tmp_path / "ort", fmt="ort", validate=False)
-    with pytest.raises(UsageError, match="Triton has no backend for ort exports"):
-        deploy(tmp_path / "ort", tmp_path / "y", "triton")
-    with pytest.raises(UsageError, match="Unknown deploy target 'k8s'"):
-        deploy(exports["bert-onnx"], tmp_path / "z", "k8s")
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+def test_second_model_needs_overwrite_and_keeps_the_first(exports: dict[str, Path], tmp_path):
+    repo = tmp_path / "repo"
+    deploy(exports["bert"], repo, "triton")
+    with pytest.raises(UsageError, match=r"is not empty; pass --overwrite .* other models"):
+        deploy(exports["vit"], repo, "triton")
+    deploy(exports["vit"], repo, "triton", overwrite=True)
+    (repo / "bert" / "stale").write_text("from an earlier deployment")
+    deploy(exports["bert"], repo, "triton", overwrite=True)
+    assert files(repo) == {"README.md", "bert", "vit"}
+    assert "stale" not in files(repo / "bert")
+    readme = (repo / "README.md").read_text()
+    assert "## bert" in readme and "## vit" in readme
+    assert not list(tmp_path.glob(".*partial*"))  # no scratch directory left behind
+
+
+def test_cli_deploys_a_triton_repository(exports: dict[str, Path], tmp_path: Path):
+    args = ["deploy", str(exports["bert"]), str(tmp_path / "repo"), "--target", "triton"]
+    result = CliRunner().invoke(cli, [*args, "--model-name", "encoder", "--max-batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert "max_batch_size: 2" in (tmp_path / "repo" / "encoder" / "config.pbtxt").read_text()
+
+
+# --- configs from manifest variants --------------------------------------------------------
+
+
+def test_graph_without_a_leading_batch_axis_is_not_batched(
+    exports: dict[str, Path], caplog: pytest.LogCaptureFixture
+):
+    manifest = variant(exports["wav2vec2"])
+    manifest.graphs[0].inputs[0].shape = ["sequence"]
+    with caplog.at_level(logging.WARNING, logger="graphport.deploy.triton"):
+        config = model_config(manifest, "asr")
+    assert config.max_batch_size == 0
+    assert config.inputs[0].dims == [-1] and config.outputs[0].dims == [-1, 3]
+    assert "max_batch_size 0" in caplog.text and "batch axis first" in caplog.text
+
+
+def test_openvino_with_dynamic_axes_is_not_batched(
+    exports: dict[str, Path], caplog: pytest.LogCaptureFixture
+):
+    with caplog.at_level(logging.WARNING, logger="graphport.deploy.triton"):
+        config = model_config(variant(exports["bert"], format="openvino"), "bert")
+    assert config.max_batch_size == 0 and not config.parameters
+    assert config.inputs[0].dims == [-1, -1]
+    assert "static non-batch axes" in caplog.text
+
+
+def test_onnx_for_openvino_runs_on_the_openvino_backend(schema, exports: dict[str, Path]):
+    from google.protobuf import text_format
+
+    config = model_config(variant(exports["vit"], format="onnx", target="openvino"), "vit")
+    parsed = text_format.Parse(config.to_pbtxt(), schema.ModelConfig())
+    assert (parsed.backend, parsed.default_model_filename) == ("openvino", "model.onnx")
+
+
+def test_batch_only_tensor_gets_a_reshape(schema, exports: dict[str, Path]):
+    from google.protobuf import text_format
+
+    manifest = variant(exports["wav2vec2"])
+    manifest.graphs[0].outputs = [TensorSpec("score", "float32", ["batch"])]
+    parsed = text_format.Parse(model_config(manifest, "m").to_pbtxt(), schema.ModelConfig())
+    (output,) = parsed.output
+    assert list(output.dims) == [1]
+    assert output.HasField("reshape") and list(output.reshape.shape) == []
+
+
+@pytest.mark.parametrize(
+    ("dtype", "data_type"),
+    [("float16", "TYPE_FP16"), ("bfloat16", "TYPE_BF16"), ("int32", "TYPE_INT32")],
+)
+def test_data_types(schema, exports: dict[str, Path], dtype: str, data_type: str):
+    from google.protobuf import text_format
+
+    manifest = variant(exports["wav2vec2"])
+    manifest.graphs[0].outputs[0].dtype = dtype
+    parsed = text_format.Parse(model_config(manifest, "m").to_pbtxt(), schema.ModelConfig())
+    assert schema.DataType.Name(parsed.output[0].data_type) == data_type
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fmt", "graph_file"), [("ort", "model.ort"), ("pt2", "model.pt2")])
+def test_formats_without_a_triton_backend(exports, tmp_path: Path, fmt: str, graph_file: str):
+    export = fake_export(exports["bert"], tmp_path / fmt, graph_file, format=fmt)
+    message = rf"Triton has no backend for the {fmt} format; .* onnx, openvino, tensorrt"
+    with pytest.raises(UsageError, match=message):
+        deploy(export, tmp_path / "repo", "triton")
+    assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize("name", ["bad name!", ".hidden", "-flag", "a/b", ""])
+def test_invalid_model_names(exports: dict[str, Path], tmp_path: Path, name: str):
+    with pytest.raises(UsageError, match="is not a usable Triton model name"):
+        deploy(exports["bert"], tmp_path / "repo", "triton", model_name=name)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_other_bad_inputs(exports: dict[str, Path], tmp_path: Path):
+    with pytest.raises(ManifestError, match="is not a graphport export"):
+        deploy(tmp_path, tmp_path / "repo", "triton")
+    with pytest.raises(UsageError, match="--max-batch-size must be 0 or more, not -1"):
+        deploy(exports["bert"], tmp_path / "repo", "triton", max_batch_size=-1)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="is a file; pass a directory"):
+        deploy(exports["bert"], tmp_path / "file", "triton")
+    manifest = variant(exports["bert"])
+    manifest.graphs[0].outputs[0].dtype = "float8_e4m3fn"
+    with pytest.raises(UsageError, match="dtype float8_e4m3fn, which Triton has no data type"):
+        model_config(manifest, "bert")
