@@ -19,7 +19,7 @@ import torch
 
 from graphport.errors import UsageError
 from graphport.exporters.config import OnnxConfig
-from graphport.exporters.onnx import export_to_onnx, flatten_output_names, save_onnx
+from graphport.exporters.onnx import export_to_onnx, named_output_tensors, save_onnx
 from graphport.manifest import GraphSpec, TensorSpec
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def spec_from_eager(model: torch.nn.Module, config: OnnxConfig) -> GraphSpec:
     inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
     with torch.no_grad():
         output = model(**inputs)
-    leaves = dict(zip(flatten_output_names(output), _leaves(output), strict=True))
+    leaves = named_output_tensors(output)
 
     def spec(name: str, tensor: torch.Tensor, axes: Mapping[int, str]) -> TensorSpec:
         shape = [axes.get(i, size) for i, size in enumerate(tensor.shape)]
@@ -81,16 +81,6 @@ def _numpy_dtype(dtype: torch.dtype) -> str:
     if dtype == torch.bfloat16:
         return "bfloat16"
     return np.dtype(str(dtype).removeprefix("torch.")).name
-
-
-def _leaves(output: Any) -> list[torch.Tensor]:
-    if isinstance(output, torch.Tensor):
-        return [output]
-    if hasattr(output, "items"):
-        return [leaf for _, v in output.items() if v is not None for leaf in _leaves(v)]
-    if isinstance(output, list | tuple):
-        return [leaf for v in output for leaf in _leaves(v)]
-    return []
 
 
 def write_artifact(

@@ -95,6 +95,21 @@ def flatten_output_names(output: Any, prefix: str = "") -> list[str]:
     return names
 
 
+def named_output_tensors(output: Any) -> dict[str, torch.Tensor]:
+    """The tensors of a model output by their flattened names (see ``flatten_output_names``)."""
+
+    def leaves(value: Any) -> list[torch.Tensor]:
+        if isinstance(value, torch.Tensor):
+            return [value]
+        if isinstance(value, Mapping):
+            return [leaf for v in value.values() if v is not None for leaf in leaves(v)]
+        if isinstance(value, list | tuple):
+            return [leaf for v in value for leaf in leaves(v)]
+        return []
+
+    return dict(zip(flatten_output_names(output), leaves(output), strict=True))
+
+
 def _torch_export(
     model: torch.nn.Module,
     inputs: dict[str, torch.Tensor],

@@ -15,16 +15,11 @@ import torch
 
 from graphport.errors import ExportError
 from graphport.exporters.config import OnnxConfig
-from graphport.exporters.signature import SelectOutputs, dynamic_shapes_for
+from graphport.exporters.signature import dynamic_shapes_for, wrap_for_tracing
 
 
 def export_pt2(model: torch.nn.Module, config: OnnxConfig, path: Path) -> None:
-    wrapper = SelectOutputs(model, list(config.inputs), list(config.outputs)).eval()
-    dtype = next(model.parameters()).dtype
-    inputs = tuple(
-        t.to(dtype) if t.is_floating_point() else t
-        for t in config.dummy_inputs(config.trace_shapes()).values()
-    )
+    wrapper, inputs = wrap_for_tracing(model, config)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -30,6 +30,20 @@ class SelectOutputs(torch.nn.Module):
         return tuple(output[name] for name in self.output_names)
 
 
+def wrap_for_tracing(
+    model: torch.nn.Module, config: object
+) -> tuple[SelectOutputs, tuple[torch.Tensor, ...]]:
+    """``SelectOutputs`` over ``model`` and its positional trace inputs (floats cast to the
+    model's dtype), from an export config."""
+    wrapper = SelectOutputs(model, list(config.inputs), list(config.outputs)).eval()
+    dtype = next(model.parameters()).dtype
+    inputs = tuple(
+        t.to(dtype) if t.is_floating_point() else t
+        for t in config.dummy_inputs(config.trace_shapes()).values()
+    )
+    return wrapper, inputs
+
+
 def dynamic_shapes_for(input_axes: dict[str, dict[int, str]]) -> dict[str, tuple[dict, ...]]:
     """torch.export dynamic shapes for ``SelectOutputs`` (its ``*inputs`` are one tuple).
 

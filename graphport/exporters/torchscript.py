@@ -15,7 +15,7 @@ import torch
 
 from graphport.errors import ExportError
 from graphport.exporters.config import OnnxConfig
-from graphport.exporters.signature import SelectOutputs
+from graphport.exporters.signature import wrap_for_tracing
 
 DEPRECATION = (
     "TorchScript is deprecated in PyTorch; prefer --format pt2 (torch.export + AOTInductor) "
@@ -24,12 +24,7 @@ DEPRECATION = (
 
 
 def export_torchscript(model: torch.nn.Module, config: OnnxConfig, path: Path) -> None:
-    wrapper = SelectOutputs(model, list(config.inputs), list(config.outputs)).eval()
-    dtype = next(model.parameters()).dtype
-    inputs = tuple(
-        t.to(dtype) if t.is_floating_point() else t
-        for t in config.dummy_inputs(config.trace_shapes()).values()
-    )
+    wrapper, inputs = wrap_for_tracing(model, config)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -46,7 +46,7 @@ def run_eager(model: Any, feeds: dict[str, np.ndarray], output_names: list[str])
     """Run an eager model on numpy feeds; return the named outputs as numpy arrays."""
     import torch
 
-    from graphport.exporters.onnx import flatten_output_names
+    from graphport.exporters.onnx import named_output_tensors
 
     dtype = next(model.parameters()).dtype
     tensors = {
@@ -57,22 +57,10 @@ def run_eager(model: Any, feeds: dict[str, np.ndarray], output_names: list[str])
     }
     with torch.no_grad():
         output = model(**tensors)
-    leaves = dict(zip(flatten_output_names(output), _leaves(output), strict=True))
+    leaves = named_output_tensors(output)
     return {
         name: leaves[name].float().numpy()
         if leaves[name].dtype == torch.bfloat16
         else leaves[name].numpy()
         for name in output_names
     }
-
-
-def _leaves(output: Any) -> list[Any]:
-    import torch
-
-    if isinstance(output, torch.Tensor):
-        return [output]
-    if hasattr(output, "items"):
-        return [leaf for _, v in output.items() if v is not None for leaf in _leaves(v)]
-    if isinstance(output, list | tuple):
-        return [leaf for v in output for leaf in _leaves(v)]
-    return []
