@@ -69,20 +69,30 @@ def main() -> int:
                     cls(directory)
                     loads.append(time.perf_counter() - t)
                 real = [
-                    o.max_abs for r in report.results
-                    if r.runtime == runtime and r.case == "real sentences" for o in r.outputs
+                    o.max_abs
+                    for r in report.results
+                    if r.runtime == runtime and r.case == "real sentences"
+                    for o in r.outputs
                 ]
-                rows.append((
-                    fmt,
-                    runtime,
-                    f"{worst[runtime]['max_abs']:.2e}",
-                    f"{real[0]:.2e}" if real else "-",
-                    f"{size:.1f}",
-                    f"load {statistics.median(loads) * 1000:.0f} ms; export {export_s:.1f} s; "
-                    f"parity {'passed' if report.passed else 'FAILED'}",
-                ))
-    header = ("format", "runtime", "max abs (all cases)", "max abs (real sentences)",
-              "artifact MiB", "notes")
+                rows.append(
+                    (
+                        fmt,
+                        runtime,
+                        f"{worst[runtime]['max_abs']:.2e}",
+                        f"{real[0]:.2e}" if real else "-",
+                        f"{size:.1f}",
+                        f"load {statistics.median(loads) * 1000:.0f} ms; export {export_s:.1f} s; "
+                        f"parity {'passed' if report.passed else 'FAILED'}",
+                    )
+                )
+    header = (
+        "format",
+        "runtime",
+        "max abs (all cases)",
+        "max abs (real sentences)",
+        "artifact MiB",
+        "notes",
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     table = "\n".join(lines)
