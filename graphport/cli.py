@@ -69,6 +69,27 @@ def _runtime_options(providers: str | None) -> dict[str, dict[str, Any]]:
     return {"onnxruntime": {"providers": providers}} if providers else {}
 
 
+def _split(names: str | None) -> list[str] | None:
+    return names.split(",") if names else None
+
+
+def _transform_options(command: Any) -> Any:
+    """Options shared by the commands that write a new export from an old one."""
+    for option in reversed(
+        [
+            _runtimes_option(),
+            click.option(
+                "--allow-budget-break",
+                is_flag=True,
+                help="Keep going when a pass breaks its parity budget (it is recorded).",
+            ),
+            click.option("--overwrite", is_flag=True, help="Replace DST if it exists."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 def _runtimes_option() -> Any:
     return click.option(
         "--runtime",
@@ -166,7 +187,7 @@ def export(
             dtype=dtype,
             atol=atol,
             validate=not no_validate,
-            runtimes=runtimes.split(",") if runtimes else None,
+            runtimes=_split(runtimes),
             runtime_options=_runtime_options(providers),
             overwrite=overwrite,
             fmt=fmt,
@@ -327,13 +348,7 @@ def inspect(export_dir: Path, as_json: bool) -> None:
     default="onnxruntime",
     show_default=True,
 )
-@_runtimes_option()
-@click.option(
-    "--allow-budget-break",
-    is_flag=True,
-    help="Keep going when a pass breaks its parity budget (it is recorded).",
-)
-@click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
+@_transform_options
 def optimize(
     src: Path,
     dst: Path,
@@ -351,7 +366,7 @@ def optimize(
         dst,
         level,
         target,
-        runtimes.split(",") if runtimes else None,
+        _split(runtimes),
         allow_budget_break,
         overwrite,
     )
@@ -378,13 +393,7 @@ def optimize(
     show_default=True,
     help="int4: rtn/hqq are data-free, gptq uses --calibration.",
 )
-@_runtimes_option()
-@click.option(
-    "--allow-budget-break",
-    is_flag=True,
-    help="Keep going when a pass breaks its parity budget (it is recorded).",
-)
-@click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
+@_transform_options
 def quantize(
     src: Path,
     dst: Path,
@@ -406,7 +415,7 @@ def quantize(
         calibration,
         block_size,
         method,
-        runtimes.split(",") if runtimes else None,
+        _split(runtimes),
         allow_budget_break,
         overwrite,
     )

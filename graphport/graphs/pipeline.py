@@ -125,8 +125,8 @@ def _run(
             if graph.external_data:
                 (staging / graph.external_data).unlink(missing_ok=True)
             scratch.replace(current)
-            if target == "onnxruntime" or precision != "fp32":
-                manifest.target = target or manifest.target
+            if target:  # fused or quantized graphs run on onnxruntime only
+                manifest.target = target
             manifest.graphs = [GraphSpec.from_ir("model", graph.file, ir.load(current), None)]
             cosine = BUDGETS[precision]
             if cosine is not None:

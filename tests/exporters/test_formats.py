@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest
@@ -139,4 +138,4 @@ def test_engine_cache_key_changes_with_every_input(tmp_path: Path):
     assert base != engine_cache_key(onnx_file, other, "11.4", "H100", "9.0")
     onnx_file.write_bytes(b"graph2")
     assert base != engine_cache_key(onnx_file, profile, "11.4", "H100", "9.0")
-    assert json.dumps(base)  # a plain string, usable as a file name
+    assert len(base) == 32 and base.isalnum()  # usable as a file name
