@@ -208,7 +208,13 @@ def optimize_export(
     if target == "onnxruntime" and level >= 3:
         steps.append(("ort-offline", "fp32", _ort_offline_step))
     return _run(
-        src, dst, steps, target if level >= 2 else None, runtimes, allow_budget_break, overwrite
+        src,
+        dst,
+        steps,
+        "onnxruntime" if len(steps) > 1 else None,
+        runtimes,
+        allow_budget_break,
+        overwrite,
     )
 
 
