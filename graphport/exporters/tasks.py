@@ -31,6 +31,9 @@ class Task(str, enum.Enum):
     TEXT_GENERATION = "text-generation"
     TEXT2TEXT_GENERATION = "text2text-generation"
     IMAGE_TO_TEXT = "image-to-text"
+    OBJECT_DETECTION = "object-detection"
+    DEPTH_ESTIMATION = "depth-estimation"
+    ZERO_SHOT_IMAGE_CLASSIFICATION = "zero-shot-image-classification"
 
     def __str__(self) -> str:
         return self.value
@@ -95,6 +98,18 @@ _HEADS: dict[Task, tuple[tuple[str, str], ...]] = {
     # Transformers 5 folded Vision2Seq into ImageTextToText (vision-encoder-decoder, ...).
     Task.IMAGE_TO_TEXT: (
         ("AutoModelForImageTextToText", "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"),
+    ),
+    Task.OBJECT_DETECTION: (
+        ("AutoModelForObjectDetection", "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES"),
+    ),
+    Task.DEPTH_ESTIMATION: (
+        ("AutoModelForDepthEstimation", "MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES"),
+    ),
+    Task.ZERO_SHOT_IMAGE_CLASSIFICATION: (
+        (
+            "AutoModelForZeroShotImageClassification",
+            "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+        ),
     ),
 }
 

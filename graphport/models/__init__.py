@@ -1,9 +1,15 @@
 """Architecture families, the registry that maps model types to them, and the loader.
 
-Importing this package registers every family module below.
+Importing this package imports every module in it, which registers every family: a new
+family is a new module here, with nothing else to edit.
 """
 
-from graphport.models import bert, convnext, resnet, swin, vit, wav2vec2  # noqa: F401
+import importlib
+import pkgutil
+
+# The exporters package imports the registry (FeaturesManager); importing it first keeps
+# the registry from being imported half-way through its own import.
+import graphport.exporters  # noqa: F401  isort: skip
 from graphport.models.registry import (
     Registration,
     get_onnx_config,
@@ -12,6 +18,11 @@ from graphport.models.registry import (
     registrations,
     supported_tasks,
 )
+
+_NOT_FAMILIES = {"registry", "loader", "tiny"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _NOT_FAMILIES:
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "Registration",
