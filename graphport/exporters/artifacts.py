@@ -89,7 +89,9 @@ def write_artifact(
     config: OnnxConfig,
     directory: Path,
     options: FormatOptions | None = None,
+    name: str = "model",
 ) -> Artifact:
+    """Trace ``model`` into graph ``name`` of format ``fmt``: files ``name.onnx`` etc."""
     options = options or FormatOptions()
     start = time.perf_counter()
     if fmt in ONNX_BASED:
@@ -97,9 +99,9 @@ def write_artifact(
             "Tracing with torch.export (opset %s)", options.opset or config.default_onnx_opset
         )
         exported = export_to_onnx(model, config, options.opset)
-        external = save_onnx(exported.model, str(directory / "model.onnx"))
-        spec = GraphSpec.from_ir("model", "model.onnx", exported.model, external)
-        files = ["model.onnx", *([external] if external else [])]
+        external = save_onnx(exported.model, str(directory / f"{name}.onnx"))
+        spec = GraphSpec.from_ir(name, f"{name}.onnx", exported.model, external)
+        files = [f"{name}.onnx", *([external] if external else [])]
         info: dict[str, Any] = {
             "strategy": exported.strategy,
             "fallback_reason": exported.fallback_reason,
@@ -110,48 +112,49 @@ def write_artifact(
             from graphport.exporters.openvino import onnx_to_openvino
 
             onnx_to_openvino(
-                directory / "model.onnx", directory / "model.xml", options.openvino_fp16_weights
+                directory / f"{name}.onnx", directory / f"{name}.xml", options.openvino_fp16_weights
             )
             _remove(directory, files)
-            spec.file, spec.external_data = "model.xml", "model.bin"
-            files = ["model.xml", "model.bin"]
+            spec.file, spec.external_data = f"{name}.xml", f"{name}.bin"
+            files = [f"{name}.xml", f"{name}.bin"]
             info["weights"] = "fp16" if options.openvino_fp16_weights else "as exported"
         elif fmt == "ort":
-            from graphport.exporters.ort import REQUIRED_OPERATORS, onnx_to_ort
+            from graphport.exporters.ort import onnx_to_ort, required_operators
 
             logger.info("Converting to the onnxruntime mobile format")
-            onnx_to_ort(directory / "model.onnx", directory, options.ort_target_platform)
+            onnx_to_ort(directory / f"{name}.onnx", directory, options.ort_target_platform)
             _remove(directory, files)
-            spec.file, spec.external_data = "model.ort", None
-            files = ["model.ort", REQUIRED_OPERATORS]
+            spec.file, spec.external_data = f"{name}.ort", None
+            files = [f"{name}.ort", required_operators(name)]
         elif fmt == "tensorrt":
             from graphport.exporters.tensorrt import build_engine, optimization_profile
 
             profile = optimization_profile(config, options.trt_profile)
             logger.info("Building the TensorRT engine")
             info["tensorrt"] = build_engine(
-                directory / "model.onnx", directory / "model.engine", profile
+                directory / f"{name}.onnx", directory / f"{name}.engine", profile
             )
             info["profile"] = [dataclasses.asdict(p) for p in profile]
             info["precision"] = "strongly typed: the graph's dtypes"
-            spec.file = "model.engine"
-            files.append("model.engine")  # the ONNX stays: engines are rebuilt from it
+            spec.file = f"{name}.engine"
+            files.append(f"{name}.engine")  # the ONNX stays: engines are rebuilt from it
     else:
         spec = spec_from_eager(model, config)
+        spec.name = name
         opset = None
         if fmt == "torchscript":
             from graphport.exporters.torchscript import DEPRECATION, export_torchscript
 
             logger.info("Tracing with torch.jit.trace")
-            export_torchscript(model, config, directory / "model.pt")
-            spec.file = "model.pt"
+            export_torchscript(model, config, directory / f"{name}.pt")
+            spec.file = f"{name}.pt"
             info = {"strategy": "torch.jit.trace", "deprecated": DEPRECATION}
         else:
             from graphport.exporters.pt2 import export_pt2
 
             logger.info("Exporting with torch.export and compiling with AOTInductor")
-            export_pt2(model, config, directory / "model.pt2")
-            spec.file = "model.pt2"
+            export_pt2(model, config, directory / f"{name}.pt2")
+            spec.file = f"{name}.pt2"
             info = {"strategy": "torch.export + AOTInductor"}
         files = [spec.file]
     info["seconds"] = round(time.perf_counter() - start, 3)

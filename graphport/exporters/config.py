@@ -35,6 +35,23 @@ MIN_ONNX_OPSET = 18
 DEFAULT_ONNX_OPSET = 18
 
 
+@dataclasses.dataclass
+class SubGraph:
+    """One graph of an export: its manifest name (the file stem), the module traced, and
+    the config that names its inputs/outputs and makes its dummy inputs.
+
+    Most exports are one graph, ``model``. Composite models export several: an
+    encoder-decoder an ``encoder`` and a ``decoder``, a dual encoder a ``text`` and a
+    ``vision`` tower. ``module`` is called with the config's inputs as keyword arguments
+    (or positionally when it has ``positional = True``) and returns an output whose
+    flattened names include the config's outputs.
+    """
+
+    name: str
+    module: torch.nn.Module
+    config: OnnxConfig
+
+
 @dataclasses.dataclass(frozen=True)
 class ShapeSet:
     """Sizes for the symbolic axes (``{"batch": 2, "sequence": 16}``) and a label."""
@@ -247,6 +264,19 @@ class OnnxConfig:
         return [
             ShapeSet(dict(s), f"shape set {i + 1}") for i, s in enumerate(self.validation_sizes)
         ]
+
+    @property
+    def takes_sentences(self) -> bool:
+        """Whether tokenized sentences alone feed the graph (validation adds such a case)."""
+        return self.modality == "text"
+
+    def kv_cache_contract(self) -> dict[str, Any] | None:
+        """The KV-cache layout the manifest records (None: the graph takes no cache)."""
+        return None
+
+    def sub_graphs(self, model: torch.nn.Module) -> list[SubGraph]:
+        """The graphs to export from ``model`` (one, ``model``, unless a family says more)."""
+        return [SubGraph("model", model, self)]
 
     @contextlib.contextmanager
     def patch_model(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:

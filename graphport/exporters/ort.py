@@ -16,18 +16,18 @@ from pathlib import Path
 
 from graphport.errors import ExportError
 
-REQUIRED_OPERATORS = "model.required_operators.config"
-
 
 def onnx_to_ort(onnx_path: Path, directory: Path, target_platform: str | None = None) -> None:
-    """Write ``model.ort`` and ``model.required_operators.config`` into ``directory``."""
+    """Write ``<stem>.ort`` and ``<stem>.required_operators.config`` into ``directory``,
+    where ``<stem>`` is the graph's name (``model`` for single-graph exports)."""
     from onnxruntime.tools.convert_onnx_models_to_ort import (
         OptimizationStyle,
         convert_onnx_models_to_ort,
     )
 
     with tempfile.TemporaryDirectory(prefix="graphport-ort-") as tmp:
-        source = Path(tmp) / "model.onnx"
+        stem = Path(onnx_path).stem
+        source = Path(tmp) / f"{stem}.onnx"
         shutil.copy2(onnx_path, source)
         out = Path(tmp) / "out"
         quiet = logging.getLogger("ort_format_model")
@@ -45,8 +45,14 @@ def onnx_to_ort(onnx_path: Path, directory: Path, target_platform: str | None = 
             raise ExportError(f"onnxruntime could not convert to the .ort format: {e}") from e
         finally:
             quiet.setLevel(level)
-        produced = out / "model.ort"
+        produced = out / f"{stem}.ort"
         if not produced.is_file():
-            raise ExportError("onnxruntime's converter wrote no model.ort.")
-        shutil.copy2(produced, directory / "model.ort")
-        shutil.copy2(out / REQUIRED_OPERATORS, directory / REQUIRED_OPERATORS)
+            raise ExportError(f"onnxruntime's converter wrote no {stem}.ort.")
+        shutil.copy2(produced, directory / produced.name)
+        operators = required_operators(stem)
+        shutil.copy2(out / operators, directory / operators)
+
+
+def required_operators(stem: str = "model") -> str:
+    """The operator list the converter writes beside ``<stem>.ort`` (for minimal builds)."""
+    return f"{stem}.required_operators.config"

@@ -170,7 +170,14 @@ def export_model(
     options = dataclasses.replace(format_options or FormatOptions(), opset=opset)
 
     with staging_directory(output) as staging:
-        artifact = write_artifact(fmt, eager, onnx_config, staging, options)
+        artifacts = [
+            write_artifact(fmt, graph.module, graph.config, staging, options, graph.name)
+            for graph in onnx_config.sub_graphs(eager)
+        ]
+        artifact = artifacts[0]
+        exporter = dict(artifact.exporter)
+        if len(artifacts) > 1:
+            exporter["graphs"] = {a.spec.name: a.exporter for a in artifacts}
         copied = []
         for file in checkpoint.preprocessor_files():
             shutil.copy2(file, staging / file.name)
@@ -189,14 +196,15 @@ def export_model(
             format=fmt,
             dtype=dtype,
             opset=artifact.opset,
-            graphs=[artifact.spec],
-            exporter=artifact.exporter,
+            graphs=[a.spec for a in artifacts],
+            exporter=exporter,
             tolerance={
                 "atol": atol if atol is not None else onnx_config.atol_for_validation,
                 "rtol": rtol if rtol is not None else onnx_config.rtol_for_validation,
             },
             versions=package_versions(),
-            files=sorted([*artifact.files, *copied]),
+            files=sorted({*(f for a in artifacts for f in a.files), *copied}),
+            kv_cache=onnx_config.kv_cache_contract(),
         )
         manifest.write(staging)
 

@@ -226,6 +226,70 @@ def text_case(export_dir: ExportDirectory, input_names: Sequence[str]) -> dict[s
     return feeds
 
 
+def _cases(
+    directory: ExportDirectory,
+    config: OnnxConfig,
+    shape_sets: Sequence[ShapeSet] | None,
+    seed: int,
+) -> list[tuple[str, dict[str, int], dict[str, np.ndarray]]]:
+    """(label, axis sizes, feeds): the config's shape sets, plus real sentences for text."""
+    cases = []
+    for shapes in shape_sets or config.validation_shapes():
+        feeds = {k: v.numpy() for k, v in config.dummy_inputs(shapes, seed=seed).items()}
+        cases.append((str(shapes), dict(shapes.sizes), feeds))
+    if config.modality == "text" and directory.has_tokenizer() and config.takes_sentences:
+        feeds = text_case(directory, list(config.inputs))
+        sizes = dict(zip(("batch", "sequence"), feeds["input_ids"].shape, strict=False))
+        cases.append(("real sentences", sizes, feeds))
+    return cases
+
+
+def _valid_positions(
+    feeds: Mapping[str, np.ndarray], axes: Mapping[int, str], shape: tuple[int, ...]
+) -> np.ndarray | None:
+    """Which (batch, position) entries of an output are real tokens, from the attention
+    mask; with a KV cache the mask also covers the past, so its last columns are taken."""
+    mask = feeds.get("attention_mask")
+    if mask is None or not _is_token_aligned(axes) or len(shape) < 2:
+        return None
+    if mask.ndim != 2 or mask.shape[1] < shape[1]:
+        return None
+    return mask[:, mask.shape[1] - shape[1] :].astype(bool)
+
+
+def _run_case(
+    runtime: Any,
+    label: str,
+    sizes: dict[str, int],
+    feeds: dict[str, np.ndarray],
+    expected: dict[str, np.ndarray],
+    config: OnnxConfig,
+    per_output_atol: Mapping[str, float],
+    atol: float,
+    rtol: float,
+    cosine: float | None,
+) -> CaseResult:
+    start = time.perf_counter()
+    try:
+        actual = runtime.run(feeds)
+    except Exception as e:
+        return CaseResult(runtime.name, label, sizes, [], time.perf_counter() - start, str(e))
+    seconds = time.perf_counter() - start
+    diffs = [
+        compare_output(
+            out,
+            ref,
+            actual.get(out),
+            per_output_atol.get(out, atol),
+            rtol,
+            _valid_positions(feeds, config.outputs[out], ref.shape),
+            cosine,
+        )
+        for out, ref in expected.items()
+    ]
+    return CaseResult(runtime.name, label, sizes, diffs, seconds)
+
+
 def validate_export(
     export_dir: ExportDirectory | str | Path,
     runtimes: Sequence[str] = ("onnxruntime", "openvino"),
@@ -257,7 +321,8 @@ def validate_export(
         from transformers import AutoConfig
 
         model_config = AutoConfig.from_pretrained(directory.path, local_files_only=True)
-        config = get_onnx_config(model_config, Task(manifest.task))
+        past = "-with-past" if manifest.kv_cache else ""
+        config = get_onnx_config(model_config, f"{Task(manifest.task).value}{past}")
     # fp16-compressed weights (OpenVINO IR) carry fp16 rounding even in an fp32 graph.
     weights = "fp16" if manifest.exporter.get("weights") == "fp16" else manifest.dtype
     floor_atol, floor_rtol = DTYPE_TOLERANCE[weights]
@@ -267,63 +332,62 @@ def validate_export(
     if cosine is None:
         cosine = manifest.tolerance.get("min_cosine")
 
-    reference = TorchRuntime(directory, model=reference_model)
-    cases: list[tuple[str, dict[str, int], dict[str, np.ndarray]]] = []
-    for shapes in shape_sets or config.validation_shapes():
-        feeds = {k: v.numpy() for k, v in config.dummy_inputs(shapes, seed=seed).items()}
-        cases.append((str(shapes), dict(shapes.sizes), feeds))
-    if config.modality == "text" and directory.has_tokenizer():
-        feeds = text_case(directory, list(config.inputs))
-        sizes = dict(zip(("batch", "sequence"), feeds["input_ids"].shape, strict=False))
-        cases.append(("real sentences", sizes, feeds))
-
-    expected = {label: reference.run(feeds) for label, _, feeds in cases}
+    eager = reference_model if reference_model is not None else TorchRuntime(directory).model
+    graphs = config.sub_graphs(eager)
     report = ParityReport(
         str(directory.path),
         manifest.task,
         manifest.dtype,
         "torch eager",
         {},
-        check_contract(directory, config),
+        [],
         [],
         atol,
         rtol,
         per_output_atol,
     )
+    # Each graph is validated on its own cases against its own eager module; a composite
+    # export's case labels name the graph.
+    prefix = {g.name: f"{g.name} / " if len(graphs) > 1 else "" for g in graphs}
+    cases: dict[str, list[tuple[str, dict[str, int], dict[str, np.ndarray]]]] = {}
+    expected: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for graph in graphs:
+        report.contract_problems += [
+            prefix[graph.name] + problem
+            for problem in check_contract(directory, graph.config, graph.name)
+        ]
+        cases[graph.name] = _cases(directory, graph.config, shape_sets, seed)
+        reference = TorchRuntime(directory, graph=graph.name, model=graph.module)
+        for label, _, feeds in cases[graph.name]:
+            expected[graph.name, label] = reference.run(feeds)
+
     for name in runtimes:
-        try:
-            runtime = get_runtime_class(name)(
-                directory, **dict((runtime_options or {}).get(name, {}))
-            )
-        except GraphportError as e:
-            report.runtimes[name] = "unavailable"
-            report.results.append(CaseResult(name, "load", {}, [], 0.0, str(e)))
-            continue
-        report.runtimes[name] = runtime.describe()
-        logger.info("Validating on %s", report.runtimes[name])
-        for label, sizes, feeds in cases:
-            start = time.perf_counter()
+        for graph in graphs:
             try:
-                actual = runtime.run(feeds)
-            except Exception as e:
+                runtime = get_runtime_class(name)(
+                    directory, graph=graph.name, **dict((runtime_options or {}).get(name, {}))
+                )
+            except GraphportError as e:
+                report.runtimes[name] = "unavailable"
                 report.results.append(
-                    CaseResult(name, label, sizes, [], time.perf_counter() - start, str(e))
+                    CaseResult(name, f"{prefix[graph.name]}load", {}, [], 0.0, str(e))
                 )
-                continue
-            seconds = time.perf_counter() - start
-            valid = feeds.get("attention_mask")
-            valid = valid.astype(bool) if valid is not None else None
-            diffs = [
-                compare_output(
-                    out,
-                    ref,
-                    actual.get(out),
-                    per_output_atol.get(out, atol),
-                    rtol,
-                    valid if _is_token_aligned(config.outputs[out]) else None,
-                    cosine,
+                break
+            report.runtimes[name] = runtime.describe()
+            logger.info("Validating %s on %s", graph.name, report.runtimes[name])
+            for label, sizes, feeds in cases[graph.name]:
+                report.results.append(
+                    _run_case(
+                        runtime,
+                        prefix[graph.name] + label,
+                        sizes,
+                        feeds,
+                        expected[graph.name, label],
+                        graph.config,
+                        per_output_atol,
+                        atol,
+                        rtol,
+                        cosine,
+                    )
                 )
-                for out, ref in expected[label].items()
-            ]
-            report.results.append(CaseResult(name, label, sizes, diffs, seconds))
     return report
