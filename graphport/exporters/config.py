@@ -302,11 +302,27 @@ def _flatten(field: Any) -> list[Any]:
 
 
 class OnnxConfigWithPast(OnnxConfig):
-    """A decoder config whose graph can take and return a KV cache.
+    """A decoder-only language model; with ``use_past`` its graph takes and returns a KV
+    cache (``past_key_values.{i}.key/value`` -> ``present.{i}.key/value``).
 
-    KV-cache export arrives with the generation work; until then ``with_past`` configs
-    can be created (so the legacy API is complete) but exporting one raises.
+    The graph takes ``attention_mask`` over past and new positions and, when the model's
+    forward has them, explicit ``position_ids``, so left-padded batches generate exactly as
+    transformers does. An empty past (``past_sequence`` = 0) is the first step.
     """
+
+    modality: ClassVar[str] = "text"
+    tasks = (Task.FEATURE_EXTRACTION, Task.TEXT_GENERATION)
+    trace_sizes: ClassVar[dict[str, int]] = {"batch": 2, "sequence": 7, "past_sequence": 5}
+    # The two shapes generation uses: a prompt with an empty cache, one token on a cache.
+    validation_sizes: ClassVar[tuple[dict[str, int], ...]] = (
+        {"batch": 1, "sequence": 11, "past_sequence": 0},
+        {"batch": 3, "sequence": 1, "past_sequence": 29},
+    )
+    profile_ranges: ClassVar[dict[str, tuple[int, int, int]]] = {
+        "batch": (1, 1, 16),
+        "sequence": (1, 128, 512),
+        "past_sequence": (0, 128, 1024),
+    }
 
     @classmethod
     def with_past(cls, config: Any, task: str | Task = "default") -> OnnxConfigWithPast:
@@ -325,6 +341,163 @@ class OnnxConfigWithPast(OnnxConfig):
             if hasattr(self._config, attr):
                 return int(getattr(self._config, attr))
         raise AttributeError("could not find the number of attention heads in the model config")
+
+    @property
+    def num_kv_heads(self) -> int:
+        return int(getattr(self._config, "num_key_value_heads", None) or self.num_attention_heads)
+
+    @property
+    def head_dim(self) -> int:
+        return int(
+            getattr(self._config, "head_dim", None)
+            or self._config.hidden_size // self.num_attention_heads
+        )
+
+    @property
+    def model_parameters(self) -> frozenset[str]:
+        """Keyword arguments the task's model class takes (decides optional inputs)."""
+        import inspect
+
+        import transformers
+
+        name = self.task.model_class_name(self._config.model_type)
+        model_class = getattr(transformers, name, None) if name else None
+        if model_class is None:
+            return frozenset()
+        return frozenset(inspect.signature(model_class.forward).parameters)
+
+    @property
+    def uses_position_ids(self) -> bool:
+        return self.use_past and "position_ids" in self.model_parameters
+
+    @property
+    def takes_sentences(self) -> bool:
+        return not self.use_past
+
+    @property
+    def inputs(self) -> Mapping[str, Axes]:
+        if not self.use_past:
+            return {
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+            }
+        inputs: dict[str, Axes] = {
+            "input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "total_sequence"},
+        }
+        if self.uses_position_ids:
+            inputs["position_ids"] = {0: "batch", 1: "sequence"}
+        for name in _past_names(self.num_layers):
+            inputs[name] = {0: "batch", 2: "past_sequence"}
+        return inputs
+
+    @property
+    def outputs(self) -> Mapping[str, Axes]:
+        outputs = dict(super().outputs)
+        if self.use_past:
+            for name in _present_names(self.num_layers):
+                outputs[name] = {0: "batch", 2: "total_sequence"}
+        return outputs
+
+    @property
+    def values_override(self) -> Mapping[str, Any] | None:
+        return {"use_cache": self.use_past} if hasattr(self._config, "use_cache") else None
+
+    def validation_shapes(self) -> list[ShapeSet]:
+        if self.use_past:
+            return super().validation_shapes()
+        return [
+            ShapeSet({"batch": 1, "sequence": 11}, "shape set 1"),
+            ShapeSet({"batch": 3, "sequence": 29}, "shape set 2"),
+        ]
+
+    def input_shape(self, name: str, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        if not self.use_past:
+            return super().input_shape(name, sizes)
+        batch, sequence, past = sizes["batch"], sizes["sequence"], sizes["past_sequence"]
+        if name == "attention_mask":
+            return (batch, past + sequence)
+        if name.startswith("past_key_values."):
+            return (batch, self.num_kv_heads, past, self.head_dim)
+        return (batch, sequence)
+
+    def dummy_inputs(self, shapes: ShapeSet, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Left-padded prompts (as generation pads them), their positions, a random past."""
+        if not self.use_past:
+            return super().dummy_inputs(shapes, seed)
+        rng = np.random.default_rng(seed)
+        sizes = shapes.sizes
+        total = sizes["past_sequence"] + sizes["sequence"]
+        mask = np.ones((sizes["batch"], total), dtype=np.int64)
+        for row in range(1, sizes["batch"]):
+            mask[row, : int(rng.integers(0, total // 2 + 1))] = 0
+        positions = np.maximum(mask.cumsum(-1) - 1, 0)
+        positions[mask == 0] = 1
+        feeds = {}
+        for name in self.inputs:
+            shape = self.input_shape(name, sizes)
+            if name == "input_ids":
+                low = min(5, self._config.vocab_size - 1)
+                value = rng.integers(low, self._config.vocab_size, size=shape, dtype=np.int64)
+            elif name == "attention_mask":
+                value = mask
+            elif name == "position_ids":
+                value = positions[:, total - sizes["sequence"] :]
+            else:
+                value = rng.standard_normal(shape, dtype=np.float32)
+            feeds[name] = torch.from_numpy(np.ascontiguousarray(value))
+        return feeds
+
+    def kv_cache_contract(self) -> dict[str, Any] | None:
+        if not self.use_past:
+            return None
+        return {
+            "inputs": "past_key_values.{i}.key / past_key_values.{i}.value",
+            "outputs": "present.{i}.key / present.{i}.value",
+            "layout": ["batch", "kv_heads", "sequence", "head_dim"],
+            "num_layers": self.num_layers,
+            "num_kv_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "position_ids": self.uses_position_ids,
+            "empty_past": "the first step feeds past tensors with 0 positions",
+        }
+
+    def generation_inputs(self, seed: int = 0) -> list[tuple[str, dict[str, np.ndarray]]]:
+        """Prompts generation is validated on: one alone, three of different lengths
+        left-padded into one batch (random ids past the special tokens)."""
+        rng = np.random.default_rng(seed)
+        low = min(5, self._config.vocab_size - 1)
+        pad = getattr(self._config, "pad_token_id", None) or 0
+        cases = []
+        for label, lengths in (("single prompt", (9,)), ("padded batch of 3", (7, 3, 12))):
+            width = max(lengths)
+            ids = np.full((len(lengths), width), pad, dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for row, length in enumerate(lengths):
+                ids[row, width - length :] = rng.integers(low, self._config.vocab_size, length)
+                mask[row, width - length :] = 1
+            cases.append((label, {"input_ids": ids, "attention_mask": mask}))
+        return cases
+
+    def sub_graphs(self, model: torch.nn.Module) -> list[SubGraph]:
+        if not self.use_past:
+            return super().sub_graphs(model)
+        from graphport.exporters.kv_cache import CausalLMWithCache
+
+        module = CausalLMWithCache(model, list(self.inputs), self.num_layers)
+        return [SubGraph("model", module, self)]
+
+
+def _past_names(num_layers: int) -> list[str]:
+    from graphport.exporters.kv_cache import past_names
+
+    return past_names(num_layers)
+
+
+def _present_names(num_layers: int) -> list[str]:
+    from graphport.exporters.kv_cache import present_names
+
+    return present_names(num_layers)
 
 
 class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
@@ -405,7 +578,7 @@ class VisionOnnxConfig(OnnxConfig):
 
     @property
     def inputs(self) -> Mapping[str, Axes]:
-        axes = {0: "batch", 1: "channels", 2: "height", 3: "width"}
+        axes = {0: "batch", 2: "height", 3: "width"}  # channels are fixed by the weights
         if not self.dynamic_image_size:
             axes = {0: "batch"}
         return {"pixel_values": axes}

@@ -28,6 +28,7 @@ from onnx_ir.passes.common import ClearMetadataAndDocStringPass, RemoveUnusedNod
 
 from graphport.errors import ExportError, UsageError
 from graphport.exporters.config import MIN_ONNX_OPSET, OnnxConfig
+from graphport.exporters.signature import dynamic_shapes_for
 
 logger = logging.getLogger(__name__)
 
@@ -117,15 +118,23 @@ def _torch_export(
     output_names: list[str],
     opset: int,
 ) -> ir.Model:
-    dims: dict[str, torch.export.Dim] = {}
-    dynamic_shapes = {
-        name: {axis: dims.setdefault(dim, torch.export.Dim(dim)) for axis, dim in axes.items()}
-        for name, axes in config.inputs.items()
-    }
+    if getattr(model, "positional", False):
+        # Input names that are not identifiers (past_key_values.0.key) go positionally. Axes
+        # tied by arithmetic (total = past + new positions) rule out named Dims; torch.export
+        # derives the relations, and the ONNX axes are named afterwards.
+        args, kwargs = tuple(inputs.values()), {}
+        dynamic_shapes: Any = dynamic_shapes_for(config.inputs)
+    else:
+        dims: dict[str, torch.export.Dim] = {}
+        args, kwargs = (), inputs
+        dynamic_shapes = {
+            name: {axis: dims.setdefault(dim, torch.export.Dim(dim)) for axis, dim in axes.items()}
+            for name, axes in config.inputs.items()
+        }
     program = torch.onnx.export(
         model,
-        (),
-        kwargs=inputs,
+        args,
+        kwargs=kwargs,
         input_names=list(inputs),
         output_names=output_names,
         dynamic_shapes=dynamic_shapes,
@@ -145,12 +154,13 @@ def _torchscript_export(
     opset: int,
 ) -> ir.Model:
     dynamic_axes = {**config.inputs, **config.outputs}
+    positional = getattr(model, "positional", False)
     buffer = io.BytesIO()
     torch.onnx.export(
         model,
-        (),
+        tuple(inputs.values()) if positional else (),
         buffer,
-        kwargs=inputs,
+        kwargs={} if positional else inputs,
         input_names=list(inputs),
         output_names=output_names,
         dynamic_axes=dynamic_axes,
@@ -188,18 +198,13 @@ def export_to_onnx(
     strategies: tuple[tuple[str, Strategy], ...] = STRATEGIES,
 ) -> OnnxExport:
     """Trace ``model`` with the config's dummy inputs into an ``ir.Model``."""
-    if config.use_past:
-        raise ExportError(
-            "Exporting with a KV cache (-with-past) is not available yet; export the task "
-            "without the -with-past suffix."
-        )
     opset = opset or config.default_onnx_opset
     check_opset(opset)
     dtype = next(model.parameters()).dtype
     inputs = _cast_floats(config.dummy_inputs(config.trace_shapes()), dtype)
     attempts: list[Attempt] = []
     with torch.no_grad(), config.patch_model(model) as patched:
-        reference = patched(**inputs)
+        reference = call_module(patched, inputs)
         output_names = flatten_output_names(reference)
         missing = [name for name in config.outputs if name not in output_names]
         if missing:
@@ -225,7 +230,28 @@ def export_to_onnx(
     if name != strategies[0][0]:
         logger.warning("Exported with the %s fallback exporter.", name)
     select_outputs(graph, config.outputs)
+    name_input_axes(graph, config.inputs)
     return OnnxExport(graph, name, attempts, opset)
+
+
+def call_module(module: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> Any:
+    """Call a traced module the way it takes its inputs (by name, or positionally)."""
+    if getattr(module, "positional", False):
+        return module(*(inputs[name] for name in module.input_names))
+    return module(**inputs)
+
+
+def name_input_axes(model: ir.Model, inputs: Mapping[str, Mapping[int, str]]) -> None:
+    """Give the graph's dynamic input axes the config's names (torch.export may have named
+    them s0, s1...)."""
+    for value in model.graph.inputs:
+        if value.shape is None or value.name not in inputs:
+            continue
+        dims = list(value.shape)
+        for axis, axis_name in inputs[value.name].items():
+            if axis < len(dims) and isinstance(dims[axis], ir.SymbolicDim):
+                dims[axis] = ir.SymbolicDim(axis_name)
+        value.shape = ir.Shape(dims)
 
 
 def _cast_floats(inputs: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from graphport.errors import ParityError, UnsupportedModelError, UsageError
 from graphport.exporters.artifacts import FormatOptions, check_format, write_artifact
+from graphport.exporters.config import OnnxConfigWithPast
 from graphport.exporters.onnx import check_opset
 from graphport.exporters.tasks import Task, infer_task, parse_task
 from graphport.manifest import MANIFEST_NAME, ExportDirectory, Manifest
@@ -43,6 +44,14 @@ VERSIONED_PACKAGES = (
     "openvino",
 )
 REPORT_NAME = "parity.json"
+GENERATIVE_TASKS = frozenset(
+    {
+        Task.TEXT_GENERATION,
+        Task.TEXT2TEXT_GENERATION,
+        Task.AUTOMATIC_SPEECH_RECOGNITION,
+        Task.IMAGE_TO_TEXT,
+    }
+)
 
 
 @dataclasses.dataclass
@@ -80,7 +89,11 @@ def resolve_task(checkpoint: Checkpoint, task: str | Task | None) -> tuple[Task,
             f"--task with one of {', '.join(t.value for t in registration.tasks)}."
         )
     logger.info("Task inferred from %s: %s", checkpoint.architectures[0], inferred.value)
-    return inferred, False
+    # A generative checkpoint is exported for generation: with its KV cache.
+    with_past = inferred in GENERATIVE_TASKS and issubclass(
+        registration.config_class, OnnxConfigWithPast
+    )
+    return inferred, with_past
 
 
 def check_output_path(output: Path, overwrite: bool) -> None:
@@ -117,6 +130,13 @@ def move_into_place(staging: Path, output: Path) -> None:
     staging.rename(output)
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def _kv_cache_contract(config: Any, dtype: str) -> dict[str, Any] | None:
+    contract = config.kv_cache_contract()
+    if contract is not None:
+        contract["dtype"] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[dtype]
+    return contract
 
 
 def export_model(
@@ -204,7 +224,7 @@ def export_model(
             },
             versions=package_versions(),
             files=sorted({*(f for a in artifacts for f in a.files), *copied}),
-            kv_cache=onnx_config.kv_cache_contract(),
+            kv_cache=_kv_cache_contract(onnx_config, dtype),
         )
         manifest.write(staging)
 

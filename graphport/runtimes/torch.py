@@ -46,7 +46,7 @@ def run_eager(model: Any, feeds: dict[str, np.ndarray], output_names: list[str])
     """Run an eager model on numpy feeds; return the named outputs as numpy arrays."""
     import torch
 
-    from graphport.exporters.onnx import named_output_tensors
+    from graphport.exporters.onnx import call_module, named_output_tensors
 
     dtype = next(model.parameters()).dtype
     tensors = {
@@ -56,7 +56,7 @@ def run_eager(model: Any, feeds: dict[str, np.ndarray], output_names: list[str])
         for k, v in feeds.items()
     }
     with torch.no_grad():
-        output = model(**tensors)
+        output = call_module(model, tensors)
     leaves = named_output_tensors(output)
     return {
         name: leaves[name].float().numpy()

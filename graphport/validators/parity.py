@@ -55,6 +55,35 @@ class CaseResult:
 
 
 @dataclasses.dataclass
+class GenerationCheck:
+    """Greedy tokens of one runtime against transformers' ``generate()`` on eager."""
+
+    runtime: str
+    case: str
+    expected: list[list[int]]
+    actual: list[list[int]]
+    error: str | None = None
+
+    @property
+    def first_difference(self) -> int | None:
+        """The first generation step where any row differs (None: identical)."""
+        if self.error:
+            return 0
+        width = max(len(self.expected[0]), len(self.actual[0]) if self.actual else 0)
+        for step in range(width):
+            for want, got in zip(self.expected, self.actual, strict=True):
+                if (want[step] if step < len(want) else None) != (
+                    got[step] if step < len(got) else None
+                ):
+                    return step
+        return None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.first_difference is None
+
+
+@dataclasses.dataclass
 class ParityReport:
     """Per-runtime, per-case, per-output differences against the eager reference."""
 
@@ -69,6 +98,7 @@ class ParityReport:
     rtol: float
     per_output_atol: dict[str, float] = dataclasses.field(default_factory=dict)
     cosine: float | None = None
+    generation: list[GenerationCheck] = dataclasses.field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -76,6 +106,7 @@ class ParityReport:
             bool(self.results)
             and not self.contract_problems
             and all(r.passed for r in self.results)
+            and all(g.passed for g in self.generation)
         )
 
     def __bool__(self) -> bool:
@@ -96,6 +127,14 @@ class ParityReport:
                         f"(min {o.min_cosine:.4f})"
                     )
                     lines.append(f"{r.runtime} / {r.case} / {o.name}: {what}")
+        for g in self.generation:
+            if g.error:
+                lines.append(f"{g.runtime} / generation {g.case}: {g.error.rstrip('.')}")
+            elif not g.passed:
+                lines.append(
+                    f"{g.runtime} / generation {g.case}: tokens differ from transformers' "
+                    f"generate() from step {g.first_difference}"
+                )
         return lines
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,6 +164,13 @@ class ParityReport:
                 "atol": self.atol,
                 "rtol": self.rtol,
                 "worst": worst,
+                "generation": {
+                    f"{g.runtime} / {g.case}": {
+                        "tokens": len(g.expected[0]) if g.expected else 0,
+                        "first_difference": g.first_difference,
+                    }
+                    for g in self.generation
+                },
                 "failures": self.failures(),
             }
         )
@@ -171,6 +217,19 @@ class ParityReport:
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        for g in self.generation:
+            verdict = (
+                f"error: {g.error}"
+                if g.error
+                else "identical"
+                if g.passed
+                else f"differs from step {g.first_difference}"
+            )
+            steps = len(g.expected[0]) if g.expected else 0
+            lines.append(
+                f"generation  {g.runtime}  {g.case}: {len(g.expected)} x {steps} greedy tokens "
+                f"against transformers' generate(): {verdict}"
+            )
         return "\n".join(lines)
 
 
@@ -390,4 +449,12 @@ def validate_export(
                         cosine,
                     )
                 )
+    # Tokens can only be expected to match where logits do to fp32 precision.
+    if manifest.kv_cache and cosine is None and manifest.dtype == "fp32":
+        from graphport.runtimes.generate import check_generation
+
+        loaded = [n for n in runtimes if report.runtimes.get(n) != "unavailable"]
+        report.generation = check_generation(
+            directory, eager, config, loaded, runtime_options, seed
+        )
     return report

@@ -1,0 +1,83 @@
+"""Graph modules for decoders with a KV cache: flat tensors in, flat tensors out.
+
+Transformers models take their cache as a ``Cache`` object and return one; a graph takes
+and returns plain tensors. ``CausalLMWithCache`` rebuilds a ``DynamicCache`` from the
+``past_key_values.{i}.key/value`` inputs, runs the model, and returns ``logits`` followed by
+``present.{i}.key/value`` (past and new positions concatenated, the layout transformers
+keeps: batch, kv heads, positions, head dim).
+
+The first generation step feeds an empty past (zero positions) through the same graph,
+so no runtime needs a second "without past" graph or an If node to choose between them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import torch
+from transformers import DynamicCache
+
+KEY = "past_key_values.{}.key"
+VALUE = "past_key_values.{}.value"
+PRESENT_KEY = "present.{}.key"
+PRESENT_VALUE = "present.{}.value"
+LAYOUT = ("batch", "kv_heads", "sequence", "head_dim")
+
+
+def past_names(num_layers: int) -> list[str]:
+    return [name.format(i) for i in range(num_layers) for name in (KEY, VALUE)]
+
+
+def present_names(num_layers: int) -> list[str]:
+    return [name.format(i) for i in range(num_layers) for name in (PRESENT_KEY, PRESENT_VALUE)]
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The keyword the model's forward takes its cache by (``cache`` since Transformers 5,
+    ``past_key_values`` before)."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def cache_layers(cache: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(keys, values) per layer of a transformers cache object."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def output_cache(output: object) -> object:
+    for name in ("cache", "past_key_values"):
+        value = output.get(name) if hasattr(output, "get") else None
+        if value is not None:
+            return value
+    raise ValueError("the model returned no cache; was it called with use_cache=True?")
+
+
+class CausalLMWithCache(torch.nn.Module):
+    """``forward(*inputs)`` in ``input_names`` order -> ``{logits, present.{i}.key/value}``.
+
+    Positional, because graph input names such as ``past_key_values.0.key`` are not Python
+    identifiers; the export config gives the order.
+    """
+
+    positional = True
+
+    def __init__(self, model: torch.nn.Module, input_names: Sequence[str], num_layers: int) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = list(input_names)
+        self.num_layers = num_layers
+        self.cache_argument = cache_argument(model)
+
+    def forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        named = dict(zip(self.input_names, inputs, strict=True))
+        past = [
+            (named.pop(KEY.format(i)), named.pop(VALUE.format(i))) for i in range(self.num_layers)
+        ]
+        cache = DynamicCache(ddp_cache_data=past)
+        output = self.model(**named, **{self.cache_argument: cache}, use_cache=True)
+        result = {"logits": output.logits}
+        for i, (key, value) in enumerate(cache_layers(output_cache(output))):
+            result[PRESENT_KEY.format(i)] = key
+            result[PRESENT_VALUE.format(i)] = value
+        return result
