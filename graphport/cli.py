@@ -283,6 +283,92 @@ def run(
 
 @cli.command()
 @click.argument("export_dir", type=click.Path(path_type=Path))
+@click.argument("prompts", nargs=-1, required=True)
+@click.option(
+    "--max-new-tokens",
+    type=int,
+    default=None,
+    help="Tokens to generate (default: the export's generation config, else 20).",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(["onnxruntime", "openvino"]),
+    default="onnxruntime",
+    show_default=True,
+)
+@_providers_option
+@click.option("--sample", is_flag=True, help="Sample instead of greedy decoding.")
+@click.option("--temperature", type=float, default=1.0, show_default=True)
+@click.option("--top-k", type=int, default=0, show_default=True, help="0: off.")
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed for --sample.")
+@click.option(
+    "--repetition-penalty",
+    type=float,
+    default=None,
+    help="Default: the export's generation config (1.0: none).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print {token_ids, text} as JSON.")
+def generate(
+    export_dir: Path,
+    prompts: tuple[str, ...],
+    max_new_tokens: int | None,
+    runtime: str,
+    providers: str | None,
+    sample: bool,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    seed: int | None,
+    repetition_penalty: float | None,
+    as_json: bool,
+) -> None:
+    """Generate text from PROMPTS with a generative export (several prompts: one batch)."""
+    from graphport.manifest import ExportDirectory
+    from graphport.runtimes.generate import GenerationOptions, generate_text, generation_defaults
+
+    directory = ExportDirectory(export_dir)
+    defaults = generation_defaults(directory)
+    options = GenerationOptions(
+        max_new_tokens=max_new_tokens if max_new_tokens is not None else defaults["max_new_tokens"],
+        do_sample=sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty or defaults["repetition_penalty"],
+        seed=seed,
+        eos_token_id=defaults["eos_token_id"],
+    )
+    options.check()
+    result, texts = generate_text(
+        directory, list(prompts), runtime, options, _runtime_options(providers).get(runtime)
+    )
+    if as_json:
+        rows = [
+            {"token_ids": _trim(row, options), "text": text}
+            for row, text in zip(result.tokens.tolist(), texts, strict=True)
+        ]
+        click.echo(json.dumps(rows[0] if len(rows) == 1 else rows))
+        return
+    for text in texts:
+        click.echo(text)
+    rate = result.new_tokens * len(texts) / result.seconds if result.seconds else float("nan")
+    click.echo(
+        f"[{result.new_tokens} steps, {len(texts)} prompt(s), {rate:.1f} tokens/s on {runtime}]",
+        err=True,
+    )
+
+
+def _trim(tokens: list[int], options: Any) -> list[int]:
+    """A row's new tokens up to and including its end-of-sequence token."""
+    for i, token in enumerate(tokens):
+        if token in options.eos_token_id:
+            return tokens[: i + 1]
+    return tokens
+
+
+@cli.command()
+@click.argument("export_dir", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest.")
 def inspect(export_dir: Path, as_json: bool) -> None:
     """Describe an export directory: source, task, graphs, tensors, validation."""

@@ -247,15 +247,15 @@ def generate_text(
 ) -> tuple[GenerationResult, list[str]]:
     """Tokenize ``prompts`` with the export's tokenizer (its defaults, as a pipeline
     would), generate, and decode the new tokens."""
+    generator = make_generator(export_dir, runtime_name, runtime_options)
     if not export_dir.has_tokenizer():
         raise UsageError(
-            f"{export_dir.path} has no tokenizer files; export from a checkpoint that has "
-            "its tokenizer, or pass token ids."
+            f"{export_dir.path} has no tokenizer files; export from a checkpoint directory "
+            "that has its tokenizer."
         )
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(export_dir.path, local_files_only=True)
-    generator = make_generator(export_dir, runtime_name, runtime_options)
     options = options or GenerationOptions()
     if options.pad_token_id is None:
         options.pad_token_id = (

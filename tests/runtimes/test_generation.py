@@ -1,0 +1,229 @@
+"""Generation with a decoder-only KV-cache export: the loop, its logits processors against
+transformers' own, the `graphport generate` command and its bad-input errors.
+
+Every decoder family's greedy-token parity on onnxruntime and OpenVINO (a prompt alone
+and a padded batch of 3, 24 tokens) is part of its validation, which
+tests/models/test_families.py runs for every registered pair.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from graphport.cli import cli
+from graphport.exporters.pipeline import export_model
+from graphport.manifest import ExportDirectory
+from graphport.runtimes.generate import (
+    GenerationOptions,
+    apply_repetition_penalty,
+    apply_top_p,
+    left_pad,
+    make_generator,
+)
+from graphport.validators.parity import GenerationCheck
+
+VOCAB = 128
+
+
+def add_causal_tokenizer(checkpoint: Path) -> Path:
+    """A word-level tokenizer whose words are the tiny vocabulary: ``w5 w9`` -> [5, 9]."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, VOCAB)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+    ).save_pretrained(checkpoint)
+    return checkpoint
+
+
+@pytest.fixture(scope="module")
+def gpt2_export(tiny_checkpoint, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source = tmp_path_factory.mktemp("gpt2-gen") / "checkpoint"
+    shutil.copytree(tiny_checkpoint("gpt2", "text-generation"), source)
+    add_causal_tokenizer(source)
+    out = tmp_path_factory.mktemp("gpt2-gen-export") / "out"
+    export_model(source, out)  # the task (and with it the KV cache) is inferred
+    return out
+
+
+@pytest.fixture(scope="module")
+def eager(gpt2_export: Path):
+    from transformers import AutoModelForCausalLM
+
+    source = ExportDirectory(gpt2_export).manifest.source["path"]
+    return AutoModelForCausalLM.from_pretrained(source).eval()
+
+
+def _eager_tokens(model, ids: np.ndarray, mask: np.ndarray, **kwargs) -> np.ndarray:
+    with torch.no_grad():
+        out = model.generate(
+            torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), pad_token_id=0, **kwargs
+        )
+    return out[:, ids.shape[1] :].numpy()
+
+
+def test_manifest_records_the_kv_cache_contract(gpt2_export: Path):
+    manifest = ExportDirectory(gpt2_export).manifest
+    assert manifest.task == "text-generation"
+    contract = manifest.kv_cache
+    assert contract["num_layers"] == 2 and contract["num_kv_heads"] == 4
+    assert contract["head_dim"] == 8 and contract["dtype"] == "float32"
+    graph = manifest.graph("model")
+    inputs = {t.name: t.shape for t in graph.inputs}
+    assert inputs["attention_mask"] == ["batch", "total_sequence"]
+    assert inputs["past_key_values.1.value"] == ["batch", 4, "past_sequence", 8]
+    outputs = [t.name for t in graph.outputs]
+    assert outputs == ["logits"] + [
+        f"present.{i}.{kind}" for i in range(2) for kind in ("key", "value")
+    ]
+
+
+def test_validation_compared_greedy_tokens_on_both_runtimes(gpt2_export: Path):
+    validation = ExportDirectory(gpt2_export).manifest.validation
+    assert validation["passed"]
+    generation = validation["generation"]
+    assert set(generation) == {
+        f"{runtime} / {case}"
+        for runtime in ("onnxruntime", "openvino")
+        for case in ("single prompt", "padded batch of 3")
+    }
+    assert all(g["tokens"] == 24 and g["first_difference"] is None for g in generation.values())
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_repetition_penalty_matches_transformers(gpt2_export: Path, eager, runtime: str):
+    ids, mask = left_pad([[5, 6, 7, 5, 6], [9, 10]], pad_token_id=0)
+    expected = _eager_tokens(eager, ids, mask, max_new_tokens=16, repetition_penalty=1.8)
+    generator = make_generator(ExportDirectory(gpt2_export), runtime)
+    options = GenerationOptions(
+        max_new_tokens=16, repetition_penalty=1.8, eos_token_id=[2], pad_token_id=0
+    )
+    actual = generator.generate({"input_ids": ids, "attention_mask": mask}, options).tokens
+    np.testing.assert_array_equal(actual, expected)
+
+
+def test_sampling_is_seeded_and_narrows_to_greedy(gpt2_export: Path):
+    generator = make_generator(ExportDirectory(gpt2_export))
+    ids, mask = left_pad([[5, 6, 7], [8, 9, 10, 11]], pad_token_id=0)
+    feeds = {"input_ids": ids, "attention_mask": mask}
+
+    def run(**kwargs) -> np.ndarray:
+        options = GenerationOptions(max_new_tokens=12, eos_token_id=[], pad_token_id=0, **kwargs)
+        return generator.generate(feeds, options).tokens
+
+    greedy = run()
+    sampled = run(do_sample=True, temperature=1.5, seed=3)
+    np.testing.assert_array_equal(sampled, run(do_sample=True, temperature=1.5, seed=3))
+    assert not np.array_equal(sampled, greedy), "high-temperature sampling followed argmax"
+    np.testing.assert_array_equal(run(do_sample=True, top_k=1, seed=1), greedy)
+    np.testing.assert_array_equal(run(do_sample=True, top_p=1e-6, seed=1), greedy)
+
+
+def test_rows_stop_at_eos_and_are_padded(gpt2_export: Path, eager):
+    ids, mask = left_pad([[5, 6, 7], [20, 21]], pad_token_id=0)
+    first = _eager_tokens(eager, ids, mask, max_new_tokens=1)[:, 0]
+    generator = make_generator(ExportDirectory(gpt2_export))
+    options = GenerationOptions(max_new_tokens=10, eos_token_id=[int(first[0])], pad_token_id=0)
+    tokens = generator.generate({"input_ids": ids, "attention_mask": mask}, options).tokens
+    assert tokens[0, 0] == first[0]
+    assert (tokens[0, 1:] == 0).all(), "a finished row continues with the pad token"
+    expected = _eager_tokens(eager, ids, mask, max_new_tokens=10, eos_token_id=int(first[0]))
+    np.testing.assert_array_equal(tokens, expected)
+
+
+def test_logits_processors_match_transformers():
+    from transformers import RepetitionPenaltyLogitsProcessor, TopPLogitsWarper
+
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((3, 50)).astype(np.float32)
+    sequences = rng.integers(0, 50, (3, 7))
+    ours = apply_repetition_penalty(scores, sequences, 1.3)
+    theirs = RepetitionPenaltyLogitsProcessor(1.3)(
+        torch.from_numpy(sequences), torch.from_numpy(scores.copy())
+    )
+    np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-6)
+    ours = apply_top_p(scores, 0.7)
+    theirs = TopPLogitsWarper(0.7)(torch.from_numpy(sequences), torch.from_numpy(scores.copy()))
+    np.testing.assert_array_equal(np.isinf(ours), np.isinf(theirs.numpy()))
+
+
+def test_first_difference_names_the_step():
+    same = GenerationCheck("onnxruntime", "case", [[1, 2, 3]], [[1, 2, 3]])
+    assert same.passed and same.first_difference is None
+    differs = GenerationCheck("onnxruntime", "case", [[1, 2, 3], [4, 5, 6]], [[1, 2, 3], [4, 9, 6]])
+    assert not differs.passed and differs.first_difference == 1
+    shorter = GenerationCheck("openvino", "case", [[1, 2, 3]], [[1, 2]])
+    assert shorter.first_difference == 2
+
+
+def test_cli_generate_json_matches_eager(gpt2_export: Path, eager):
+    result = CliRunner().invoke(
+        cli, ["generate", str(gpt2_export), "w5 w6 w7 w8", "--max-new-tokens", "8", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    ids = np.array([[5, 6, 7, 8]])
+    expected = _eager_tokens(eager, ids, np.ones_like(ids), max_new_tokens=8)[0].tolist()
+    if 2 in expected:
+        expected = expected[: expected.index(2) + 1]
+    assert payload["token_ids"] == expected
+    assert payload["text"] == " ".join(f"w{t}" for t in expected if t > 3)
+
+
+def test_cli_generate_batch_and_text_output(gpt2_export: Path):
+    result = CliRunner().invoke(
+        cli, ["generate", str(gpt2_export), "w5 w6", "w9", "--max-new-tokens", "4", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == 2 and all(len(r["token_ids"]) <= 4 for r in rows)
+    plain = CliRunner().invoke(
+        cli, ["generate", str(gpt2_export), "w5 w6", "--max-new-tokens", "3"]
+    )
+    assert plain.exit_code == 0, plain.output
+    assert plain.stdout.strip().startswith("w")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-new-tokens", "0"], "must be positive"),
+        (["--max-new-tokens", "-3"], "must be positive"),
+        (["--runtime", "tensorflow"], "Invalid value for '--runtime'"),
+        (["--max-new-tokens", "500"], "exceeds the model's 128 positions"),
+    ],
+)
+def test_cli_generate_bad_input(gpt2_export: Path, args: list[str], message: str):
+    result = CliRunner().invoke(cli, ["generate", str(gpt2_export), "w5 w6", *args])
+    assert result.exit_code != 0
+    assert message in result.output
+
+
+def test_cli_generate_needs_a_decoder(bert_export: Path):
+    result = CliRunner().invoke(cli, ["generate", str(bert_export), "hello"])
+    assert result.exit_code != 0
+    assert "has no decoder with a KV cache" in result.output
+
+
+def test_cli_generate_needs_a_tokenizer(gpt2_export: Path, tmp_path: Path):
+    copy = tmp_path / "no-tokenizer"
+    shutil.copytree(gpt2_export, copy)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (copy / name).unlink(missing_ok=True)
+    result = CliRunner().invoke(cli, ["generate", str(copy), "w5"])
+    assert result.exit_code != 0
+    assert "has no tokenizer files" in result.output
