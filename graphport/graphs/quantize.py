@@ -174,6 +174,13 @@ def quantize_int4_weights(
         algo_config=config,
     )
     quantizer.process()
+    # The HQQ and GPTQ paths write MatMulNBits without the attribute; it is a compute hint
+    # for the kernel, independent of how the weights were quantized.
+    for node in quantizer.model.model.graph.node:
+        if node.op_type == "MatMulNBits" and not any(
+            a.name == "accuracy_level" for a in node.attribute
+        ):
+            node.attribute.append(onnx.helper.make_attribute("accuracy_level", accuracy_level))
     quantizer.model.save_model_to_file(str(dst), _is_large(src))
     return {
         "bits": 4,

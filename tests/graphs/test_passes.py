@@ -125,8 +125,10 @@ def test_int8_static_qdq(graph: Path, feeds, tmp_path: Path):
 @pytest.mark.parametrize("method", ["rtn", "hqq"])
 def test_int4_weight_only(graph: Path, feeds, tmp_path: Path, method: str):
     details = quantize_int4_weights(graph, tmp_path / "q.onnx", block_size=16, method=method)
-    assert details == {"bits": 4, "block_size": 16, "method": method}
+    assert details == {"bits": 4, "block_size": 16, "method": method, "accuracy_level": 4}
     assert op_types(tmp_path / "q.onnx")["MatMulNBits"] >= 8  # 4 linear layers x 2 layers
+    nbits = [n for n in ir.load(tmp_path / "q.onnx").graph if n.op_type == "MatMulNBits"]
+    assert all(n.attributes["accuracy_level"].as_int() == 4 for n in nbits)
     for a, b in zip(run(graph, feeds), run(tmp_path / "q.onnx", feeds), strict=True):
         assert cosine(a, b) > 0.8
 
