@@ -46,7 +46,13 @@ BUDGETS: dict[str, float | None] = {  # min cosine; None: the export's atol
     "int8": 0.95,
     "int4": 0.90,
 }
-QUANT_MODES = ("int8-dynamic", "int8-static", "int4-weight")
+QUANT_MODES = (
+    "int8-dynamic",
+    "int8-static",
+    "int4-weight",
+    "openvino-int8-weight",
+    "openvino-int4-weight",
+)
 TARGETS = ("onnxruntime", "openvino")
 
 # A step rewrites graph file ``src`` into ``dst`` and returns (modified, details).
@@ -101,13 +107,7 @@ def _run(
 
     src = ExportDirectory(src_dir)
     dst = Path(dst_dir)
-    if src.manifest.format != "onnx":
-        raise UsageError(
-            f"Graph passes work on ONNX exports; {src.path} is {src.manifest.format}. Export "
-            "with --format onnx, optimize or quantize, then convert."
-        )
-    if dst.resolve() == src.path.resolve():
-        raise UsageError("DST must differ from SRC: SRC stays untouched.")
+    _check_source(src, dst)
     check_output_path(dst, overwrite)
     reference = TorchRuntime(src).model  # the eager model, loaded once for every check
     graph = src.manifest.graph()
@@ -229,11 +229,15 @@ def quantize_export(
     allow_budget_break: bool = False,
     overwrite: bool = False,
 ) -> TransformResult:
-    """int8-dynamic, int8-static (QDQ, needs --calibration) or int4-weight (MatMulNBits)."""
+    """int8-dynamic, int8-static (QDQ, needs --calibration) or int4-weight (MatMulNBits)
+    for onnxruntime; openvino-int8-weight / openvino-int4-weight (NNCF, IR) for OpenVINO."""
     from graphport.graphs import quantize as q
 
     if mode not in QUANT_MODES:
         raise UsageError(f"Unknown mode {mode!r}; use one of {', '.join(QUANT_MODES)}.")
+    if mode.startswith("openvino-"):
+        bits = 8 if mode == "openvino-int8-weight" else 4
+        return compress_openvino_export(src, dst, bits, block_size, allow_budget_break, overwrite)
     reader = q.FeedReader(calibration_feeds(src, calibration)) if calibration else None
     if mode == "int8-dynamic":
         steps = [("int8-dynamic", "int8", lambda s, d: (True, q.quantize_int8_dynamic(s, d)))]
@@ -250,6 +254,81 @@ def quantize_export(
             )
         ]
     return _run(src, dst, steps, "onnxruntime", runtimes, allow_budget_break, overwrite)
+
+
+def compress_openvino_export(
+    src_dir: str | Path,
+    dst_dir: str | Path,
+    bits: int = 8,
+    group_size: int = 64,
+    allow_budget_break: bool = False,
+    overwrite: bool = False,
+) -> TransformResult:
+    """An OpenVINO IR export of SRC with NNCF-compressed weights, checked on OpenVINO
+    against eager with the int8 / int4 budget."""
+    from graphport.graphs.openvino import compress_weights
+    from graphport.manifest import Manifest
+    from graphport.runtimes.torch import TorchRuntime
+
+    src = ExportDirectory(src_dir)
+    dst = Path(dst_dir)
+    _check_source(src, dst)
+    check_output_path(dst, overwrite)
+    reference = TorchRuntime(src).model
+    manifest = Manifest.from_dict(src.manifest.to_dict())
+    graph_files = {g.file for g in manifest.graphs} | {
+        g.external_data for g in manifest.graphs if g.external_data
+    }
+    with staging_directory(dst) as staging:
+        for name in manifest.files:
+            if name not in graph_files:
+                shutil.copy2(src.path / name, staging / name)
+        start = time.perf_counter()
+        logger.info("Compressing the weights to int%d for OpenVINO", bits)
+        for graph in manifest.graphs:
+            details = compress_weights(
+                src.path / graph.file, staging / f"{graph.name}.xml", bits, group_size
+            )
+            graph.file, graph.external_data = f"{graph.name}.xml", f"{graph.name}.bin"
+        cosine = BUDGETS["int8" if bits == 8 else "int4"]
+        manifest.format, manifest.target = "openvino", "openvino"
+        manifest.tolerance = {**manifest.tolerance, "min_cosine": cosine}
+        manifest.files = sorted(p.name for p in staging.iterdir() if p.is_file())
+        manifest.write(staging)
+        report = validate_export(ExportDirectory(staging), ["openvino"], reference_model=reference)
+        report.export_dir = str(dst)
+        manifest.passes.append(
+            {
+                "name": f"openvino-int{bits}-weight",
+                "modified": True,
+                "seconds": round(time.perf_counter() - start, 3),
+                "budget": {"min_cosine": cosine},
+                "parity": {"passed": report.passed, **report.summary()["worst"]},
+                **details,
+            }
+        )
+        manifest.validation = report.summary()
+        report.write(staging / "parity.json")
+        manifest.write(staging)
+        move_into_place(staging, dst)
+    if not report.passed and not allow_budget_break:
+        raise ParityError(
+            f"{dst} does not meet the int{bits} budget on OpenVINO: "
+            + "; ".join(report.failures()[:3])
+            + ".",
+            report,
+        )
+    return TransformResult(dst, manifest.passes, report)
+
+
+def _check_source(src: ExportDirectory, dst: Path) -> None:
+    if src.manifest.format != "onnx":
+        raise UsageError(
+            f"Graph passes work on ONNX exports; {src.path} is {src.manifest.format}. Export "
+            "with --format onnx, optimize or quantize, then convert."
+        )
+    if dst.resolve() == src.path.resolve():
+        raise UsageError("DST must differ from SRC: SRC stays untouched.")
 
 
 def calibration_feeds(export_dir: str | Path, calibration: str | Path) -> list[dict]:

@@ -68,6 +68,29 @@ def test_quantize_modes(bert_export: Path, tmp_path: Path, mode: str, budget: fl
     assert result.report.passed
 
 
+@pytest.mark.parametrize(("bits", "budget"), [(8, 0.95), (4, 0.90)])
+def test_openvino_weight_compression(bert_export: Path, tmp_path: Path, bits: int, budget: float):
+    import openvino as ov
+
+    result = quantize_export(bert_export, tmp_path / "ov", f"openvino-int{bits}-weight", None, 16)
+    (record,) = result.passes
+    assert record["name"] == f"openvino-int{bits}-weight" and record["tool"] == "nncf"
+    assert record["parity"]["passed"] and set(result.report.runtimes) == {"openvino"}
+    manifest = ExportDirectory(tmp_path / "ov").manifest
+    assert (manifest.format, manifest.target) == ("openvino", "openvino")
+    assert manifest.graph().file == "model.xml" and "model.onnx" not in manifest.files
+    assert manifest.tolerance["min_cosine"] == budget
+    # The IR holds low-precision weight constants the kernels decompress.
+    kinds = {
+        op.get_output_element_type(0).get_type_name()
+        for op in ov.Core().read_model(tmp_path / "ov" / "model.xml").get_ops()
+        if op.get_type_name() == "Constant"
+    }
+    assert ("u8" if bits == 8 else "i4") in kinds
+    before = (bert_export / "model.onnx").stat().st_size
+    assert (tmp_path / "ov" / "model.bin").stat().st_size < before / 2
+
+
 @pytest.fixture(scope="module")
 def text_export(tiny_checkpoint, tmp_path_factory: pytest.TempPathFactory) -> Path:
     import shutil
