@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter.ort_fusions._core import fuse_xformers
 
@@ -59,3 +60,92 @@ class OrtFusionPass(ir.passes.InPlacePass):
         if self.report.missing:
             logger.warning("Expected fusions did not fire: %s", ", ".join(self.report.missing))
         return ir.passes.PassResult(model, modified=any(counts.values()))
+
+
+# Families whose attention bias is the padding mask only (bidirectional encoders): their
+# fused Attention can take the raw mask instead of a precomputed bias.
+PADDING_MASK_FAMILIES = frozenset({"bert"})
+
+
+class PackAttentionPass(ir.passes.InPlacePass):
+    """Put fused Attention nodes in the form onnxruntime's int8 quantizer and its fastest
+    kernels take.
+
+    The fusion leaves the packed QKV weight as a runtime Concat of three weights, with
+    ``qkv_hidden_sizes``, and the padding mask as a precomputed additive bias of shape
+    (batch, 1, sequence, sequence) built by a chain of Range/Where nodes. Then the
+    quantizer skips attention (its weight is not an initializer) and every call rebuilds
+    the bias. Rules, per Attention node:
+      1. fold a Concat of initializers into one packed weight (and bias) initializer;
+      2. drop ``qkv_hidden_sizes`` when Q, K and V have the same width;
+      3. for encoder families whose bias is only the padding mask, feed the raw
+         ``attention_mask`` (int32, batch x sequence) as ``mask_index`` instead, so the
+         kernel masks while it computes and the bias chain becomes dead code.
+    The parity check that follows every pass proves rule 3 on padded masks.
+    """
+
+    def __init__(self, family: str = "") -> None:
+        super().__init__()
+        self.family = family
+        self.counts = {"packed_weights": 0, "dropped_qkv_sizes": 0, "raw_masks": 0}
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        mask_index: ir.Value | None = None
+        for node in [n for n in graph if n.op_type == "Attention" and n.domain == "com.microsoft"]:
+            for index in (1, 2):  # rule 1: weight, bias
+                folded = _fold_concat(graph, node.inputs[index])
+                if folded is not None:
+                    node.replace_input_with(index, folded)
+                    self.counts["packed_weights"] += 1
+            sizes = node.attributes.get("qkv_hidden_sizes")  # rule 2
+            if sizes is not None and len(set(sizes.as_ints())) == 1:
+                del node.attributes["qkv_hidden_sizes"]
+                self.counts["dropped_qkv_sizes"] += 1
+            if self.family in PADDING_MASK_FAMILIES and _takes_bias_only(node):  # rule 3
+                mask_index = mask_index or _raw_mask(graph)
+                if mask_index is not None:
+                    inputs = [*node.inputs[:3], mask_index]
+                    node.resize_inputs(len(inputs))
+                    node.replace_input_with(3, mask_index)
+                    self.counts["raw_masks"] += 1
+        ir.passes.common.RemoveUnusedNodesPass()(model)
+        return ir.passes.PassResult(model, modified=any(self.counts.values()))
+
+
+def _fold_concat(graph: ir.Graph, value: ir.Value | None) -> ir.Value | None:
+    producer = value.producer() if value is not None else None
+    if producer is None or producer.op_type != "Concat":
+        return None
+    parts = [v.const_value for v in producer.inputs]
+    if any(p is None for p in parts):
+        return None
+    axis = producer.attributes["axis"].as_int()
+    packed = np.concatenate([p.numpy() for p in parts], axis=axis)
+    folded = ir.Value(
+        name=f"{value.name}_packed",
+        shape=ir.Shape(packed.shape),
+        type=value.type,
+        const_value=ir.tensor(packed),
+    )
+    graph.register_initializer(folded)
+    return folded
+
+
+def _takes_bias_only(node: ir.Node) -> bool:
+    """Attention with an attention_bias input (5) and no mask_index/past/other inputs."""
+    inputs = list(node.inputs)
+    return len(inputs) == 6 and inputs[5] is not None and all(v is None for v in inputs[3:5])
+
+
+def _raw_mask(graph: ir.Graph) -> ir.Value | None:
+    """``attention_mask`` cast to int32, computed once at the top of the graph."""
+    mask = next((v for v in graph.inputs if v.name == "attention_mask"), None)
+    if mask is None:
+        return None
+    cast = ir.node("Cast", [mask], attributes={"to": ir.DataType.INT32})
+    cast.outputs[0].name = "attention_mask_int32"
+    cast.outputs[0].dtype = ir.DataType.INT32
+    cast.outputs[0].shape = mask.shape
+    graph.insert_before(graph.node(0), cast)
+    return cast.outputs[0]

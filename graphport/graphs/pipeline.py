@@ -186,10 +186,11 @@ def optimize_export(
     allow_budget_break: bool = False,
     overwrite: bool = False,
 ) -> TransformResult:
-    """O1: cleanup. O2: + onnxruntime fusions (onnxruntime target only; OpenVINO fuses at
+    """O1: cleanup. O2: + onnxruntime fusions, then fused attention packed for the int8
+    quantizer and the raw-mask kernels (onnxruntime target only; OpenVINO fuses at
     compile time itself). O3: + onnxruntime's extended optimizations saved offline."""
     from graphport.graphs.cleanup import CleanupPass
-    from graphport.graphs.fusion import OrtFusionPass
+    from graphport.graphs.fusion import OrtFusionPass, PackAttentionPass
 
     if level not in (1, 2, 3):
         raise UsageError(f"Optimization level {level} does not exist; use 1, 2 or 3.")
@@ -203,6 +204,13 @@ def optimize_export(
                 "ort-fusion",
                 "fp32",
                 _ir_step(lambda: OrtFusionPass(family), lambda p: {"fusions": p.report.to_dict()}),
+            )
+        )
+        steps.append(
+            (
+                "pack-attention",
+                "fp32",
+                _ir_step(lambda: PackAttentionPass(family), lambda p: {"attention": p.counts}),
             )
         )
     if target == "onnxruntime" and level >= 3:

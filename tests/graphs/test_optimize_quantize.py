@@ -24,8 +24,8 @@ def digest(directory: Path) -> dict[str, str]:
     ("level", "passes"),
     [
         (1, ["cleanup"]),
-        (2, ["cleanup", "ort-fusion"]),
-        (3, ["cleanup", "ort-fusion", "ort-offline"]),
+        (2, ["cleanup", "ort-fusion", "pack-attention"]),
+        (3, ["cleanup", "ort-fusion", "pack-attention", "ort-offline"]),
     ],
 )
 def test_optimize_levels(bert_export: Path, tmp_path: Path, level: int, passes: list[str]):
