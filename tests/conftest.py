@@ -14,6 +14,13 @@ from graphport.verbosity import set_verbosity
 
 set_verbosity("error")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One xdist worker per core: a second torch thread per worker only oversubscribes the
+    # cores (eager ops ran ~4x slower with onnxruntime and OpenVINO threads beside them).
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):

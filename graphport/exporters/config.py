@@ -422,11 +422,12 @@ class OnnxConfigWithPast(OnnxConfig):
         return (batch, sequence)
 
     def dummy_inputs(self, shapes: ShapeSet, seed: int = 0) -> dict[str, torch.Tensor]:
-        """Left-padded prompts (as generation pads them), their positions, a random past."""
-        if not self.use_past:
-            return super().dummy_inputs(shapes, seed)
+        """Left-padded prompts (as generation pads them), their positions, a random past
+        (no past without ``use_past``)."""
         rng = np.random.default_rng(seed)
-        sizes = shapes.sizes
+        sizes = {**shapes.sizes, "past_sequence": shapes.sizes.get("past_sequence", 0)}
+        if not self.use_past:
+            sizes["past_sequence"] = 0
         total = sizes["past_sequence"] + sizes["sequence"]
         mask = np.ones((sizes["batch"], total), dtype=np.int64)
         for row in range(1, sizes["batch"]):
@@ -452,6 +453,7 @@ class OnnxConfigWithPast(OnnxConfig):
         if not self.use_past:
             return None
         return {
+            "graph": "model",
             "inputs": "past_key_values.{i}.key / past_key_values.{i}.value",
             "outputs": "present.{i}.key / present.{i}.value",
             "layout": ["batch", "kv_heads", "sequence", "head_dim"],
@@ -501,7 +503,267 @@ def _present_names(num_layers: int) -> list[str]:
 
 
 class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
-    """An encoder-decoder config (encoder graph + decoder graph with a KV cache)."""
+    """An encoder-decoder, exported as two graphs that generation runs in turn.
+
+    * ``encoder``: the family's ``encoder_inputs`` -> ``last_hidden_state``, run once.
+    * ``decoder``: ``decoder_input_ids``, ``encoder_hidden_states``, ``encoder_attention_mask``
+      (when ``uses_encoder_attention_mask``) and, with ``use_past``, the self-attention
+      past -> ``logits`` and ``present.{i}.key/value``. Cross-attention keys and values are
+      recomputed from ``encoder_hidden_states`` at each step, so the first step (an empty
+      past) and every later one go through the same graph. The decoder takes no attention
+      mask of its own: ``generate()`` gives it none (every row's decoder tokens are real).
+
+    ``graph`` selects which graph an instance describes (``for_graph``); the config of the
+    whole model (``graph`` None) takes the encoder's inputs, as generation is fed. Axis
+    sizes are shared by both graphs: ``batch``, ``encoder_sequence`` (the encoder output's
+    length, free in the decoder graph even where the encoder fixes it), ``decoder_sequence``
+    and ``past_decoder_sequence``.
+    """
+
+    tasks = (Task.TEXT2TEXT_GENERATION,)
+    uses_encoder_attention_mask: ClassVar[bool] = True
+    trace_sizes: ClassVar[dict[str, int]] = {
+        "batch": 2,
+        "encoder_sequence": 9,
+        "decoder_sequence": 7,
+        "past_decoder_sequence": 5,
+    }
+    # A multi-token first step on an empty past, and one token on a longer past.
+    validation_sizes: ClassVar[tuple[dict[str, int], ...]] = (
+        {"batch": 1, "encoder_sequence": 13, "decoder_sequence": 4, "past_decoder_sequence": 0},
+        {"batch": 3, "encoder_sequence": 29, "decoder_sequence": 1, "past_decoder_sequence": 11},
+    )
+    profile_ranges: ClassVar[dict[str, tuple[int, int, int]]] = {
+        "batch": (1, 1, 16),
+        "encoder_sequence": (1, 128, 512),
+        "decoder_sequence": (1, 1, 128),
+        "past_decoder_sequence": (0, 64, 512),
+    }
+    graph: str | None = None
+
+    def for_graph(self, graph: str) -> OnnxSeq2SeqConfigWithPast:
+        """This config narrowed to one graph (``encoder`` or ``decoder``)."""
+        if graph not in ("encoder", "decoder"):
+            raise ValueError(f"an encoder-decoder has no graph {graph!r}")
+        part = copy.copy(self)
+        part.graph = graph
+        return part
+
+    # ---- what a family declares ---------------------------------------------------------
+
+    @property
+    def encoder_inputs(self) -> Mapping[str, Axes]:
+        """The encoder graph's inputs (tokens by default)."""
+        return {
+            "input_ids": {0: "batch", 1: "encoder_sequence"},
+            "attention_mask": {0: "batch", 1: "encoder_sequence"},
+        }
+
+    @property
+    def encoder_output_axes(self) -> Axes:
+        """Axes of ``last_hidden_state``; its length is fixed where the input size is."""
+        return {0: "batch", 1: "encoder_sequence"}
+
+    @property
+    def encoder_hidden_size(self) -> int:
+        """Width of ``last_hidden_state`` (before any projection to the decoder's width)."""
+        return int(self._config.hidden_size)
+
+    def dummy_encoder_input(
+        self, name: str, sizes: Mapping[str, int], rng: np.random.Generator
+    ) -> np.ndarray:
+        """Token ids past the special tokens, and a mask that right-pads rows after the
+        first (as tokenizers pad encoder inputs)."""
+        shape = (sizes["batch"], sizes["encoder_sequence"])
+        if name == "input_ids":
+            return self._random_ids(shape, rng)
+        if name == "attention_mask":
+            return _right_padding_mask(shape, rng)
+        raise NotImplementedError(f"{type(self).__name__} cannot make a dummy {name!r}.")
+
+    # ---- the decoder's cache dimensions -------------------------------------------------
+
+    @property
+    def decoder_config(self) -> Any:
+        """The config that sizes the decoder: a composite model's ``decoder`` sub-config,
+        else the model's own (``get_text_config`` would rebuild T5's or BART's from
+        defaults)."""
+        from transformers import PretrainedConfig
+
+        decoder = getattr(self._config, "decoder", None)
+        return decoder if isinstance(decoder, PretrainedConfig) else self._config
+
+    @property
+    def num_layers(self) -> int:
+        return _first_int(
+            self.decoder_config, ("decoder_layers", "num_decoder_layers", "n_layer", "num_layers")
+        )
+
+    @property
+    def num_attention_heads(self) -> int:
+        return _first_int(
+            self.decoder_config,
+            ("decoder_attention_heads", "num_heads", "n_head", "num_attention_heads"),
+        )
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.num_attention_heads
+
+    @property
+    def head_dim(self) -> int:
+        config = self.decoder_config
+        explicit = getattr(config, "d_kv", None) or getattr(config, "head_dim", None)
+        return int(explicit or config.hidden_size // self.num_attention_heads)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.decoder_config.vocab_size)
+
+    @property
+    def uses_position_ids(self) -> bool:
+        return False
+
+    # ---- graph contracts -----------------------------------------------------------------
+
+    @property
+    def decoder_inputs(self) -> Mapping[str, Axes]:
+        inputs: dict[str, Axes] = {
+            "decoder_input_ids": {0: "batch", 1: "decoder_sequence"},
+            "encoder_hidden_states": {0: "batch", 1: "encoder_sequence"},
+        }
+        if self.uses_encoder_attention_mask:
+            inputs["encoder_attention_mask"] = {0: "batch", 1: "encoder_sequence"}
+        if self.use_past:
+            for name in _past_names(self.num_layers):
+                inputs[name] = {0: "batch", 2: "past_decoder_sequence"}
+        return inputs
+
+    @property
+    def inputs(self) -> Mapping[str, Axes]:
+        if self.graph == "decoder":
+            return self.decoder_inputs
+        return self.encoder_inputs
+
+    @property
+    def outputs(self) -> Mapping[str, Axes]:
+        if self.graph == "encoder":
+            return {"last_hidden_state": dict(self.encoder_output_axes)}
+        outputs: dict[str, Axes] = {"logits": {0: "batch", 1: "decoder_sequence"}}
+        if self.use_past and self.graph == "decoder":
+            for name in _present_names(self.num_layers):
+                outputs[name] = {0: "batch", 2: "total_decoder_sequence"}
+        return outputs
+
+    @property
+    def takes_sentences(self) -> bool:
+        """Tokenized sentences feed the encoder graph of a text model, nothing else."""
+        return self.modality == "text" and self.graph == "encoder"
+
+    def trace_shapes(self) -> ShapeSet:
+        return ShapeSet(dict(self.trace_sizes), "trace")
+
+    def validation_shapes(self) -> list[ShapeSet]:
+        return [
+            ShapeSet(dict(s), f"shape set {i + 1}") for i, s in enumerate(self.validation_sizes)
+        ]
+
+    def input_shape(self, name: str, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(self.dummy_inputs(ShapeSet(sizes))[name].shape)
+
+    def dummy_inputs(self, shapes: ShapeSet, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Seeded inputs of this config's graph at the given axis sizes."""
+        rng = np.random.default_rng(seed)
+        sizes = shapes.sizes
+        if self.graph != "decoder":
+            feeds = {name: self.dummy_encoder_input(name, sizes, rng) for name in self.inputs}
+        else:
+            feeds = self._dummy_decoder_inputs(sizes, rng)
+        return {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in feeds.items()}
+
+    def _dummy_decoder_inputs(
+        self, sizes: Mapping[str, int], rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        batch, encoder_length = sizes["batch"], sizes["encoder_sequence"]
+        feeds = {
+            "decoder_input_ids": self._random_ids((batch, sizes["decoder_sequence"]), rng),
+            "encoder_hidden_states": rng.standard_normal(
+                (batch, encoder_length, self.encoder_hidden_size), dtype=np.float32
+            ),
+        }
+        if self.uses_encoder_attention_mask:
+            feeds["encoder_attention_mask"] = _right_padding_mask((batch, encoder_length), rng)
+        past = (batch, self.num_kv_heads, sizes.get("past_decoder_sequence", 0), self.head_dim)
+        for name in self.decoder_inputs:
+            if name.startswith("past_key_values."):
+                feeds[name] = rng.standard_normal(past, dtype=np.float32)
+        return feeds
+
+    def _random_ids(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        low = min(5, self.vocab_size - 1)
+        return rng.integers(low, self.vocab_size, size=shape, dtype=np.int64)
+
+    def kv_cache_contract(self) -> dict[str, Any] | None:
+        if not self.use_past:
+            return None
+        return {
+            "graph": "decoder",
+            "encoder_graph": "encoder",
+            "inputs": "past_key_values.{i}.key / past_key_values.{i}.value",
+            "outputs": "present.{i}.key / present.{i}.value",
+            "layout": ["batch", "kv_heads", "sequence", "head_dim"],
+            "num_layers": self.num_layers,
+            "num_kv_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "position_ids": False,
+            "encoder_attention_mask": self.uses_encoder_attention_mask,
+            "cross_attention": "recomputed from encoder_hidden_states at every step (not cached)",
+            "empty_past": "the first step feeds past tensors with 0 positions",
+        }
+
+    def generation_inputs(self, seed: int = 0) -> list[tuple[str, dict[str, np.ndarray]]]:
+        """Encoder inputs generation is validated on: one alone, and three of different
+        lengths right-padded into one batch, as a tokenizer pads an encoder's input."""
+        rng = np.random.default_rng(seed)
+        pad = getattr(self._config, "pad_token_id", None) or 0
+        cases = []
+        for label, lengths in (("single input", (9,)), ("padded batch of 3", (7, 3, 12))):
+            width = max(lengths)
+            ids = np.full((len(lengths), width), pad, dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for row, length in enumerate(lengths):
+                ids[row, :length] = self._random_ids((length,), rng)
+                mask[row, :length] = 1
+            cases.append((label, {"input_ids": ids, "attention_mask": mask}))
+        return cases
+
+    def sub_graphs(self, model: torch.nn.Module) -> list[SubGraph]:
+        from graphport.exporters.kv_cache import Seq2SeqDecoderWithCache, Seq2SeqEncoder
+
+        encoder, decoder = self.for_graph("encoder"), self.for_graph("decoder")
+        layers = self.num_layers if self.use_past else 0
+        return [
+            SubGraph("encoder", Seq2SeqEncoder(model, list(encoder.inputs)), encoder),
+            SubGraph(
+                "decoder", Seq2SeqDecoderWithCache(model, list(decoder.inputs), layers), decoder
+            ),
+        ]
+
+
+def _first_int(config: Any, names: tuple[str, ...]) -> int:
+    for name in names:
+        value = getattr(config, name, None)
+        if value is not None:
+            return int(value)
+    raise AttributeError(f"the model config has none of {', '.join(names)}")
+
+
+def _right_padding_mask(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Row 0 full, the others right-padded by up to half their length."""
+    mask = np.ones(shape, dtype=np.int64)
+    for row in range(1, shape[0]):
+        mask[row, shape[1] - int(rng.integers(0, shape[1] // 2 + 1)) :] = 0
+    return mask
 
 
 # ---- modality bases: inputs and dummy data shared by every family of a modality ----------

@@ -8,6 +8,12 @@ keeps: batch, kv heads, positions, head dim).
 
 The first generation step feeds an empty past (zero positions) through the same graph,
 so no runtime needs a second "without past" graph or an If node to choose between them.
+
+Encoder-decoders are two graphs: ``Seq2SeqEncoder`` (encoder inputs -> ``last_hidden_state``)
+and ``Seq2SeqDecoderWithCache``, whose cache is the decoder's self-attention only. Its
+cross-attention keys and values are recomputed from ``encoder_hidden_states`` at every step
+(an ``EncoderDecoderCache`` with an empty cross-attention half makes the model compute
+them): one decoder graph serves every step, and a runtime carries one kind of cache.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import inspect
 from collections.abc import Sequence
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput
 
 KEY = "past_key_values.{}.key"
 VALUE = "past_key_values.{}.value"
@@ -68,6 +75,9 @@ class CausalLMWithCache(torch.nn.Module):
         self.input_names = list(input_names)
         self.num_layers = num_layers
         self.cache_argument = cache_argument(model)
+        # A wrapper starts in training mode; an exporter that restores modes recursively
+        # (the TorchScript fallback) would then switch dropout on in the wrapped model.
+        self.train(model.training)
 
     def forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         named = dict(zip(self.input_names, inputs, strict=True))
@@ -78,6 +88,70 @@ class CausalLMWithCache(torch.nn.Module):
         output = self.model(**named, **{self.cache_argument: cache}, use_cache=True)
         result = {"logits": output.logits}
         for i, (key, value) in enumerate(cache_layers(output_cache(output))):
+            result[PRESENT_KEY.format(i)] = key
+            result[PRESENT_VALUE.format(i)] = value
+        return result
+
+
+class Seq2SeqEncoder(torch.nn.Module):
+    """``forward(*inputs)`` in ``input_names`` order -> ``{last_hidden_state}``: the encoder
+    of an encoder-decoder alone, as generation runs it once per input.
+
+    Positional like the decoder, so torch.export sees a fixed signature whichever inputs
+    the encoder takes (tokens, log-mel features, pixels).
+    """
+
+    positional = True
+
+    def __init__(self, model: torch.nn.Module, input_names: Sequence[str]) -> None:
+        super().__init__()
+        self.encoder = model.get_encoder()
+        self.input_names = list(input_names)
+        self.train(model.training)  # see CausalLMWithCache
+
+    def forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        named = dict(zip(self.input_names, inputs, strict=True))
+        return {"last_hidden_state": self.encoder(**named).last_hidden_state}
+
+
+class Seq2SeqDecoderWithCache(torch.nn.Module):
+    """``forward(*inputs)`` in ``input_names`` order -> ``{logits, present.{i}.key/value}``.
+
+    The inputs are ``decoder_input_ids``, ``encoder_hidden_states`` (the encoder graph's
+    output), ``encoder_attention_mask`` when the model masks its encoder, and, with
+    ``num_layers`` > 0, the self-attention past. The full model's forward is called with
+    the encoder output given, so whatever it does between encoder and decoder (a vision
+    encoder-decoder's projection to the decoder's width) stays in this graph.
+    """
+
+    positional = True
+
+    def __init__(self, model: torch.nn.Module, input_names: Sequence[str], num_layers: int) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = list(input_names)
+        self.num_layers = num_layers
+        self.cache_argument = cache_argument(model)
+        # A wrapper starts in training mode; an exporter that restores modes recursively
+        # (the TorchScript fallback) would then switch dropout on in the wrapped model.
+        self.train(model.training)
+
+    def forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        named = dict(zip(self.input_names, inputs, strict=True))
+        kwargs: dict[str, object] = {
+            "decoder_input_ids": named["decoder_input_ids"],
+            "encoder_outputs": BaseModelOutput(last_hidden_state=named["encoder_hidden_states"]),
+        }
+        if "encoder_attention_mask" in named:
+            kwargs["attention_mask"] = named["encoder_attention_mask"]
+        if not self.num_layers:
+            return {"logits": self.model(**kwargs, use_cache=False).logits}
+        past = [(named[KEY.format(i)], named[VALUE.format(i)]) for i in range(self.num_layers)]
+        # The cross-attention half starts empty, so every step recomputes it.
+        cache = EncoderDecoderCache(DynamicCache(ddp_cache_data=past), DynamicCache())
+        output = self.model(**kwargs, **{self.cache_argument: cache}, use_cache=True)
+        result = {"logits": output.logits}
+        for i, (key, value) in enumerate(cache_layers(output_cache(output).self_attention_cache)):
             result[PRESENT_KEY.format(i)] = key
             result[PRESENT_VALUE.format(i)] = value
         return result

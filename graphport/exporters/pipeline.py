@@ -74,14 +74,14 @@ def resolve_task(checkpoint: Checkpoint, task: str | Task | None) -> tuple[Task,
     """The task given, else the one ``config.architectures`` implies, else feature-extraction."""
     if task not in (None, "auto"):
         return parse_task(task)
-    inferred = infer_task(checkpoint.model_type, checkpoint.architectures)
+    registration = get_registration(checkpoint.model_type)
+    inferred = infer_task(checkpoint.model_type, checkpoint.architectures, registration.tasks)
     if inferred is None:
         logger.info(
             "config.architectures (%s) names no known head; using feature-extraction.",
             checkpoint.architectures or "absent",
         )
         return Task.FEATURE_EXTRACTION, False
-    registration = get_registration(checkpoint.model_type)
     if inferred not in registration.tasks:
         raise UnsupportedModelError(
             f"The checkpoint's architecture {checkpoint.architectures[0]} is a {inferred.value} "
@@ -198,6 +198,13 @@ def export_model(
         exporter = dict(artifact.exporter)
         if len(artifacts) > 1:
             exporter["graphs"] = {a.spec.name: a.exporter for a in artifacts}
+            # The top-level entry must not hide a sub-graph that needed the fallback.
+            fallback = next((a for a in artifacts if a.exporter.get("fallback_reason")), None)
+            if fallback is not None:
+                exporter["strategy"] = fallback.exporter["strategy"]
+                exporter["fallback_reason"] = (
+                    f"graph {fallback.spec.name}: {fallback.exporter['fallback_reason']}"
+                )
         copied = []
         for file in checkpoint.preprocessor_files():
             shutil.copy2(file, staging / file.name)
@@ -212,6 +219,7 @@ def export_model(
             },
             task=parsed_task.value,
             family=registration.family,
+            generic=registration.generic,
             modality=onnx_config.modality,
             format=fmt,
             dtype=dtype,

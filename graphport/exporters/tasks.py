@@ -150,22 +150,36 @@ def parse_task(name: str | Task) -> tuple[Task, bool]:
     )
 
 
-def task_for_architecture(model_type: str, architecture: str) -> Task | None:
-    """The task whose head class is ``architecture`` (e.g. BertForMaskedLM -> fill-mask)."""
+def tasks_for_architecture(model_type: str, architecture: str) -> list[Task]:
+    """Every task whose head class is ``architecture``, in the order of ``_HEADS`` (one head
+    can serve several: BartForConditionalGeneration fills masks and generates text)."""
+    tasks = []
     for task, heads in _HEADS.items():
         for _, mapping in heads:
-            names = getattr(modeling_auto, mapping).get(model_type)
-            if names is None:
-                continue
+            names = getattr(modeling_auto, mapping).get(model_type) or ()
             if architecture in ((names,) if isinstance(names, str) else names):
-                return task
-    return None
+                tasks.append(task)
+                break
+    return tasks
 
 
-def infer_task(model_type: str, architectures: Iterable[str] | None) -> Task | None:
-    """Infer the task from ``config.architectures``; None when it says nothing usable."""
+def task_for_architecture(model_type: str, architecture: str) -> Task | None:
+    """The task whose head class is ``architecture`` (e.g. BertForMaskedLM -> fill-mask)."""
+    tasks = tasks_for_architecture(model_type, architecture)
+    return tasks[0] if tasks else None
+
+
+def infer_task(
+    model_type: str, architectures: Iterable[str] | None, supported: Iterable[Task] = ()
+) -> Task | None:
+    """Infer the task from ``config.architectures``; None when it says nothing usable.
+
+    Where a head serves several tasks, the first of them in ``supported`` wins (the tasks
+    the family can export), else the first.
+    """
+    preferred = set(supported)
     for architecture in architectures or ():
-        task = task_for_architecture(model_type, architecture)
-        if task is not None:
-            return task
+        tasks = tasks_for_architecture(model_type, architecture)
+        if tasks:
+            return next((t for t in tasks if t in preferred), tasks[0])
     return None

@@ -44,7 +44,9 @@ class OpenVinoRuntime(Runtime):
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.request.infer(feeds, share_inputs=True)
-        by_name = {port.get_any_name(): value for port, value in results.items()}
+        # A compiled output can carry several names (a fused bias add keeps its MatMul's),
+        # and get_any_name() may return the other one.
+        by_name = {name: value for port, value in results.items() for name in port.get_names()}
         return {name: np.array(by_name[name], copy=True) for name in self.output_names}
 
     def describe(self) -> str:

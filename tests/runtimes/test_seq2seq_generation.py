@@ -1,0 +1,314 @@
+"""Encoder-decoder exports: an encoder and a decoder graph, and generation on them that
+gives transformers' greedy ``generate()`` tokens, on onnxruntime and on OpenVINO.
+
+Each family is a tiny random model built here, saved with the generation settings its
+real checkpoints use (forced tokens, banned words, Whisper's prompt and suppressed
+tokens), and exported with the task inferred from ``config.architectures``. Its validation
+report compares 24 greedy tokens for one input and a padded batch of 3 on both runtimes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from graphport.exporters.pipeline import ExportResult, export_model
+from graphport.manifest import ExportDirectory
+from graphport.models.tiny import tiny_model
+from graphport.runtimes.generate import (
+    DETECT_LANGUAGE,
+    DecodingRules,
+    GenerationOptions,
+    Seq2SeqGenerator,
+    eager_generate,
+    generate_text,
+    make_generator,
+    whisper_prompt,
+)
+
+RUNTIMES = {"onnxruntime", "openvino"}
+
+# Whisper's special tokens, inside the tiny vocabulary (start 3, end of text 2).
+WHISPER_LANGUAGES = {"<|en|>": 120, "<|fr|>": 121, "<|de|>": 122}
+WHISPER_TASKS = {"transcribe": 123, "translate": 124}
+WHISPER_NO_TIMESTAMPS = 125
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    model_type: str
+    task: str
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    generation: dict[str, Any] = dataclasses.field(default_factory=dict)
+    tokenizer: bool = False
+
+
+CASES = {
+    "t5": Case("t5", "text2text-generation"),
+    "t5-v1.1": Case(
+        "t5",
+        "text2text-generation",
+        {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False},
+    ),
+    "mt5": Case("mt5", "text2text-generation"),
+    # bart-large-cnn's rules (shorter): a forced BOS, no repeated trigram, a minimum length.
+    "bart": Case(
+        "bart",
+        "text2text-generation",
+        generation={"forced_bos_token_id": 0, "no_repeat_ngram_size": 3, "min_length": 12},
+        tokenizer=True,
+    ),
+    "mbart": Case("mbart", "text2text-generation"),
+    # OPUS-MT bans its pad token, which is also its decoder start.
+    "marian": Case("marian", "text2text-generation", generation={"bad_words_ids": [[127]]}),
+    # M2M-100 and NLLB (an m2m_100 checkpoint) force the target language as the first token.
+    "m2m_100": Case("m2m_100", "text2text-generation", generation={"forced_bos_token_id": 100}),
+    "blenderbot-small": Case("blenderbot-small", "text2text-generation"),
+    # A multilingual Whisper's generation config: language detected per input, then the
+    # task, no timestamps; suppressed tokens, and end of text barred at the start.
+    "whisper": Case(
+        "whisper",
+        "automatic-speech-recognition",
+        generation={
+            "lang_to_id": WHISPER_LANGUAGES,
+            "task_to_id": WHISPER_TASKS,
+            "no_timestamps_token_id": WHISPER_NO_TIMESTAMPS,
+            "is_multilingual": True,
+            "forced_decoder_ids": [[1, None], [2, WHISPER_TASKS["transcribe"]]],
+            "suppress_tokens": [126, 127],
+            "begin_suppress_tokens": [2, 10],
+        },
+    ),
+    "vision-encoder-decoder": Case("vision-encoder-decoder", "image-to-text"),
+}
+
+
+def add_word_tokenizer(checkpoint: Path) -> None:
+    """A word-level tokenizer over the tiny vocabulary (``w5 w9`` -> [5, 9, </s>]) that
+    pads on the right, as encoder tokenizers do."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, 128)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 2)]
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        padding_side="right",
+    ).save_pretrained(checkpoint)
+
+
+def save_checkpoint(case: Case, path: Path) -> Path:
+    model = tiny_model(case.model_type, case.task, **case.config)
+    for key, value in case.generation.items():
+        setattr(model.generation_config, key, value)
+    # A config marked as derived from the model's drops Whisper's own keys when loaded.
+    model.generation_config._from_model_config = False
+    model.save_pretrained(path)
+    if case.tokenizer:
+        add_word_tokenizer(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory):
+    """``exported(name)`` -> the export of ``CASES[name]``, made once per module."""
+    cache: dict[str, ExportResult] = {}
+
+    def make(name: str) -> ExportResult:
+        if name not in cache:
+            root = tmp_path_factory.mktemp(name)
+            checkpoint = save_checkpoint(CASES[name], root / "checkpoint")
+            cache[name] = export_model(checkpoint, root / "out")  # the task is inferred
+        return cache[name]
+
+    return make
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_greedy_tokens_match_transformers_on_both_runtimes(name: str, exported):
+    result = exported(name)
+    report = result.report
+    assert report.passed, "\n".join(report.failures())
+    assert result.manifest.task == CASES[name].task
+    assert [g.name for g in result.manifest.graphs] == ["encoder", "decoder"]
+    assert set(report.runtimes) == RUNTIMES
+    checks = {(g.runtime, g.case): g for g in report.generation}
+    labels = {case for _, case in checks}
+    assert {runtime for runtime, _ in checks} == RUNTIMES and len(labels) == 2
+    for check in checks.values():
+        assert check.passed and check.actual == check.expected
+        assert all(len(row) == 24 for row in check.expected)
+    assert sorted(len(check.expected) for check in checks.values()) == [1, 1, 3, 3]
+
+
+def test_manifest_records_the_decoder_contract(exported):
+    result = exported("bart")
+    cases = {r.case for r in result.report.results}
+    assert "encoder / real sentences" in cases, "a tokenizer's sentences feed the encoder"
+    manifest = result.manifest
+    contract = manifest.kv_cache
+    assert contract["graph"] == "decoder" and contract["encoder_graph"] == "encoder"
+    assert contract["layout"] == ["batch", "kv_heads", "sequence", "head_dim"]
+    assert (contract["num_layers"], contract["num_kv_heads"], contract["head_dim"]) == (2, 4, 8)
+    assert contract["encoder_attention_mask"] is True
+    encoder = manifest.graph("encoder")
+    assert [t.name for t in encoder.inputs] == ["input_ids", "attention_mask"]
+    assert encoder.outputs[0].name == "last_hidden_state"
+    assert encoder.outputs[0].shape == ["batch", "encoder_sequence", 32]
+    decoder = {t.name: t.shape for t in manifest.graph("decoder").inputs}
+    assert decoder["decoder_input_ids"] == ["batch", "decoder_sequence"]
+    assert decoder["encoder_hidden_states"] == ["batch", "encoder_sequence", 32]
+    assert decoder["past_key_values.1.value"] == ["batch", 4, "past_decoder_sequence", 8]
+    outputs = [t.name for t in manifest.graph("decoder").outputs]
+    assert outputs == ["logits"] + [f"present.{i}.{k}" for i in range(2) for k in ("key", "value")]
+
+
+def test_whisper_and_images_feed_the_decoder_no_encoder_mask(exported):
+    for name, encoder_input in (
+        ("whisper", "input_features"),
+        ("vision-encoder-decoder", "pixel_values"),
+    ):
+        manifest = exported(name).manifest
+        assert [t.name for t in manifest.graph("encoder").inputs] == [encoder_input]
+        decoder_inputs = [t.name for t in manifest.graph("decoder").inputs]
+        assert "encoder_attention_mask" not in decoder_inputs
+        assert manifest.kv_cache["encoder_attention_mask"] is False
+
+
+def test_whisper_prompt_detects_the_language_per_input(exported):
+    from transformers import WhisperForConditionalGeneration
+
+    directory = ExportDirectory(exported("whisper").path)
+    generator = make_generator(directory, "onnxruntime")
+    assert isinstance(generator, Seq2SeqGenerator)
+    assert generator.prompt == [3, DETECT_LANGUAGE, WHISPER_TASKS["transcribe"], 125]
+    features = np.random.default_rng(1).uniform(-1, 1, (4, 16, 32)).astype(np.float32)
+    prompt = generator.start_tokens(generator.encode({"input_features": features}))
+    model = WhisperForConditionalGeneration.from_pretrained(directory.manifest.source["path"])
+    with torch.no_grad():
+        output = model.eval().generate(
+            torch.from_numpy(features), max_new_tokens=1, return_dict_in_generate=True
+        )
+    np.testing.assert_array_equal(prompt, output.sequences[:, :4].numpy())
+    assert set(prompt[:, 1]) <= set(WHISPER_LANGUAGES.values())
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, [3]),
+        ({"no_timestamps_token_id": 125}, [3, 125]),
+        (
+            {
+                "lang_to_id": WHISPER_LANGUAGES,
+                "task_to_id": WHISPER_TASKS,
+                "no_timestamps_token_id": 125,
+                "forced_decoder_ids": [[1, 121], [2, 124]],
+            },
+            [3, 121, 124, 125],
+        ),
+        (
+            {
+                "lang_to_id": WHISPER_LANGUAGES,
+                "task_to_id": WHISPER_TASKS,
+                "language": "de",
+                "task": "translate",
+            },
+            [3, 122, 124],
+        ),
+        (
+            {"lang_to_id": WHISPER_LANGUAGES, "task_to_id": WHISPER_TASKS, "language": "english"},
+            [3, 120, 123],
+        ),
+    ],
+)
+def test_whisper_prompt_matches_transformers(settings: dict[str, Any], expected: list[int]):
+    model = tiny_model("whisper", "automatic-speech-recognition")
+    config = model.generation_config
+    config.return_timestamps = False  # as generate() sets it before building the prompt
+    for key, value in settings.items():
+        setattr(config, key, value)
+    assert whisper_prompt(config, 3) == expected
+    features = torch.zeros(1, 16, 32)
+    theirs = model._retrieve_init_tokens(features, 1, config, model.config, 32, {})
+    assert theirs[0].tolist() == expected
+
+
+def test_decoding_rules_match_transformers_processors():
+    from transformers import (
+        ForcedBOSTokenLogitsProcessor,
+        ForcedEOSTokenLogitsProcessor,
+        LogitsProcessorList,
+        MinLengthLogitsProcessor,
+        NoBadWordsLogitsProcessor,
+        NoRepeatNGramLogitsProcessor,
+        SuppressTokensAtBeginLogitsProcessor,
+        SuppressTokensLogitsProcessor,
+    )
+
+    rng = np.random.default_rng(0)
+    rules = DecodingRules(
+        no_repeat_ngram_size=2,
+        bad_words_ids=((7,), (4, 9)),
+        min_length=6,
+        forced_eos_token_id=(2,),
+        suppress_tokens=(11,),
+        begin_suppress_tokens=(12, 13),
+        eos_token_id=(2,),
+    )
+    theirs = LogitsProcessorList(
+        [
+            NoRepeatNGramLogitsProcessor(2),
+            NoBadWordsLogitsProcessor([[7], [4, 9]], eos_token_id=2),
+            MinLengthLogitsProcessor(6, 2),
+            ForcedEOSTokenLogitsProcessor(8, 2),
+            SuppressTokensLogitsProcessor([11]),
+            SuppressTokensAtBeginLogitsProcessor([12, 13], 3),
+        ]
+    )
+    for length in range(3, 8):
+        sequences = rng.integers(0, 16, (4, length))
+        sequences[0, -1] = 4  # completes the banned bigram (4, 9) next
+        scores = rng.standard_normal((4, 16)).astype(np.float32)
+        ours = rules.bind(3, 5).apply(scores, sequences)
+        expected = theirs(torch.from_numpy(sequences), torch.from_numpy(scores.copy())).numpy()
+        np.testing.assert_array_equal(ours, expected)
+    bos = DecodingRules(forced_bos_token_id=5).bind(1, 4)
+    scores = rng.standard_normal((2, 16)).astype(np.float32)
+    expected = ForcedBOSTokenLogitsProcessor(5)(
+        torch.zeros(2, 1, dtype=torch.long), torch.from_numpy(scores.copy())
+    )
+    np.testing.assert_array_equal(
+        bos.apply(scores, np.zeros((2, 1), dtype=np.int64)), expected.numpy()
+    )
+
+
+def test_generate_text_right_pads_an_encoder_input(exported):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    directory = ExportDirectory(exported("bart").path)
+    prompts = ["w5 w6 w7 w8 w9", "w20 w21"]
+    options = GenerationOptions(max_new_tokens=14, eos_token_id=[2], pad_token_id=1)
+    result, texts = generate_text(directory, prompts, "openvino", options)
+    tokenizer = AutoTokenizer.from_pretrained(directory.path)
+    encoded = tokenizer(prompts, padding=True, return_tensors="np")
+    inputs = {k: encoded[k] for k in ("input_ids", "attention_mask")}
+    assert inputs["attention_mask"][1, -1] == 0, "the tokenizer pads on the right"
+    source = directory.manifest.source["path"]
+    model = AutoModelForSeq2SeqLM.from_pretrained(source).eval()
+    expected = eager_generate(model, inputs, 14, pad_token_id=1)
+    np.testing.assert_array_equal(result.tokens, expected)
+    assert len(texts) == 2
