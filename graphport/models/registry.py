@@ -7,6 +7,10 @@ A family module declares a config class and registers it for the model types it 
         pass
 
 ``tiny`` holds per-model-type overrides for the tiny random configs used by tests.
+
+A model type transformers knows but no family registers gets the generic registration
+(family ``generic``): its export config derives the graph's inputs from the model class's
+forward signature (see ``graphport.exporters.generic``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class Registration:
     family: str
     config_class: type[OnnxConfig]
     tiny: Mapping[str, Any]
+    generic: bool = False
 
     @property
     def tasks(self) -> tuple[Task, ...]:
@@ -71,15 +76,41 @@ def registrations() -> Iterator[Registration]:
 
 
 def get_registration(model_type: str) -> Registration:
+    """The family registration of ``model_type``, else the generic one where transformers
+    has a model class for it; unknown and removed types get a clear error."""
     _ensure_loaded()
     if model_type in _REGISTRY:
         return _REGISTRY[model_type]
     if model_type in REMOVED_MODEL_TYPES:
         raise UnsupportedModelError(REMOVED_MODEL_TYPES[model_type] + ".")
+    if has_model_class(model_type):
+        return generic_registration(model_type)
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if model_type in CONFIG_MAPPING_NAMES:
+        raise UnsupportedModelError(
+            f"Model type {model_type!r} is a configuration transformers knows, but no model "
+            "class (AutoModel or a task head) is mapped to it, so graphport cannot export it; "
+            "export the model that contains it instead."
+        )
     raise UnsupportedModelError(
-        f"Model type {model_type!r} has no export config in graphport; supported types are "
-        f"listed by `graphport list`."
+        f"Model type {model_type!r} has no model class in the installed transformers, so "
+        "graphport cannot export it, not even with its generic path; check the spelling, or "
+        "upgrade transformers if it is a newer architecture (`graphport list` shows the "
+        "families)."
     )
+
+
+def has_model_class(model_type: str) -> bool:
+    """Whether transformers maps ``model_type`` to a model class for any task."""
+    return any(task.model_class_name(model_type) is not None for task in Task)
+
+
+def generic_registration(model_type: str) -> Registration:
+    """The registration of a model type no family covers: the generic export config."""
+    from graphport.exporters.generic import GenericOnnxConfig
+
+    return Registration(model_type, "generic", GenericOnnxConfig, {}, generic=True)
 
 
 def supported_tasks(model_type: str) -> tuple[Task, ...]:

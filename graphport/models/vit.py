@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from graphport.exporters.config import VisionOnnxConfig
+from collections.abc import Mapping
+
+from graphport.exporters.config import Axes, VisionOnnxConfig
 from graphport.exporters.tasks import Task
 from graphport.models.registry import register
 
@@ -27,5 +29,17 @@ class BeitOnnxConfig(ViTOnnxConfig):
 
 @register("yolos", family="vit", tiny={"image_size": [32, 48], "num_detection_tokens": 4})
 class YolosOnnxConfig(ViTOnnxConfig):
-    # The backbone; the detection head arrives with object-detection support.
-    tasks = (Task.FEATURE_EXTRACTION,)
+    """YOLOS detects with DETR-style detection tokens appended to the patches.
+
+    The detector returns, per detection token, class ``logits`` (batch, detection tokens,
+    labels + 1; the last class is "no object") and ``pred_boxes`` (batch, detection
+    tokens, 4): normalized (center x, center y, width, height), before post-processing.
+    """
+
+    tasks = (Task.FEATURE_EXTRACTION, Task.OBJECT_DETECTION)
+
+    @property
+    def outputs(self) -> Mapping[str, Axes]:
+        if self.task is Task.OBJECT_DETECTION:
+            return {"logits": {0: "batch"}, "pred_boxes": {0: "batch"}}
+        return super().outputs

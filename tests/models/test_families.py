@@ -51,8 +51,13 @@ def test_registry_covers_the_required_families_and_heads():
         "multiple-choice",
         "image-classification",
         "semantic-segmentation",
+        "object-detection",
+        "depth-estimation",
         "audio-classification",
         "automatic-speech-recognition",
+        "text-generation",
+        "text2text-generation",
+        "image-to-text",
     }
 
 
@@ -68,3 +73,11 @@ def test_export_and_validate(model_type: str, task: str, tiny_checkpoint, tmp_pa
     assert len(cases) >= 2
     for result_case in report.results:
         assert result_case.outputs, f"{result_case.runtime}/{result_case.case} compared nothing"
+    if result.manifest.kv_cache:
+        # Generative exports also generate: greedy tokens equal transformers' generate()
+        # on both runtimes, for a prompt alone and a padded batch of three, 24 tokens.
+        checks = {(g.runtime, g.case): g for g in report.generation}
+        assert {runtime for runtime, _ in checks} == {"onnxruntime", "openvino"}
+        assert any(len(g.expected) == 3 for g in checks.values()), "no padded batch of 3"
+        for check in checks.values():
+            assert check.passed and len(check.expected[0]) == 24, check
