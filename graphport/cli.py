@@ -463,7 +463,19 @@ def optimize(
 @click.argument("src", type=click.Path(path_type=Path))
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option(
-    "--mode", type=click.Choice(["int8-dynamic", "int8-static", "int4-weight"]), required=True
+    "--mode",
+    type=click.Choice(
+        [
+            "int8-dynamic",
+            "int8-static",
+            "int4-weight",
+            "openvino-int8-weight",
+            "openvino-int4-weight",
+        ]
+    ),
+    required=True,
+    help="onnxruntime: int8-dynamic, int8-static, int4-weight; OpenVINO (IR, NNCF): "
+    "openvino-int8-weight, openvino-int4-weight.",
 )
 @click.option(
     "--calibration",
@@ -471,7 +483,13 @@ def optimize(
     default=None,
     help="A text file (one sentence per line) or a directory of images.",
 )
-@click.option("--block-size", type=int, default=32, show_default=True, help="int4 block size.")
+@click.option(
+    "--block-size",
+    type=int,
+    default=32,
+    show_default=True,
+    help="int4 block (group) size.",
+)
 @click.option(
     "--method",
     type=click.Choice(["rtn", "hqq", "gptq"]),
@@ -510,7 +528,8 @@ def quantize(
 
 def _print_passes(result: Any) -> None:
     for record in result.passes:
-        worst = record["parity"].get("onnxruntime", {})
+        runtimes = [k for k in record["parity"] if k != "passed"]
+        worst = record["parity"][runtimes[0]] if runtimes else {}
         verdict = "ok" if record["parity"]["passed"] else "BROKEN"
         click.echo(
             f"pass {record['name']:<13} modified={record['modified']!s:<5} "
@@ -657,6 +676,79 @@ def _runtime_info(name: str) -> str:
 
         return f"{runtime.version()} devices: {', '.join(openvino.Core().available_devices)}"
     return f"{runtime.version()} (eager reference)"
+
+
+# ---- sweep: every model type transformers knows, as a tiny model --------------------------
+
+
+@cli.command()
+@click.option(
+    "--only",
+    default=None,
+    help="Comma-separated model types to (re-)run; default: every type not in the cache.",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Model types run at a time, each in its own process (0: in this process, to debug).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds a model type may take before its process is killed.",
+)
+@click.option(
+    "--max-memory",
+    type=click.FloatRange(min=0.5),
+    default=6.0,
+    show_default=True,
+    help="GiB of resident memory a model type's process may use before it is killed.",
+)
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path),
+    default=".graphport-sweep.json",
+    show_default=True,
+    help="JSON file of results per model type (a sweep resumes from it).",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("docs") / "SUPPORTED.md",
+    show_default=True,
+    help="The support matrix to write (from every result in the cache).",
+)
+@click.option("--rerun", is_flag=True, help="Re-run the model types already in the cache.")
+def sweep(
+    only: str | None,
+    jobs: int,
+    timeout: float,
+    max_memory: float,
+    cache: Path,
+    output: Path,
+    rerun: bool,
+) -> None:
+    """Export and validate a tiny model of every model type; write the support matrix."""
+    from graphport.sweep import Status, counts, run_sweep
+
+    def progress(done: int, total: int, result: Any) -> None:
+        why = f": {result.category}" if result.category else ""
+        click.echo(
+            f"[{done}/{total}] {result.model_type}: {result.status}{why} ({result.seconds:.0f} s)",
+            err=True,
+        )
+
+    results = run_sweep(
+        output, cache, _split(only), jobs, timeout, max_memory, rerun, progress=progress
+    )
+    table = counts([r for rows in results.values() for r in rows])
+    summary = ", ".join(f"{status.value} {sum(table[status].values())}" for status in Status)
+    click.echo(f"Wrote {output} ({len(results)} model types: {summary})")
 
 
 def main() -> None:

@@ -163,6 +163,17 @@ def _set_model_type(model_type: str, architecture: str) -> Callable[[Path, Path]
     return build
 
 
+def _tiny_of(model_type: str) -> Callable[[Path, Path], list[str]]:
+    def build(ckpt: Path, tmp: Path) -> list[str]:
+        from graphport.models.tiny import save_tiny_checkpoint
+
+        # -q: the task inference line would precede the error otherwise.
+        tiny = save_tiny_checkpoint(model_type, tmp / "tiny")
+        return ["-q", "export", str(tiny), str(tmp / "out")]
+
+    return build
+
+
 def _no_weights(ckpt: Path, tmp: Path) -> list[str]:
     copy = copy_checkpoint(ckpt, tmp)
     (copy / "model.safetensors").unlink()
@@ -207,10 +218,11 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path, Path], list[str]], int, str]] = {
         1,
         r"Model type 'no-such-architecture' in .* is unknown to the installed transformers",
     ),
-    "model_type without an export config": (
-        _set_model_type("gpt2", "GPT2LMHeadModel"),
+    "model_type the generic path cannot feed": (
+        _tiny_of("blip_2_qformer"),
         1,
-        r"Model type 'gpt2' has no export config in graphport",
+        r"Model type 'blip_2_qformer' cannot be exported generically: "
+        r"Blip2QFormerModel.forward requires query_embeds",
     ),
     "checkpoint without weights": (_no_weights, 1, r"has a config but no weights"),
     "truncated safetensors": (_truncated_weights, 1, r"model\.safetensors is truncated"),
