@@ -139,3 +139,11 @@ def test_the_feature_extraction_output_falls_back_to_the_first_one():
     config.resolve(model)
     assert list(config.inputs) == ["input_ids", "attention_mask", "pixel_values"]
     assert list(config.outputs) == ["logits_per_image"]
+
+
+def test_token_sequences_stay_within_few_position_embeddings():
+    config = GenericOnnxConfig(first_generic_tiny_config("owlvit"))  # 16 text positions
+    shapes = [config.trace_shapes(), *config.validation_shapes()]
+    lengths = [s.sizes["sequence"] for s in shapes]
+    assert max(lengths) <= 16
+    assert len(set(lengths)) == 3, "validation still differs from tracing on every axis"
