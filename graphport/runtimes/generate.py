@@ -639,8 +639,9 @@ def generate_text(
     generator = make_generator(export_dir, runtime_name, runtime_options)
     options = options or GenerationOptions()
     if options.pad_token_id is None:
+        pad = tokenizer.pad_token_id  # 0 is a pad id like any other
         options.pad_token_id = (
-            tokenizer.pad_token_id or generation_defaults(export_dir)["pad_token_id"]
+            pad if pad is not None else generation_defaults(export_dir)["pad_token_id"]
         )
     if isinstance(generator, Seq2SeqGenerator):
         if "input_ids" not in generator.encoder.input_names:
