@@ -481,7 +481,8 @@ def optimize(
     "--calibration",
     type=click.Path(path_type=Path),
     default=None,
-    help="A text file (one sentence per line) or a directory of images.",
+    help="A text file (one sentence per line) or a directory of images: int8-static "
+    "calibrates on it, int8-dynamic smooths activation outliers with it, int4 gptq uses it.",
 )
 @click.option(
     "--block-size",

@@ -238,7 +238,9 @@ def quantize_export(
     overwrite: bool = False,
 ) -> TransformResult:
     """int8-dynamic, int8-static (QDQ, needs --calibration) or int4-weight (MatMulNBits)
-    for onnxruntime; openvino-int8-weight / openvino-int4-weight (NNCF, IR) for OpenVINO."""
+    for onnxruntime; openvino-int8-weight / openvino-int4-weight (NNCF, IR) for OpenVINO.
+    With calibration data, int8-dynamic smooths activation outliers into the weights
+    first (graphs/smooth.py)."""
     from graphport.graphs import quantize as q
 
     if mode not in QUANT_MODES:
@@ -249,6 +251,8 @@ def quantize_export(
     reader = q.FeedReader(calibration_feeds(src, calibration)) if calibration else None
     if mode == "int8-dynamic":
         steps = [("int8-dynamic", "int8", lambda s, d: (True, q.quantize_int8_dynamic(s, d)))]
+        if reader is not None:  # data to measure activations with: smooth them first
+            steps.insert(0, ("smooth-activations", "fp32", _smooth_step(list(reader))))
     elif mode == "int8-static":
         if reader is None:
             raise UsageError("int8-static needs calibration inputs; pass --calibration FILE.")
@@ -262,6 +266,25 @@ def quantize_export(
             )
         ]
     return _run(src, dst, steps, "onnxruntime", runtimes, allow_budget_break, overwrite)
+
+
+def _smooth_step(feeds: list[dict]) -> Step:
+    def step(src: Path, dst: Path) -> tuple[bool, dict[str, Any]]:
+        from graphport.graphs.smooth import SmoothActivationsPass, activation_ranges, smoothable
+
+        model = ir.load(src)
+        ranges = activation_ranges(src, feeds, list(smoothable(model.graph)))
+        graph_pass = SmoothActivationsPass(ranges)
+        result = graph_pass(model)
+        ir.save(result.model, dst)
+        details = {
+            "alpha": graph_pass.alpha,
+            "calibration_samples": len(feeds),
+            "smoothed": len(graph_pass.smoothed),
+        }
+        return result.modified, details
+
+    return step
 
 
 def compress_openvino_export(

@@ -21,6 +21,7 @@ from graphport.graphs.quantize import (
     quantize_int8_dynamic,
     quantize_int8_static,
 )
+from graphport.graphs.smooth import SmoothActivationsPass, activation_ranges, smoothable
 from graphport.models.registry import get_onnx_config
 from graphport.models.tiny import tiny_config
 
@@ -191,3 +192,53 @@ def test_fp16_keeps_io_types_and_blocks_overflowing_nodes(graph: Path, feeds, tm
     assert any(init.dtype == ir.DataType.FLOAT16 for init in converted.graph.initializers.values())
     for a, b in zip(run(graph, feeds), run(tmp_path / "h.onnx", feeds), strict=True):
         assert cosine(a, b) > 0.999
+
+
+def test_smoothing_keeps_the_numbers_on_a_fused_graph(graph: Path, feeds, tmp_path: Path):
+    fused = tmp_path / "fused.onnx"
+    ir.save(PackAttentionPass("bert")(OrtFusionPass("bert")(ir.load(graph)).model).model, fused)
+    model = ir.load(fused)
+    groups = smoothable(model.graph)
+    # Per layer: the attention input, its output projection, FFN up and FFN down.
+    assert len(groups) == 8
+    assert Counter(n.op_type for nodes in groups.values() for n in nodes) == {
+        "Attention": 2,
+        "MatMul": 6,
+    }
+    smooth = SmoothActivationsPass(activation_ranges(fused, feeds, list(groups)))
+    result = smooth(model)
+    assert result.modified and len(smooth.smoothed) == 8
+    ir.save(result.model, tmp_path / "smooth.onnx")
+    assert op_types(tmp_path / "smooth.onnx")["Mul"] == op_types(fused)["Mul"] + 8
+    for a, b in zip(run(fused, feeds), run(tmp_path / "smooth.onnx", feeds), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert not SmoothActivationsPass({})(ir.load(fused)).modified, "no ranges, nothing to do"
+
+
+def test_smoothing_moves_an_outlier_channel_into_the_weights(tmp_path: Path):
+    """One activation channel 100x the others: dynamic int8 gives the rest a few levels
+    unless smoothing first divides the outlier down (and scales its weight row up)."""
+    rng = np.random.default_rng(0)
+    x = ir.Value(name="x", shape=ir.Shape(["n", 16]), type=ir.TensorType(ir.DataType.FLOAT))
+    w = ir.Value(name="w", const_value=ir.tensor(rng.normal(size=(16, 8)).astype(np.float32)))
+    matmul = ir.node("MatMul", [x, w])
+    matmul.outputs[0].name = "y"
+    model = ir.Model(
+        ir.Graph([x], matmul.outputs, nodes=[matmul], initializers=[w], opset_imports={"": 18}),
+        ir_version=10,
+    )
+    ir.save(model, tmp_path / "plain.onnx")
+    samples = rng.normal(size=(64, 16)).astype(np.float32)
+    samples[:, 3] *= 100.0
+    feeds = [{"x": samples}]
+    ranges = activation_ranges(tmp_path / "plain.onnx", feeds, ["x"])
+    assert ranges["x"].shape == (16,) and ranges["x"].argmax() == 3
+    smoothed = SmoothActivationsPass(ranges)(ir.load(tmp_path / "plain.onnx")).model
+    ir.save(smoothed, tmp_path / "s.onnx")
+    want = run(tmp_path / "plain.onnx", feeds)[0]
+    np.testing.assert_allclose(run(tmp_path / "s.onnx", feeds)[0], want, rtol=1e-4, atol=1e-3)
+    errors = {}
+    for name in ("plain", "s"):
+        quantize_int8_dynamic(tmp_path / f"{name}.onnx", tmp_path / f"{name}-q.onnx")
+        errors[name] = np.abs(run(tmp_path / f"{name}-q.onnx", feeds)[0] - want).mean()
+    assert errors["s"] < errors["plain"] / 2, errors
