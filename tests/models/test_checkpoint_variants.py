@@ -105,6 +105,16 @@ def save_gpt_sw3_tokenizer(checkpoint: Path):
     return tokenizer
 
 
+def save_and_export(model, checkpoint: Path, out: Path) -> tuple[Path, Path]:
+    """Save ``model`` beside its tokenizer, asking for at least NEW_TOKENS new tokens, and
+    export it with the task inferred; (checkpoint, export)."""
+    model.generation_config.min_new_tokens = NEW_TOKENS
+    model.save_pretrained(checkpoint)
+    result = export_model(checkpoint, out)
+    assert result.report.passed, "\n".join(result.report.failures())
+    return checkpoint, result.path
+
+
 @pytest.fixture(scope="module")
 def gpt_sw3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(checkpoint, export) of a tiny GPT-Sw3."""
@@ -114,11 +124,7 @@ def gpt_sw3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) == (0, 1, 2)
     # At the default init a tiny gpt2 repeats the prompt's last token; wider weights vary.
     model = tiny_model("gpt2", "text-generation", vocab_size=len(tokenizer), initializer_range=0.5)
-    model.generation_config.min_new_tokens = NEW_TOKENS
-    model.save_pretrained(checkpoint)
-    result = export_model(checkpoint, root / "out")
-    assert result.report.passed, "\n".join(result.report.failures())
-    return checkpoint, result.path
+    return save_and_export(model, checkpoint, root / "out")
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -177,11 +183,7 @@ def nllb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     model = tiny_model("m2m_100", "text2text-generation", vocab_size=len(tokenizer))
     assert model.config.decoder_start_token_id == tokenizer.eos_token_id == 2
     model.generation_config.forced_bos_token_id = tokenizer.convert_tokens_to_ids(TARGET_LANGUAGE)
-    model.generation_config.min_new_tokens = NEW_TOKENS
-    model.save_pretrained(checkpoint)
-    result = export_model(checkpoint, root / "out")
-    assert result.report.passed, "\n".join(result.report.failures())
-    return checkpoint, result.path
+    return save_and_export(model, checkpoint, root / "out")
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
