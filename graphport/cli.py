@@ -498,6 +498,13 @@ def optimize(
     show_default=True,
     help="int4: rtn/hqq are data-free, gptq uses --calibration.",
 )
+@click.option(
+    "--target-cosine",
+    type=float,
+    default=None,
+    help="int8-dynamic with --calibration: keep the most sensitive layers (up to 4) in fp32 "
+    "until every output vector on the calibration inputs reaches this cosine against fp32.",
+)
 @_transform_options
 def quantize(
     src: Path,
@@ -506,6 +513,7 @@ def quantize(
     calibration: Path | None,
     block_size: int,
     method: str,
+    target_cosine: float | None,
     runtimes: str | None,
     allow_budget_break: bool,
     overwrite: bool,
@@ -523,6 +531,7 @@ def quantize(
         _split(runtimes),
         allow_budget_break,
         overwrite,
+        target_cosine,
     )
     _print_passes(result)
 

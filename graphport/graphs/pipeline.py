@@ -236,11 +236,13 @@ def quantize_export(
     runtimes: Sequence[str] | None = None,
     allow_budget_break: bool = False,
     overwrite: bool = False,
+    target_cosine: float | None = None,
 ) -> TransformResult:
     """int8-dynamic, int8-static (QDQ, needs --calibration) or int4-weight (MatMulNBits)
     for onnxruntime; openvino-int8-weight / openvino-int4-weight (NNCF, IR) for OpenVINO.
     With calibration data, int8-dynamic smooths activation outliers into the weights
-    first (graphs/smooth.py)."""
+    first (graphs/smooth.py) and, given ``target_cosine``, keeps the most sensitive nodes
+    in fp32 until its outputs on the calibration inputs reach that cosine."""
     from graphport.graphs import quantize as q
 
     if mode not in QUANT_MODES:
@@ -248,11 +250,26 @@ def quantize_export(
     if mode.startswith("openvino-"):
         bits = 8 if mode == "openvino-int8-weight" else 4
         return compress_openvino_export(src, dst, bits, block_size, allow_budget_break, overwrite)
+    if target_cosine is not None:
+        if mode != "int8-dynamic" or calibration is None:
+            raise UsageError("A target cosine needs --mode int8-dynamic and --calibration.")
+        if not 0.0 < target_cosine < 1.0:
+            raise UsageError(f"The target cosine must lie between 0 and 1, not {target_cosine}.")
     reader = q.FeedReader(calibration_feeds(src, calibration)) if calibration else None
     if mode == "int8-dynamic":
         steps = [("int8-dynamic", "int8", lambda s, d: (True, q.quantize_int8_dynamic(s, d)))]
         if reader is not None:  # data to measure activations with: smooth them first
-            steps.insert(0, ("smooth-activations", "fp32", _smooth_step(list(reader))))
+            feeds = list(reader)
+            steps.insert(0, ("smooth-activations", "fp32", _smooth_step(feeds)))
+            if target_cosine is not None:
+                steps[1] = (
+                    "int8-dynamic",
+                    "int8",
+                    lambda s, d: (
+                        True,
+                        q.quantize_int8_dynamic_to_target(s, d, feeds, target_cosine),
+                    ),
+                )
     elif mode == "int8-static":
         if reader is None:
             raise UsageError("int8-static needs calibration inputs; pass --calibration FILE.")

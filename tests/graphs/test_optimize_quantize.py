@@ -142,6 +142,10 @@ def test_budget_break_fails_naming_the_pass(bert_export: Path, tmp_path: Path, m
         (lambda src, dst: optimize_export(src, dst, target="tflite"), "Unknown target 'tflite'"),
         (lambda src, dst: optimize_export(src, src), "DST must differ from SRC"),
         (lambda src, dst: quantize_export(src, dst, "int4-weight", block_size=24), "power of two"),
+        (
+            lambda src, dst: quantize_export(src, dst, "int8-dynamic", target_cosine=0.99),
+            "needs --mode int8-dynamic and --calibration",
+        ),
     ],
 )
 def test_bad_arguments(bert_export: Path, tmp_path: Path, call, message: str):

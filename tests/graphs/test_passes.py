@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
@@ -17,8 +19,10 @@ from graphport.graphs.fusion import OrtFusionPass, PackAttentionPass
 from graphport.graphs.quantize import (
     FeedReader,
     convert_fp16,
+    int8_candidates,
     quantize_int4_weights,
     quantize_int8_dynamic,
+    quantize_int8_dynamic_to_target,
     quantize_int8_static,
 )
 from graphport.graphs.smooth import SmoothActivationsPass, activation_ranges, smoothable
@@ -151,6 +155,33 @@ def test_int8_dynamic(graph: Path, feeds, tmp_path: Path):
     assert ops["DynamicQuantizeLinear"] or ops["MatMulIntegerToFloat"] or ops["MatMulInteger"]
     for a, b in zip(run(graph, feeds), run(tmp_path / "q.onnx", feeds), strict=True):
         assert cosine(a, b) > 0.9
+
+
+def test_int8_target_cosine_keeps_the_most_sensitive_nodes_fp32(
+    graph: Path, feeds, tmp_path: Path, caplog, monkeypatch
+):
+    monkeypatch.setattr(logging.getLogger("graphport"), "propagate", True)  # into caplog
+    caplog.set_level(logging.WARNING, logger="graphport")
+    candidates = int8_candidates(onnx.load(graph))
+    assert len(candidates) == 12  # 6 MatMuls per layer of the unfused tiny graph
+    easy = quantize_int8_dynamic_to_target(graph, tmp_path / "easy.onnx", feeds, target=0.5)
+    assert easy["fp32_nodes"] == [] and easy["calibration_min_cosine"] >= 0.5
+    # Out of reach: up to max_fp32_nodes are kept, each still a float MatMul, with a warning.
+    hard = quantize_int8_dynamic_to_target(
+        graph, tmp_path / "hard.onnx", feeds, target=0.99999999, max_fp32_nodes=2
+    )
+    assert len(hard["fp32_nodes"]) == 2 and set(hard["fp32_nodes"]) <= set(candidates)
+    float_matmuls = {
+        n.name for n in onnx.load(tmp_path / "hard.onnx").graph.node if n.op_type == "MatMul"
+    }
+    assert set(hard["fp32_nodes"]) <= float_matmuls
+    assert "short of the target" in caplog.text
+    reference = run(graph, feeds)
+    measured = min(
+        cosine(a, b) for a, b in zip(reference, run(tmp_path / "hard.onnx", feeds), strict=True)
+    )
+    assert measured == pytest.approx(hard["calibration_min_cosine"], abs=1e-5)
+    assert hard["calibration_min_cosine"] >= easy["calibration_min_cosine"] - 1e-6
 
 
 def test_int8_static_qdq(graph: Path, feeds, tmp_path: Path):
