@@ -149,6 +149,9 @@ CALIBRATION = (
     "Birds migrate south in autumn to escape the cold and find food.",
 )
 
+# --target-cosine of the last int8 variant: per-vector cosine on the calibration inputs.
+TARGET_COSINE = 0.99
+
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]  # feeds -> last_hidden_state
 
 
@@ -439,6 +442,18 @@ def graphport_exports(case: ModelCase, work: Path) -> dict[str, tuple[Path | Non
                 base / "O2", d, mode="int8-dynamic", calibration=calibration, **quick
             ),
         ),
+        (
+            "O2+smooth+target+int8",
+            "O2",
+            lambda d: quantize_export(
+                base / "O2",
+                d,
+                mode="int8-dynamic",
+                calibration=calibration,
+                target_cosine=TARGET_COSINE,
+                **quick,
+            ),
+        ),
         ("int4", "export", lambda d: quantize_export(root, d, mode="int4-weight", **quick)),
     ]
     for name, needs, step in steps:
@@ -498,6 +513,12 @@ def build_variants(
             "O2+smooth+int8",
             "int8",
             "quantize_export int8-dynamic --calibration (16 other sentences) on O2",
+        ),
+        (
+            "graphport int8 (O2, smoothed, target 0.99)",
+            "O2+smooth+target+int8",
+            "int8",
+            "as above, --target-cosine 0.99: sensitive nodes kept fp32",
         ),
         ("graphport int4", "int4", "int4", "quantize_export int4-weight (HQQ, block 32)"),
     )
