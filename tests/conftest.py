@@ -59,25 +59,44 @@ def minilm_dir() -> Path:
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "text", "a", "b"]
 
 
-def add_word_tokenizer(checkpoint: Path) -> Path:
-    """Save a word-level tokenizer over ``WORDS`` (ids < the tiny vocab) into a checkpoint."""
+def save_word_tokenizer(
+    checkpoint: Path,
+    vocab: dict[str, int],
+    template: str | None = None,
+    pair: str | None = None,
+    **special_tokens: str,
+) -> Path:
+    """Save a word-level tokenizer (one id per whitespace-separated word of ``vocab``) into
+    a checkpoint; ``template`` / ``pair`` wrap encoded text in special tokens, and the
+    keyword arguments name the special tokens (``unk_token="[UNK]"``, ...)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {word: i for i, word in enumerate(WORDS)}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=special_tokens["unk_token"]))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    if template:
+        pieces = {p.split(":")[0] for p in f"{template} {pair or ''}".split()}
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=template,
+            pair=pair,
+            special_tokens=[(p, vocab[p]) for p in sorted(pieces) if p in vocab],
+        )
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, **special_tokens).save_pretrained(
+        checkpoint
     )
-    PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
+    return checkpoint
+
+
+def add_word_tokenizer(checkpoint: Path) -> Path:
+    """Save a word-level tokenizer over ``WORDS`` (ids < the tiny vocab) into a checkpoint."""
+    return save_word_tokenizer(
+        checkpoint,
+        {word: i for i, word in enumerate(WORDS)},
+        template="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         unk_token="[UNK]",
         pad_token="[PAD]",
         cls_token="[CLS]",
         sep_token="[SEP]",
         mask_token="[MASK]",
-    ).save_pretrained(checkpoint)
-    return checkpoint
+    )

@@ -704,22 +704,19 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
         return rng.integers(low, self.vocab_size, size=shape, dtype=np.int64)
 
     def kv_cache_contract(self) -> dict[str, Any] | None:
-        if not self.use_past:
+        contract = super().kv_cache_contract()
+        if contract is None:
             return None
-        return {
-            "graph": "decoder",
-            "encoder_graph": "encoder",
-            "inputs": "past_key_values.{i}.key / past_key_values.{i}.value",
-            "outputs": "present.{i}.key / present.{i}.value",
-            "layout": ["batch", "kv_heads", "sequence", "head_dim"],
-            "num_layers": self.num_layers,
-            "num_kv_heads": self.num_kv_heads,
-            "head_dim": self.head_dim,
-            "position_ids": False,
-            "encoder_attention_mask": self.uses_encoder_attention_mask,
-            "cross_attention": "recomputed from encoder_hidden_states at every step (not cached)",
-            "empty_past": "the first step feeds past tensors with 0 positions",
-        }
+        contract.update(
+            {
+                "graph": "decoder",
+                "encoder_graph": "encoder",
+                "encoder_attention_mask": self.uses_encoder_attention_mask,
+                "cross_attention": "recomputed from encoder_hidden_states at every step "
+                "(not cached)",
+            }
+        )
+        return contract
 
     def generation_inputs(self, seed: int = 0) -> list[tuple[str, dict[str, np.ndarray]]]:
         """Encoder inputs generation is validated on: one alone, and three of different

@@ -60,12 +60,9 @@ def output_cache(output: object) -> object:
     raise ValueError("the model returned no cache; was it called with use_cache=True?")
 
 
-class CausalLMWithCache(torch.nn.Module):
-    """``forward(*inputs)`` in ``input_names`` order -> ``{logits, present.{i}.key/value}``.
-
-    Positional, because graph input names such as ``past_key_values.0.key`` are not Python
-    identifiers; the export config gives the order.
-    """
+class _WithCache(torch.nn.Module):
+    """A positional wrapper of ``model`` whose inputs include the past of ``num_layers``
+    layers and whose outputs are the logits and the present of each layer."""
 
     positional = True
 
@@ -79,18 +76,33 @@ class CausalLMWithCache(torch.nn.Module):
         # (the TorchScript fallback) would then switch dropout on in the wrapped model.
         self.train(model.training)
 
-    def forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        named = dict(zip(self.input_names, inputs, strict=True))
-        past = [
+    def past(self, named: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The (key, value) past of every layer, taken out of ``named``."""
+        return [
             (named.pop(KEY.format(i)), named.pop(VALUE.format(i))) for i in range(self.num_layers)
         ]
-        cache = DynamicCache(ddp_cache_data=past)
-        output = self.model(**named, **{self.cache_argument: cache}, use_cache=True)
-        result = {"logits": output.logits}
-        for i, (key, value) in enumerate(cache_layers(output_cache(output))):
+
+    @staticmethod
+    def outputs(logits: torch.Tensor, cache: object) -> dict[str, torch.Tensor]:
+        result = {"logits": logits}
+        for i, (key, value) in enumerate(cache_layers(cache)):
             result[PRESENT_KEY.format(i)] = key
             result[PRESENT_VALUE.format(i)] = value
         return result
+
+
+class CausalLMWithCache(_WithCache):
+    """``forward(*inputs)`` in ``input_names`` order -> ``{logits, present.{i}.key/value}``.
+
+    Positional, because graph input names such as ``past_key_values.0.key`` are not Python
+    identifiers; the export config gives the order.
+    """
+
+    def forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        named = dict(zip(self.input_names, inputs, strict=True))
+        cache = DynamicCache(ddp_cache_data=self.past(named))
+        output = self.model(**named, **{self.cache_argument: cache}, use_cache=True)
+        return self.outputs(output.logits, output_cache(output))
 
 
 class Seq2SeqEncoder(torch.nn.Module):
@@ -107,14 +119,14 @@ class Seq2SeqEncoder(torch.nn.Module):
         super().__init__()
         self.encoder = model.get_encoder()
         self.input_names = list(input_names)
-        self.train(model.training)  # see CausalLMWithCache
+        self.train(model.training)  # see _WithCache
 
     def forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         named = dict(zip(self.input_names, inputs, strict=True))
         return {"last_hidden_state": self.encoder(**named).last_hidden_state}
 
 
-class Seq2SeqDecoderWithCache(torch.nn.Module):
+class Seq2SeqDecoderWithCache(_WithCache):
     """``forward(*inputs)`` in ``input_names`` order -> ``{logits, present.{i}.key/value}``.
 
     The inputs are ``decoder_input_ids``, ``encoder_hidden_states`` (the encoder graph's
@@ -123,18 +135,6 @@ class Seq2SeqDecoderWithCache(torch.nn.Module):
     the encoder output given, so whatever it does between encoder and decoder (a vision
     encoder-decoder's projection to the decoder's width) stays in this graph.
     """
-
-    positional = True
-
-    def __init__(self, model: torch.nn.Module, input_names: Sequence[str], num_layers: int) -> None:
-        super().__init__()
-        self.model = model
-        self.input_names = list(input_names)
-        self.num_layers = num_layers
-        self.cache_argument = cache_argument(model)
-        # A wrapper starts in training mode; an exporter that restores modes recursively
-        # (the TorchScript fallback) would then switch dropout on in the wrapped model.
-        self.train(model.training)
 
     def forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         named = dict(zip(self.input_names, inputs, strict=True))
@@ -146,12 +146,7 @@ class Seq2SeqDecoderWithCache(torch.nn.Module):
             kwargs["attention_mask"] = named["encoder_attention_mask"]
         if not self.num_layers:
             return {"logits": self.model(**kwargs, use_cache=False).logits}
-        past = [(named[KEY.format(i)], named[VALUE.format(i)]) for i in range(self.num_layers)]
         # The cross-attention half starts empty, so every step recomputes it.
-        cache = EncoderDecoderCache(DynamicCache(ddp_cache_data=past), DynamicCache())
+        cache = EncoderDecoderCache(DynamicCache(ddp_cache_data=self.past(named)), DynamicCache())
         output = self.model(**kwargs, **{self.cache_argument: cache}, use_cache=True)
-        result = {"logits": output.logits}
-        for i, (key, value) in enumerate(cache_layers(output_cache(output).self_attention_cache)):
-            result[PRESENT_KEY.format(i)] = key
-            result[PRESENT_VALUE.format(i)] = value
-        return result
+        return self.outputs(output.logits, output_cache(output).self_attention_cache)

@@ -35,7 +35,7 @@ import onnx_ir as ir
 from graphport.errors import ParityError, UsageError
 from graphport.exporters.pipeline import check_output_path, move_into_place, staging_directory
 from graphport.graphs.quantize import quiet_onnxruntime_tools
-from graphport.manifest import MANIFEST_NAME, ExportDirectory, GraphSpec
+from graphport.manifest import MANIFEST_NAME, ExportDirectory, GraphSpec, Manifest
 from graphport.validators.parity import ParityReport, validate_export
 
 logger = logging.getLogger(__name__)
@@ -163,18 +163,24 @@ def _run(
         names = parse_runtimes(runtimes or default_runtimes(manifest))
         report = validate_export(ExportDirectory(staging), names, reference_model=reference)
         report.export_dir = str(dst)
-        manifest.validation = report.summary()
-        report.write(staging / "parity.json")
-        manifest.write(staging)
-        move_into_place(staging, dst)
-    if not report.passed and not allow_budget_break:
-        raise ParityError(
-            f"{dst} does not meet its budget on {', '.join(names)}: "
-            + "; ".join(report.failures()[:3])
-            + ".",
-            report,
-        )
+        _place(staging, dst, manifest, report)
+    _check_budget(report, dst, f"its budget on {', '.join(names)}", allow_budget_break)
     return TransformResult(dst, manifest.passes, report)
+
+
+def _place(staging: Path, dst: Path, manifest: Manifest, report: ParityReport) -> None:
+    """Record the final report in the manifest and parity.json, then move DST in place."""
+    manifest.validation = report.summary()
+    report.write(staging / "parity.json")
+    manifest.write(staging)
+    move_into_place(staging, dst)
+
+
+def _check_budget(report: ParityReport, dst: Path, budget: str, allow_break: bool) -> None:
+    if not report.passed and not allow_break:
+        raise ParityError(
+            f"{dst} does not meet {budget}: " + "; ".join(report.failures()[:3]) + ".", report
+        )
 
 
 def optimize_export(
@@ -315,7 +321,6 @@ def compress_openvino_export(
     """An OpenVINO IR export of SRC with NNCF-compressed weights, checked on OpenVINO
     against eager with the int8 / int4 budget."""
     from graphport.graphs.openvino import compress_weights
-    from graphport.manifest import Manifest
     from graphport.runtimes.torch import TorchRuntime
 
     src = ExportDirectory(src_dir)
@@ -355,17 +360,8 @@ def compress_openvino_export(
                 **details,
             }
         )
-        manifest.validation = report.summary()
-        report.write(staging / "parity.json")
-        manifest.write(staging)
-        move_into_place(staging, dst)
-    if not report.passed and not allow_budget_break:
-        raise ParityError(
-            f"{dst} does not meet the int{bits} budget on OpenVINO: "
-            + "; ".join(report.failures()[:3])
-            + ".",
-            report,
-        )
+        _place(staging, dst, manifest, report)
+    _check_budget(report, dst, f"the int{bits} budget on OpenVINO", allow_budget_break)
     return TransformResult(dst, manifest.passes, report)
 
 

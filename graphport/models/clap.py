@@ -29,7 +29,7 @@ import torch
 from graphport.exporters.config import Axes, OnnxConfig
 from graphport.exporters.tasks import Task
 from graphport.models.registry import register
-from graphport.models.tiny import UNSET
+from graphport.models.tiny import TINY_TEXT, UNSET
 from graphport.models.towers import CompositeOnnxConfig, TextTowerOnnxConfig, Tower
 
 # ClapFeatureExtractor's defaults: 10 s clips at 48 kHz, hop 480.
@@ -82,15 +82,7 @@ _TINY = {
     ),
     **dict.fromkeys(("intermediate_size", "max_position_embeddings"), UNSET),
     "projection_dim": 16,
-    "text_config": {
-        "vocab_size": 128,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 64,
-        "max_position_embeddings": 128,
-        "projection_dim": 16,
-    },
+    "text_config": {**TINY_TEXT, "projection_dim": 16},
     # spec_size * (spec_size // num_mel_bins) must hold the 1001 frames: 128 * 8 = 1024.
     "audio_config": {
         "spec_size": 128,

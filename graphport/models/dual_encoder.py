@@ -22,7 +22,7 @@ import torch
 from graphport.exporters.config import OnnxConfig
 from graphport.exporters.tasks import Task
 from graphport.models.registry import register
-from graphport.models.tiny import UNSET
+from graphport.models.tiny import TINY_TEXT, UNSET
 from graphport.models.towers import (
     CompositeOnnxConfig,
     TextTowerOnnxConfig,
@@ -30,14 +30,6 @@ from graphport.models.towers import (
     VisionTowerOnnxConfig,
 )
 
-_TEXT = {
-    "vocab_size": 128,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 64,
-    "max_position_embeddings": 128,
-}
 _VISION = {
     "image_size": 32,
     "patch_size": 8,
@@ -61,7 +53,7 @@ _NO_DEFAULTS = dict.fromkeys(
 )
 _TINY = {
     **_NO_DEFAULTS,
-    "text_config": {"model_type": "bert", **_TEXT},
+    "text_config": {"model_type": "bert", **TINY_TEXT},
     "vision_config": {"model_type": "vit", **_VISION},
     "projection_dim": 16,
 }

@@ -20,15 +20,17 @@ from graphport.errors import UnsupportedModelError
 from graphport.exporters.tasks import Task, parse_task
 from graphport.models.registry import get_registration
 
+# A text model's tiny sizes (also the text towers' of composite families).
+TINY_TEXT: dict[str, Any] = {
+    "vocab_size": 128,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 128,
+}
 _MODALITY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "text": {
-        "vocab_size": 128,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 64,
-        "max_position_embeddings": 128,
-    },
+    "text": TINY_TEXT,
     "vision": {
         "image_size": 32,
         "patch_size": 8,

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import save_word_tokenizer
 
 from graphport.cli import cli
 from graphport.exporters.pipeline import export_model
@@ -34,20 +35,10 @@ VOCAB = 128
 
 def add_causal_tokenizer(checkpoint: Path) -> Path:
     """A word-level tokenizer whose words are the tiny vocabulary: ``w5 w9`` -> [5, 9]."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, VOCAB)}}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-    ).save_pretrained(checkpoint)
-    return checkpoint
+    return save_word_tokenizer(
+        checkpoint, vocab, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
 
 
 @pytest.fixture(scope="module")

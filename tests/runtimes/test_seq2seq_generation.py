@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import save_word_tokenizer
 
 from graphport.exporters.pipeline import ExportResult, export_model
 from graphport.manifest import ExportDirectory
@@ -91,23 +92,17 @@ CASES = {
 def add_word_tokenizer(checkpoint: Path) -> None:
     """A word-level tokenizer over the tiny vocabulary (``w5 w9`` -> [5, 9, </s>]) that
     pads on the right, as encoder tokenizers do."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, 128)}}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", 2)]
-    )
-    PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
+    save_word_tokenizer(
+        checkpoint,
+        vocab,
+        template="$A </s>",
         bos_token="<s>",
         pad_token="<pad>",
         eos_token="</s>",
         unk_token="<unk>",
         padding_side="right",
-    ).save_pretrained(checkpoint)
+    )
 
 
 def save_checkpoint(case: Case, path: Path) -> Path:
