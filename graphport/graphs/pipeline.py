@@ -193,10 +193,11 @@ def optimize_export(
     overwrite: bool = False,
 ) -> TransformResult:
     """O1: cleanup. O2: + onnxruntime fusions, then fused attention packed for the int8
-    quantizer and the raw-mask kernels (onnxruntime target only; OpenVINO fuses at
+    quantizer and the raw-mask kernels, and the fused norms and GELUs that onnxruntime's
+    CPU provider runs slower traded back (onnxruntime target only; OpenVINO fuses at
     compile time itself). O3: + onnxruntime's extended optimizations saved offline."""
     from graphport.graphs.cleanup import CleanupPass
-    from graphport.graphs.fusion import OrtFusionPass, PackAttentionPass
+    from graphport.graphs.fusion import OrtCpuKernelsPass, OrtFusionPass, PackAttentionPass
 
     if level not in (1, 2, 3):
         raise UsageError(f"Optimization level {level} does not exist; use 1, 2 or 3.")
@@ -217,6 +218,13 @@ def optimize_export(
                 "pack-attention",
                 "fp32",
                 _ir_step(lambda: PackAttentionPass(family), lambda p: {"attention": p.counts}),
+            )
+        )
+        steps.append(
+            (
+                "ort-cpu-kernels",
+                "fp32",
+                _ir_step(OrtCpuKernelsPass, lambda p: {"rewrites": p.counts}),
             )
         )
     if target == "onnxruntime" and level >= 3:

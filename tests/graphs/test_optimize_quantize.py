@@ -24,8 +24,8 @@ def digest(directory: Path) -> dict[str, str]:
     ("level", "passes"),
     [
         (1, ["cleanup"]),
-        (2, ["cleanup", "ort-fusion", "pack-attention"]),
-        (3, ["cleanup", "ort-fusion", "pack-attention", "ort-offline"]),
+        (2, ["cleanup", "ort-fusion", "pack-attention", "ort-cpu-kernels"]),
+        (3, ["cleanup", "ort-fusion", "pack-attention", "ort-cpu-kernels", "ort-offline"]),
     ],
 )
 def test_optimize_levels(bert_export: Path, tmp_path: Path, level: int, passes: list[str]):
@@ -47,6 +47,7 @@ def test_optimize_levels(bert_export: Path, tmp_path: Path, level: int, passes: 
         fusions = manifest.passes[1]["fusions"]
         assert fusions["missing"] == []
         assert fusions["fired"]["attention"] == 2
+        assert manifest.passes[3]["rewrites"] == {"skip_layer_norm": 4, "bias_gelu": 2}
 
 
 def test_optimize_for_openvino_skips_ort_fusions(bert_export: Path, tmp_path: Path):

@@ -15,7 +15,7 @@ import pytest
 
 from graphport.exporters.config import ShapeSet
 from graphport.graphs.cleanup import CleanupPass
-from graphport.graphs.fusion import OrtFusionPass, PackAttentionPass
+from graphport.graphs.fusion import OrtCpuKernelsPass, OrtFusionPass, PackAttentionPass
 from graphport.graphs.quantize import (
     FeedReader,
     convert_fp16,
@@ -140,6 +140,51 @@ def test_pack_attention_makes_attention_quantizable(graph: Path, feeds, tmp_path
     other = PackAttentionPass("vit")
     other(ir.load(tmp_path / "fused.onnx"))
     assert other.counts["raw_masks"] == 0
+
+
+def session_op_types(path: Path, tmp_path: Path) -> Counter:
+    """Op types after onnxruntime's own session optimizations (what actually runs)."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / f"{path.stem}.session.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return op_types(tmp_path / f"{path.stem}.session.onnx")
+
+
+def test_cpu_kernels_trade_slow_fused_kernels_back(graph: Path, feeds, tmp_path: Path):
+    model = PackAttentionPass("bert")(OrtFusionPass("bert")(ir.load(graph)).model).model
+    ir.save(model, tmp_path / "fused.onnx")
+    kernels = OrtCpuKernelsPass()
+    result = kernels(model)
+    assert result.modified
+    assert kernels.counts == {"skip_layer_norm": 4, "bias_gelu": 2}  # 2 per layer, 1 per layer
+    ir.save(result.model, tmp_path / "cpu.onnx")
+    ops = op_types(tmp_path / "cpu.onnx")
+    assert "SkipLayerNormalization" not in ops and "BiasGelu" not in ops
+    assert ops["Sum"] == 4 and ops["LayerNormalization"] == 5  # + the embeddings' norm
+    for a, b in zip(
+        run(tmp_path / "fused.onnx", feeds), run(tmp_path / "cpu.onnx", feeds), strict=True
+    ):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    # What onnxruntime runs: the norms stay unfused, and once quantized the projections
+    # take the GELU biases, leaving plain Gelu.
+    assert "SkipLayerNormalization" not in session_op_types(tmp_path / "cpu.onnx", tmp_path)
+    quantize_int8_dynamic(tmp_path / "cpu.onnx", tmp_path / "q.onnx")
+    session = session_op_types(tmp_path / "q.onnx", tmp_path)
+    assert "SkipLayerNormalization" not in session and "BiasGelu" not in session
+    assert session["Gelu"] == 2
+    assert not OrtCpuKernelsPass()(result.model).modified, "nothing left to trade"
+
+
+def test_cpu_kernels_keep_a_norm_whose_statistics_are_used(graph: Path):
+    model = OrtFusionPass("bert")(ir.load(graph)).model
+    norm = next(n for n in model.graph if n.op_type == "SkipLayerNormalization")
+    mean = norm.outputs[1]
+    mean.name = "mean"
+    model.graph.outputs.append(mean)
+    kernels = OrtCpuKernelsPass()
+    kernels(model)
+    assert kernels.counts["skip_layer_norm"] == 3
+    assert norm in list(model.graph)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
