@@ -254,9 +254,11 @@ def quantize_export(
 ) -> TransformResult:
     """int8-dynamic, int8-static (QDQ, needs --calibration) or int4-weight (MatMulNBits)
     for onnxruntime; openvino-int8-weight / openvino-int4-weight (NNCF, IR) for OpenVINO.
-    With calibration data, int8-dynamic smooths activation outliers into the weights
-    first (graphs/smooth.py) and, given ``target_cosine``, keeps the most sensitive nodes
-    in fp32 until its outputs on the calibration inputs reach that cosine."""
+    With calibration data, int8-dynamic first computes the outlier channels of
+    feed-forward activations in a small fp32 side path (graphs/outliers.py) and smooths
+    the remaining activation outliers into the weights (graphs/smooth.py); given
+    ``target_cosine``, it then keeps the most sensitive nodes in fp32 until its outputs
+    on the calibration inputs reach that cosine."""
     from graphport.graphs import quantize as q
 
     if mode not in QUANT_MODES:
@@ -272,11 +274,14 @@ def quantize_export(
     reader = q.FeedReader(calibration_feeds(src, calibration)) if calibration else None
     if mode == "int8-dynamic":
         steps = [("int8-dynamic", "int8", lambda s, d: (True, q.quantize_int8_dynamic(s, d)))]
-        if reader is not None:  # data to measure activations with: smooth them first
+        if reader is not None:  # data to measure activations with: tame their outliers
             feeds = list(reader)
-            steps.insert(0, ("smooth-activations", "fp32", _smooth_step(feeds)))
+            steps[:0] = [
+                ("split-outliers", "fp32", _split_step(feeds)),
+                ("smooth-activations", "fp32", _smooth_step(feeds)),
+            ]
             if target_cosine is not None:
-                steps[1] = (
+                steps[-1] = (
                     "int8-dynamic",
                     "int8",
                     lambda s, d: (
@@ -297,6 +302,27 @@ def quantize_export(
             )
         ]
     return _run(src, dst, steps, "onnxruntime", runtimes, allow_budget_break, overwrite)
+
+
+def _split_step(feeds: list[dict]) -> Step:
+    def step(src: Path, dst: Path) -> tuple[bool, dict[str, Any]]:
+        from graphport.graphs.outliers import SplitOutliersPass, feed_forward_blocks
+        from graphport.graphs.smooth import activation_ranges
+
+        model = ir.load(src)
+        names = [b["act"].outputs[0].name for b in feed_forward_blocks(model.graph)]
+        graph_pass = SplitOutliersPass(activation_ranges(src, feeds, names))
+        result = graph_pass(model)
+        ir.save(result.model, dst)
+        details = {
+            "ratio": graph_pass.ratio,
+            "blocks": len(names),
+            "split_channels": sum(graph_pass.split.values()),
+            "split_blocks": len(graph_pass.split),
+        }
+        return result.modified, details
+
+    return step
 
 
 def _smooth_step(feeds: list[dict]) -> Step:

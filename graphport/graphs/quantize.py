@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from graphport.errors import PassError, UsageError
+from graphport.graphs.outliers import FP32_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +64,15 @@ class FeedReader:
 
 def quantize_int8_dynamic(src: Path, dst: Path, exclude: Iterable[str] = ()) -> dict[str, object]:
     """Dynamic int8: per-channel signed int8 weights, activations quantized at run time;
-    the nodes named in ``exclude`` stay fp32.
+    the nodes named in ``exclude``, and the outlier side paths (``FP32_PREFIX``), stay fp32.
 
     Full-range int8 weights (no reduce_range) suit CPUs with VNNI (u8 x s8 dot products
     accumulate without overflow there); older CPUs may prefer reduce_range.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    model = onnx.load(src, load_external_data=False)
+    exclude = [*exclude, *(n.name for n in model.graph.node if n.name.startswith(FP32_PREFIX))]
     quantize_dynamic(
         src,
         dst,
@@ -89,7 +92,10 @@ def int8_candidates(model: onnx.ModelProto) -> list[str]:
     return [
         n.name
         for n in model.graph.node
-        if n.op_type in ("MatMul", "Attention") and len(n.input) > 1 and n.input[1] in constants
+        if n.op_type in ("MatMul", "Attention")
+        and len(n.input) > 1
+        and n.input[1] in constants
+        and not n.name.startswith(FP32_PREFIX)
     ]
 
 

@@ -30,6 +30,8 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common
 
+from graphport.graphs.outliers import FP32_PREFIX, OUTLIER_RATIO
+
 DEFAULT_ALPHA = 0.7
 # Nodes whose second input is a constant weight (K, N) applied to the first input.
 WEIGHTED_OPS = {("", "MatMul"), ("com.microsoft", "Attention")}
@@ -41,6 +43,8 @@ def smoothable(graph: ir.Graph) -> dict[str, list[ir.Node]]:
     groups: dict[str, list[ir.Node]] = {}
     for node in graph:
         if (node.domain, node.op_type) not in WEIGHTED_OPS or len(node.inputs) < 2:
+            continue
+        if node.name.startswith(FP32_PREFIX):  # stays fp32: nothing to smooth for
             continue
         activation, weight = node.inputs[0], node.inputs[1]
         if activation is None or weight is None or weight.const_value is None:
@@ -64,6 +68,8 @@ def activation_ranges(
     values = {v.name: v for node in model.graph for v in node.outputs}
     values.update({v.name: v for v in model.graph.inputs})
     wanted = [values[n] for n in names if n in values]
+    if not wanted:  # (run() with no output names would return every output)
+        return {}
     model.graph.outputs.extend(v for v in wanted if v not in model.graph.outputs)
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         probe = Path(scratch) / "probe.onnx"
@@ -93,20 +99,34 @@ def smoothing_scales(
 
 class SmoothActivationsPass(ir.passes.InPlacePass):
     """Divide calibrated activations by per-channel scales and fold the scales into the
-    weights that consume them (see the module docstring)."""
+    weights that consume them (see the module docstring).
 
-    def __init__(self, ranges: dict[str, np.ndarray], alpha: float = DEFAULT_ALPHA) -> None:
+    Only activations with outlier channels are smoothed: the largest channel's range at
+    least ``min_ratio`` x the median channel's. Each smoothed activation costs one Mul
+    per call, and evenly spread ones gain nothing from it: on MiniLM-L6 the attention
+    output projections' inputs (ratio 2-5) and the QKV inputs (4-10) are among them, and
+    smoothing the 13 of 24 activations at ratio 6 or more gives the accuracy of smoothing
+    all 24 (sentence cosine min 0.9894 against 0.9892)."""
+
+    def __init__(
+        self,
+        ranges: dict[str, np.ndarray],
+        alpha: float = DEFAULT_ALPHA,
+        min_ratio: float = OUTLIER_RATIO,
+    ) -> None:
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], not {alpha}.")
         self.ranges = ranges
         self.alpha = alpha
+        self.min_ratio = min_ratio
         self.smoothed: list[str] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         for name, nodes in smoothable(graph).items():
-            if name not in self.ranges:
+            channel_max = self.ranges.get(name)
+            if channel_max is None or channel_max.max() < self.min_ratio * np.median(channel_max):
                 continue
             weights = [node.inputs[1].const_value.numpy() for node in nodes]
             if any(w.shape[0] != self.ranges[name].shape[0] for w in weights):

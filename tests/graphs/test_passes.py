@@ -16,6 +16,7 @@ import pytest
 from graphport.exporters.config import ShapeSet
 from graphport.graphs.cleanup import CleanupPass
 from graphport.graphs.fusion import OrtCpuKernelsPass, OrtFusionPass, PackAttentionPass
+from graphport.graphs.outliers import FP32_PREFIX, SplitOutliersPass, outlier_channels
 from graphport.graphs.quantize import (
     FeedReader,
     convert_fp16,
@@ -281,7 +282,10 @@ def test_smoothing_keeps_the_numbers_on_a_fused_graph(graph: Path, feeds, tmp_pa
         "Attention": 2,
         "MatMul": 6,
     }
-    smooth = SmoothActivationsPass(activation_ranges(fused, feeds, list(groups)))
+    ranges = activation_ranges(fused, feeds, list(groups))
+    # A random model has no outlier channels: by default nothing is worth a Mul.
+    assert not SmoothActivationsPass(ranges)(ir.load(fused)).modified
+    smooth = SmoothActivationsPass(ranges, min_ratio=0.0)
     result = smooth(model)
     assert result.modified and len(smooth.smoothed) == 8
     ir.save(result.model, tmp_path / "smooth.onnx")
@@ -318,3 +322,80 @@ def test_smoothing_moves_an_outlier_channel_into_the_weights(tmp_path: Path):
         quantize_int8_dynamic(tmp_path / f"{name}.onnx", tmp_path / f"{name}-q.onnx")
         errors[name] = np.abs(run(tmp_path / f"{name}-q.onnx", feeds)[0] - want).mean()
     assert errors["s"] < errors["plain"] / 2, errors
+
+
+def feed_forward_model(residual: bool) -> ir.Model:
+    """``act(x @ w1 + b1) @ w2 + b2``, added to ``x`` by a Sum when ``residual``."""
+    rng = np.random.default_rng(1)
+
+    def const(name: str, *shape: int) -> ir.Value:
+        array = (rng.normal(size=shape) * 0.3).astype(np.float32)
+        return ir.Value(name=name, const_value=ir.tensor(array))
+
+    x = ir.Value(name="x", shape=ir.Shape(["n", 8]), type=ir.TensorType(ir.DataType.FLOAT))
+    weights = [const("w1", 8, 32), const("b1", 32), const("w2", 32, 8), const("b2", 8)]
+    up = ir.node("MatMul", [x, weights[0]])
+    bias = ir.node("Add", [up.outputs[0], weights[1]])
+    act = ir.node("Gelu", [bias.outputs[0]], domain="com.microsoft")
+    act.outputs[0].name = "hidden"
+    down = ir.node("MatMul", [act.outputs[0], weights[2]])
+    out = ir.node("Add", [down.outputs[0], weights[3]])
+    nodes = [up, bias, act, down, out]
+    if residual:
+        nodes.append(ir.node("Sum", [out.outputs[0], x]))
+    nodes[-1].outputs[0].name = "y"
+    for node in nodes:  # the quantizer needs types past the com.microsoft Gelu
+        node.outputs[0].dtype = ir.DataType.FLOAT
+    graph = ir.Graph(
+        [x],
+        nodes[-1].outputs,
+        nodes=nodes,
+        initializers=weights,
+        opset_imports={"": 18, "com.microsoft": 1},
+    )
+    return ir.Model(graph, ir_version=10)
+
+
+def test_outlier_channels_are_the_ones_far_above_the_median():
+    ranges = np.ones(64, dtype=np.float32)
+    ranges[[5, 40]] = [30.0, 7.0]
+    ranges[9] = 5.0  # below 6x the median
+    assert outlier_channels(ranges).tolist() == [5, 40]
+    assert outlier_channels(ranges, limit=1).tolist() == [5]
+    assert outlier_channels(np.zeros(8, dtype=np.float32)).size == 0
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_split_outliers_keeps_the_numbers_and_saves_int8_levels(tmp_path: Path, residual: bool):
+    """Two intermediate channels 40x the others: split off into an fp32 side path, they
+    stop setting the int8 range of the down-projection's input."""
+    model = feed_forward_model(residual)
+    up = next(n for n in model.graph if n.op_type == "MatMul")
+    w1 = up.inputs[1].const_value.numpy().copy()
+    w1[:, [3, 17]] *= 40.0
+    up.inputs[1].const_value = ir.tensor(w1)
+    ir.save(model, tmp_path / "plain.onnx")
+    rng = np.random.default_rng(2)
+    feeds = [{"x": rng.normal(size=(256, 8)).astype(np.float32)}]
+    ranges = activation_ranges(tmp_path / "plain.onnx", feeds, ["hidden"])
+    split = SplitOutliersPass(ranges)
+    result = split(ir.load(tmp_path / "plain.onnx"))
+    assert result.modified and split.split == {"hidden": 2}
+    ir.save(result.model, tmp_path / "split.onnx")
+    ops = op_types(tmp_path / "split.onnx")
+    assert ops["MatMul"] == 4 and ops["Gelu"] == 2
+    assert ops["Sum" if residual else "Add"] == (1 if residual else 4)  # 2 biases, 1 merge
+    if residual:
+        (total,) = [n for n in ir.load(tmp_path / "split.onnx").graph if n.op_type == "Sum"]
+        assert len(total.inputs) == 3, "the side path joins the residual Sum"
+    want = run(tmp_path / "plain.onnx", feeds)[0]
+    np.testing.assert_allclose(run(tmp_path / "split.onnx", feeds)[0], want, atol=1e-4)
+    errors = {}
+    for name in ("plain", "split"):
+        quantize_int8_dynamic(tmp_path / f"{name}.onnx", tmp_path / f"{name}-q.onnx")
+        errors[name] = np.abs(run(tmp_path / f"{name}-q.onnx", feeds)[0] - want).mean()
+    assert errors["split"] < errors["plain"] / 2, errors
+    quantized = onnx.load(tmp_path / "split-q.onnx")
+    side = [n.op_type for n in quantized.graph.node if n.name.startswith(FP32_PREFIX)]
+    assert side.count("MatMul") == 2, "the side path stays fp32"
+    assert not SplitOutliersPass({})(ir.load(tmp_path / "plain.onnx")).modified
