@@ -469,20 +469,23 @@ def optimize(
             "int8-dynamic",
             "int8-static",
             "int4-weight",
+            "openvino-int8-static",
             "openvino-int8-weight",
             "openvino-int4-weight",
         ]
     ),
     required=True,
     help="onnxruntime: int8-dynamic, int8-static, int4-weight; OpenVINO (IR, NNCF): "
+    "openvino-int8-static (needs --calibration; quantize an -O2 export), "
     "openvino-int8-weight, openvino-int4-weight.",
 )
 @click.option(
     "--calibration",
     type=click.Path(path_type=Path),
     default=None,
-    help="A text file (one sentence per line) or a directory of images: int8-static "
-    "calibrates on it, int8-dynamic smooths activation outliers with it, int4 gptq uses it.",
+    help="A text file (one sentence per line) or a directory of images: int8-static and "
+    "openvino-int8-static calibrate on it, int8-dynamic splits off and smooths activation "
+    "outliers with it, int4 gptq uses it.",
 )
 @click.option(
     "--block-size",

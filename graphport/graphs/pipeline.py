@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,6 +51,7 @@ QUANT_MODES = (
     "int8-dynamic",
     "int8-static",
     "int4-weight",
+    "openvino-int8-static",
     "openvino-int8-weight",
     "openvino-int4-weight",
 )
@@ -263,6 +265,10 @@ def quantize_export(
 
     if mode not in QUANT_MODES:
         raise UsageError(f"Unknown mode {mode!r}; use one of {', '.join(QUANT_MODES)}.")
+    if mode == "openvino-int8-static":
+        if calibration is None:
+            raise UsageError(f"{mode} needs calibration inputs; pass --calibration FILE.")
+        return quantize_openvino_static(src, dst, calibration, allow_budget_break, overwrite)
     if mode.startswith("openvino-"):
         bits = 8 if mode == "openvino-int8-weight" else 4
         return compress_openvino_export(src, dst, bits, block_size, allow_budget_break, overwrite)
@@ -355,6 +361,72 @@ def compress_openvino_export(
     """An OpenVINO IR export of SRC with NNCF-compressed weights, checked on OpenVINO
     against eager with the int8 / int4 budget."""
     from graphport.graphs.openvino import compress_weights
+
+    logger.info("Compressing the weights to int%d for OpenVINO", bits)
+    return _openvino_export(
+        src_dir,
+        dst_dir,
+        f"openvino-int{bits}-weight",
+        "int8" if bits == 8 else "int4",
+        lambda onnx_path, xml_path: compress_weights(onnx_path, xml_path, bits, group_size),
+        allow_budget_break,
+        overwrite,
+    )
+
+
+def quantize_openvino_static(
+    src_dir: str | Path,
+    dst_dir: str | Path,
+    calibration: str | Path,
+    allow_budget_break: bool = False,
+    overwrite: bool = False,
+) -> TransformResult:
+    """Static int8 for OpenVINO: split-outliers and smooth-activations on the ONNX graph
+    (checked on onnxruntime like every fp32 pass), then NNCF's post-training
+    quantization calibrated on the same inputs, saved as IR and checked on OpenVINO.
+
+    The outlier passes find single-node GELUs in fused graphs: quantize an ``-O2``
+    export (OpenVINO reads the com.microsoft operators it uses).
+    """
+    from graphport.graphs.openvino import quantize_static
+
+    src = ExportDirectory(src_dir)
+    dst = Path(dst_dir)
+    _check_source(src, dst)
+    check_output_path(dst, overwrite)
+    if len(src.manifest.graphs) != 1:
+        raise UsageError("openvino-int8-static quantizes single-graph exports only.")
+    feeds = calibration_feeds(src.path, calibration)
+    steps = [
+        ("split-outliers", "fp32", _split_step(feeds)),
+        ("smooth-activations", "fp32", _smooth_step(feeds)),
+    ]
+    with tempfile.TemporaryDirectory(prefix=f".{dst.name}.", dir=dst.parent) as scratch:
+        prepared = Path(scratch) / "prepared"
+        _run(src.path, prepared, steps, None, ["onnxruntime"], allow_budget_break, False)
+        logger.info("Quantizing weights and activations to int8 for OpenVINO")
+        return _openvino_export(
+            prepared,
+            dst,
+            "openvino-int8-static",
+            "int8",
+            lambda onnx_path, xml_path: quantize_static(onnx_path, xml_path, feeds),
+            allow_budget_break,
+            overwrite,
+        )
+
+
+def _openvino_export(
+    src_dir: str | Path,
+    dst_dir: str | Path,
+    name: str,
+    precision: str,
+    convert: Callable[[Path, Path], dict[str, Any]],
+    allow_budget_break: bool,
+    overwrite: bool,
+) -> TransformResult:
+    """SRC's graphs converted to IR by ``convert(onnx, xml)``, checked on OpenVINO
+    against eager with the budget of ``precision``; SRC's passes are kept."""
     from graphport.runtimes.torch import TorchRuntime
 
     src = ExportDirectory(src_dir)
@@ -367,17 +439,14 @@ def compress_openvino_export(
         g.external_data for g in manifest.graphs if g.external_data
     }
     with staging_directory(dst) as staging:
-        for name in manifest.files:
-            if name not in graph_files:
-                shutil.copy2(src.path / name, staging / name)
+        for file in manifest.files:
+            if file not in graph_files and file != "parity.json":
+                shutil.copy2(src.path / file, staging / file)
         start = time.perf_counter()
-        logger.info("Compressing the weights to int%d for OpenVINO", bits)
         for graph in manifest.graphs:
-            details = compress_weights(
-                src.path / graph.file, staging / f"{graph.name}.xml", bits, group_size
-            )
+            details = convert(src.path / graph.file, staging / f"{graph.name}.xml")
             graph.file, graph.external_data = f"{graph.name}.xml", f"{graph.name}.bin"
-        cosine = BUDGETS["int8" if bits == 8 else "int4"]
+        cosine = BUDGETS[precision]
         manifest.format, manifest.target = "openvino", "openvino"
         manifest.tolerance = {**manifest.tolerance, "min_cosine": cosine}
         manifest.files = sorted(p.name for p in staging.iterdir() if p.is_file())
@@ -386,7 +455,7 @@ def compress_openvino_export(
         report.export_dir = str(dst)
         manifest.passes.append(
             {
-                "name": f"openvino-int{bits}-weight",
+                "name": name,
                 "modified": True,
                 "seconds": round(time.perf_counter() - start, 3),
                 "budget": {"min_cosine": cosine},
@@ -395,7 +464,7 @@ def compress_openvino_export(
             }
         )
         _place(staging, dst, manifest, report)
-    _check_budget(report, dst, f"the int{bits} budget on OpenVINO", allow_budget_break)
+    _check_budget(report, dst, f"the {precision} budget on OpenVINO", allow_budget_break)
     return TransformResult(dst, manifest.passes, report)
 
 

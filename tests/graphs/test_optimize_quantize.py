@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,34 @@ def test_dynamic_int8_with_calibration_tames_outliers_first(text_export: Path, t
     assert not split["modified"] and not smooth["modified"]
     manifest = ExportDirectory(tmp_path / "q").manifest
     assert [p["name"] for p in manifest.passes] == names
+
+
+def test_openvino_static_int8_on_a_fused_export(text_export: Path, tmp_path: Path):
+    """The OpenVINO int8 path: outlier passes on the fused ONNX graph (checked on
+    onnxruntime), then NNCF's calibrated quantization into IR, checked on OpenVINO."""
+    import openvino as ov
+
+    fused = optimize_export(text_export, tmp_path / "o2", level=2).path
+    calibration = tmp_path / "calibration.txt"
+    calibration.write_text("hello world\ntext a b\nhello text a\n")
+    result = quantize_export(fused, tmp_path / "ov", "openvino-int8-static", calibration)
+    names = [p["name"] for p in result.passes]
+    assert names[-3:] == ["split-outliers", "smooth-activations", "openvino-int8-static"]
+    assert names[:4] == ["cleanup", "ort-fusion", "pack-attention", "ort-cpu-kernels"]
+    static = result.passes[-1]
+    assert static["calibration_samples"] == 3 and static["tool"] == "nncf"
+    assert static["parity"]["passed"] and set(result.report.runtimes) == {"openvino"}
+    manifest = ExportDirectory(tmp_path / "ov").manifest
+    assert (manifest.format, manifest.target) == ("openvino", "openvino")
+    assert manifest.tolerance["min_cosine"] == 0.95
+    assert {"model.xml", "model.bin", "tokenizer.json"} <= set(manifest.files)
+    model = ov.Core().read_model(tmp_path / "ov" / "model.xml")
+    ops = Counter(op.get_type_name() for op in model.get_ops())
+    assert ops["FakeQuantize"] > 0, "activations are quantized, not only weights"
+    assert not any(p.name.startswith(".ov.") for p in tmp_path.iterdir()), "no scratch left"
+    with pytest.raises(UsageError, match="needs calibration"):
+        quantize_export(fused, tmp_path / "ov2", "openvino-int8-static")
+    assert not (tmp_path / "ov2").exists()
 
 
 def test_budget_break_fails_naming_the_pass(bert_export: Path, tmp_path: Path, monkeypatch):
