@@ -7,6 +7,7 @@ stdout, so ``--json`` output can be piped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import platform
@@ -18,6 +19,7 @@ import click
 
 from graphport import __version__
 from graphport.errors import GraphportError
+from graphport.graphs import QUANT_MODES as QUANT_MODE_CHOICES
 from graphport.verbosity import set_verbosity
 
 logger = logging.getLogger("graphport.cli")
@@ -149,6 +151,25 @@ def _runtimes_option() -> Any:
     default=None,
     help="tensorrt: axis ranges AXIS=MIN:OPT:MAX,..., e.g. batch=1:4:16,sequence=1:128:256.",
 )
+@click.option(
+    "-O",
+    "--optimize",
+    type=click.IntRange(1, 3),
+    default=None,
+    help="Then optimize the ONNX graph at this level for onnxruntime (as `graphport optimize`).",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(QUANT_MODE_CHOICES),
+    default=None,
+    help="Then quantize the (optimized) graph in this mode (as `graphport quantize`).",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Calibration inputs for --quantize (see `graphport quantize --help`).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def export(
     model: str,
@@ -165,49 +186,86 @@ def export(
     fp16_weights: bool,
     ort_target_platform: str | None,
     trt_profile: str | None,
+    optimize: int | None,
+    quantize: str | None,
+    calibration: Path | None,
     overwrite: bool,
 ) -> None:
-    """Export MODEL (a checkpoint directory or cached hub id) into the directory OUTPUT."""
-    from graphport.errors import ParityError
+    """Export MODEL (a checkpoint directory or cached hub id) into the directory OUTPUT,
+    optionally optimized (-O) and quantized (--quantize) on the way."""
+    from graphport.errors import ParityError, UsageError
     from graphport.exporters.artifacts import FormatOptions
-    from graphport.exporters.pipeline import export_model
+    from graphport.exporters.pipeline import check_output_path, export_model, staging_directory
     from graphport.exporters.tensorrt import parse_profile_overrides
 
+    transform = optimize is not None or quantize is not None
+    if transform and fmt != "onnx":
+        raise UsageError("--optimize and --quantize rewrite ONNX graphs; drop --format.")
+    if calibration is not None and quantize is None:
+        raise UsageError("--calibration is for --quantize; add a quantization mode.")
+    check_output_path(output, overwrite)  # before the long work, not after it
     options = FormatOptions(
         openvino_fp16_weights=fp16_weights,
         ort_target_platform=ort_target_platform,
         trt_profile=parse_profile_overrides(trt_profile),
     )
-    try:
-        result = export_model(
-            model,
-            output,
-            task=task,
-            opset=opset,
-            dtype=dtype,
-            atol=atol,
-            validate=not no_validate,
-            runtimes=_split(runtimes),
-            runtime_options=_runtime_options(providers),
-            overwrite=overwrite,
-            fmt=fmt,
-            format_options=options,
+    with contextlib.ExitStack() as stack:
+        # With transforms the plain export is an intermediate, staged beside OUTPUT.
+        exported = output
+        if transform:
+            exported = stack.enter_context(staging_directory(output)) / "export"
+        try:
+            result = export_model(
+                model,
+                exported,
+                task=task,
+                opset=opset,
+                dtype=dtype,
+                atol=atol,
+                validate=not no_validate,
+                runtimes=_split(runtimes),
+                runtime_options=_runtime_options(providers),
+                overwrite=overwrite and not transform,
+                fmt=fmt,
+                format_options=options,
+            )
+        except ParityError as e:
+            if e.report is not None:
+                click.echo(e.report.table())
+            raise
+        manifest = result.manifest
+        size = sum((exported / f).stat().st_size for f in manifest.files)
+        if result.report is not None:
+            click.echo(result.report.table())
+        click.echo(
+            f"Exported {manifest.source['model_type']} ({manifest.task}, {manifest.format}, "
+            f"{manifest.dtype}{f', opset {manifest.opset}' if manifest.opset else ''}, "
+            f"{manifest.exporter['strategy']}) to {output if not transform else 'staging'} "
+            f"[{size / 1e6:.1f} MB] in {result.seconds:.1f} s"
+            + ("; validation skipped" if result.report is None else "; parity passed")
         )
-    except ParityError as e:
-        if e.report is not None:
-            click.echo(e.report.table())
-        raise
-    manifest = result.manifest
-    size = sum((output / f).stat().st_size for f in manifest.files)
-    if result.report is not None:
-        click.echo(result.report.table())
-    click.echo(
-        f"Exported {manifest.source['model_type']} ({manifest.task}, {manifest.format}, "
-        f"{manifest.dtype}{f', opset {manifest.opset}' if manifest.opset else ''}, "
-        f"{manifest.exporter['strategy']}) to {output} "
-        f"[{size / 1e6:.1f} MB] in {result.seconds:.1f} s"
-        + ("; validation skipped" if result.report is None else "; parity passed")
-    )
+        if transform:
+            _transform_export(exported, output, optimize, quantize, calibration, overwrite)
+
+
+def _transform_export(
+    exported: Path,
+    output: Path,
+    level: int | None,
+    mode: str | None,
+    calibration: Path | None,
+    overwrite: bool,
+) -> None:
+    from graphport.graphs.pipeline import optimize_export, quantize_export
+
+    current = exported
+    if level is not None:
+        target = output if mode is None else exported.parent / "optimized"
+        optimized = optimize_export(current, target, level=level, overwrite=overwrite)
+        _print_passes(optimized)
+        current = optimized.path
+    if mode is not None:
+        _print_passes(quantize_export(current, output, mode, calibration, overwrite=overwrite))
 
 
 @cli.command()
@@ -464,16 +522,7 @@ def optimize(
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option(
     "--mode",
-    type=click.Choice(
-        [
-            "int8-dynamic",
-            "int8-static",
-            "int4-weight",
-            "openvino-int8-static",
-            "openvino-int8-weight",
-            "openvino-int4-weight",
-        ]
-    ),
+    type=click.Choice(QUANT_MODE_CHOICES),
     required=True,
     help="onnxruntime: int8-dynamic, int8-static, int4-weight; OpenVINO (IR, NNCF): "
     "openvino-int8-static (needs --calibration; quantize an -O2 export), "

@@ -241,6 +241,16 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path, Path], list[str]], int, str]] = {
         2,
         r"Unknown runtime 'tensorflow'; choose from onnxruntime, openvino, .*torch\.",
     ),
+    "quantize a non-ONNX export": (
+        _export_with("--format", "openvino", "--quantize", "int8-dynamic"),
+        2,
+        r"--optimize and --quantize rewrite ONNX graphs; drop --format\.",
+    ),
+    "calibration without quantize": (
+        _export_with("-O", "2", "--calibration", "sentences.txt"),
+        2,
+        r"--calibration is for --quantize; add a quantization mode\.",
+    ),
     "validate without a manifest": (
         _validate_without_manifest,
         1,
@@ -484,3 +494,18 @@ def test_optimize_quantize_and_bench(bert_export: Path, tmp_path: Path):
     assert header.split() == ["runtime", "p50", "ms", "p90", "ms", "samples/s"]
     assert row.split()[0] == "onnxruntime"  # the fused, quantized graph runs there only
     assert float(row.split()[1]) > 0
+
+
+def test_export_optimizes_and_quantizes_on_the_way(text_checkpoint: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    result = invoke(
+        "export", str(text_checkpoint), str(out), "-O", "2", "--quantize", "int8-dynamic"
+    )
+    assert re.search(r"pass ort-fusion .* parity ok", result.stdout)
+    assert re.search(r"pass int8-dynamic .* parity ok", result.stdout)
+    assert result.stdout.rstrip().endswith(f"Wrote {out}")
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    names = [p["name"] for p in manifest["passes"]]
+    assert names == ["cleanup", "ort-fusion", "pack-attention", "ort-cpu-kernels", "int8-dynamic"]
+    assert (out / "tokenizer.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "no staging left behind"

@@ -35,6 +35,7 @@ import onnx_ir as ir
 
 from graphport.errors import ParityError, UsageError
 from graphport.exporters.pipeline import check_output_path, move_into_place, staging_directory
+from graphport.graphs import QUANT_MODES
 from graphport.graphs.quantize import quiet_onnxruntime_tools
 from graphport.manifest import MANIFEST_NAME, ExportDirectory, GraphSpec, Manifest
 from graphport.validators.parity import ParityReport, validate_export
@@ -47,14 +48,6 @@ BUDGETS: dict[str, float | None] = {  # min cosine; None: the export's atol
     "int8": 0.95,
     "int4": 0.90,
 }
-QUANT_MODES = (
-    "int8-dynamic",
-    "int8-static",
-    "int4-weight",
-    "openvino-int8-static",
-    "openvino-int8-weight",
-    "openvino-int4-weight",
-)
 TARGETS = ("onnxruntime", "openvino")
 
 # A step rewrites graph file ``src`` into ``dst`` and returns (modified, details).

@@ -1,4 +1,4 @@
-"""Activation smoothing before dynamic int8 (SmoothQuant, Xiao et al. 2023).
+"""Activation smoothing before int8 (SmoothQuant, Xiao et al. 2023).
 
 Dynamic int8 quantizes each activation tensor with one range. In transformer encoders a
 few hidden channels carry values tens of times larger than the rest (LayerNorm outputs,
@@ -10,14 +10,17 @@ far better. ``s_j = max|x_j| ** alpha / max|W_j| ** (1 - alpha)``, ``max|x_j|`` 
 on calibration inputs.
 
 onnxruntime's quantizer only offers SmoothQuant for static QDQ models, through Intel
-Neural Compressor (not a dependency); NNCF's works on OpenVINO models. Hence this pass,
-for the dynamic-int8 graphs onnxruntime runs fastest. The division is one Mul per
-activation tensor: in post-LayerNorm encoders the LayerNorm output also feeds the
-residual branch, so it cannot be folded into the LayerNorm's scale.
+Neural Compressor (not a dependency); NNCF's works on OpenVINO models but smooths every
+activation it can (on MiniLM it made static int8 worse: min cosine 0.915 against 0.971
+without). Hence this pass, run before onnxruntime's dynamic int8 and before NNCF's static
+int8 (with NNCF's own smoothing off), after split-outliers (graphs/outliers.py) has taken
+the worst channels out. The division is one Mul per activation tensor: in post-LayerNorm
+encoders the LayerNorm output also feeds the residual branch, so it cannot be folded
+into the LayerNorm's scale.
 
 On MiniLM-L6 (16 calibration sentences, 20 other sentences evaluated; see
-benchmarks/optimize_vs_peer.py) alpha 0.7 takes the sentence-embedding cosine of dynamic
-int8 against eager fp32 from min 0.973 / mean 0.993 to min 0.988 / mean 0.997.
+benchmarks/optimize_vs_peer.py) alpha 0.7 alone takes the sentence-embedding cosine of
+dynamic int8 against eager fp32 from min 0.973 / mean 0.993 to min 0.988 / mean 0.997.
 """
 
 from __future__ import annotations
