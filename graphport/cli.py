@@ -240,7 +240,7 @@ def export(
         click.echo(
             f"Exported {manifest.source['model_type']} ({manifest.task}, {manifest.format}, "
             f"{manifest.dtype}{f', opset {manifest.opset}' if manifest.opset else ''}, "
-            f"{manifest.exporter['strategy']}) to {output if not transform else 'staging'} "
+            f"{manifest.exporter['strategy']}) {'for' if transform else 'to'} {output} "
             f"[{size / 1e6:.1f} MB] in {result.seconds:.1f} s"
             + ("; validation skipped" if result.report is None else "; parity passed")
         )

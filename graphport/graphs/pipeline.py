@@ -248,7 +248,8 @@ def quantize_export(
     target_cosine: float | None = None,
 ) -> TransformResult:
     """int8-dynamic, int8-static (QDQ, needs --calibration) or int4-weight (MatMulNBits)
-    for onnxruntime; openvino-int8-weight / openvino-int4-weight (NNCF, IR) for OpenVINO.
+    for onnxruntime; openvino-int8-static (needs --calibration), openvino-int8-weight and
+    openvino-int4-weight (NNCF, IR) for OpenVINO.
     With calibration data, int8-dynamic first computes the outlier channels of
     feed-forward activations in a small fp32 side path (graphs/outliers.py) and smooths
     the remaining activation outliers into the weights (graphs/smooth.py); given
@@ -394,6 +395,7 @@ def quantize_openvino_static(
         ("split-outliers", "fp32", _split_step(feeds)),
         ("smooth-activations", "fp32", _smooth_step(feeds)),
     ]
+    dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{dst.name}.", dir=dst.parent) as scratch:
         prepared = Path(scratch) / "prepared"
         _run(src.path, prepared, steps, None, ["onnxruntime"], allow_budget_break, False)
