@@ -104,16 +104,16 @@ def min_vector_cosine(path: Path, feeds: list[dict], reference: list[list[np.nda
     and the matching vector of ``reference`` (outputs per feed), over all feeds."""
     import onnxruntime as ort
 
+    from graphport.validators.compare import row_cosines
+
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 1.0
     for feed, expected in zip(feeds, reference, strict=True):
         for got, want in zip(session.run(None, feed), expected, strict=True):
             a = got.reshape(-1, got.shape[-1]).astype(np.float64)
             b = want.reshape(-1, want.shape[-1]).astype(np.float64)
-            norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
-            live = norms > 0
-            if live.any():
-                worst = min(worst, float(((a * b).sum(-1)[live] / norms[live]).min()))
+            if a.size:
+                worst = min(worst, float(row_cosines(a, b).min()))
     return worst
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common
 
-from graphport.graphs.outliers import FP32_PREFIX, OUTLIER_RATIO
+from graphport.graphs.outliers import FP32_PREFIX, OUTLIER_RATIO, outlier_channels
 
 DEFAULT_ALPHA = 0.7
 # Nodes whose second input is a constant weight (K, N) applied to the first input.
@@ -129,13 +129,13 @@ class SmoothActivationsPass(ir.passes.InPlacePass):
         graph = model.graph
         for name, nodes in smoothable(graph).items():
             channel_max = self.ranges.get(name)
-            if channel_max is None or channel_max.max() < self.min_ratio * np.median(channel_max):
+            if channel_max is None or not outlier_channels(channel_max, self.min_ratio, 1).size:
                 continue
             weights = [node.inputs[1].const_value.numpy() for node in nodes]
-            if any(w.shape[0] != self.ranges[name].shape[0] for w in weights):
+            if any(w.shape[0] != channel_max.shape[0] for w in weights):
                 continue
             weight_max = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
-            scales = smoothing_scales(self.ranges[name], weight_max, self.alpha)
+            scales = smoothing_scales(channel_max, weight_max, self.alpha)
             activation = nodes[0].inputs[0]
             inverse = ir.Value(
                 name=f"{name}_smooth_inverse",

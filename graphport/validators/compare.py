@@ -89,7 +89,7 @@ def compare_output(
             diff.max_rel = float(np.nanmax(rel_diff))
             diff.mean_rel = float(np.nanmean(rel_diff))
     vectors = exp.reshape(-1, exp.shape[-1]) if exp.ndim > 1 else exp.reshape(1, -1)
-    cosines = _row_cosines(act.reshape(vectors.shape), vectors) if vectors.size else vectors[:, 0]
+    cosines = row_cosines(act.reshape(vectors.shape), vectors) if vectors.size else vectors[:, 0]
     if cosines.size:
         diff.min_cosine = float(np.nanmin(cosines)) if not np.isnan(cosines).all() else 0.0
     if cosine is None:
@@ -100,7 +100,7 @@ def compare_output(
     return diff
 
 
-def _row_cosines(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
+def row_cosines(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
     """Cosine similarity per row; two zero rows count as identical (1.0)."""
     dot = (actual * expected).sum(-1)
     norms = np.linalg.norm(actual, axis=-1) * np.linalg.norm(expected, axis=-1)

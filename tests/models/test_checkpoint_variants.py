@@ -51,6 +51,13 @@ def _generate_json(export: Path, prompt: str, runtime: str) -> dict:
     return json.loads(result.stdout)
 
 
+def _assert_cli_generates(export: Path, runtime: str, tokenizer, expected: list[int]) -> None:
+    """``graphport generate --json`` on PROMPT gives eager's tokens and their text."""
+    payload = _generate_json(export, PROMPT, runtime)
+    assert payload["token_ids"] == expected
+    assert payload["text"] == tokenizer.decode(expected, skip_special_tokens=True)
+
+
 def _eager_new_tokens(model, tokenizer, prompt: str) -> list[int]:
     """transformers' greedy ``generate()`` on the prompt as the checkpoint's tokenizer
     encodes it; the generation config's own rules (minimum length, forced BOS) apply."""
@@ -141,9 +148,7 @@ def test_gpt_sw3_cli_generate_matches_eager(gpt_sw3: tuple[Path, Path], runtime:
     expected = _eager_new_tokens(model, tokenizer, PROMPT)
     assert len(expected) == NEW_TOKENS and len(set(expected)) > 4, expected
 
-    payload = _generate_json(export, PROMPT, runtime)
-    assert payload["token_ids"] == expected
-    assert payload["text"] == tokenizer.decode(expected, skip_special_tokens=True)
+    _assert_cli_generates(export, runtime, tokenizer, expected)
 
 
 # ---- NLLB: an m2m_100 checkpoint with a tokenizers-backed NllbTokenizer ----------------
@@ -202,6 +207,4 @@ def test_nllb_cli_generate_matches_eager(nllb: tuple[Path, Path], runtime: str):
     assert len(expected) == NEW_TOKENS and len(set(expected)) > 4, expected
     assert expected[0] == target, "the target language is the first token"
 
-    payload = _generate_json(export, PROMPT, runtime)
-    assert payload["token_ids"] == expected
-    assert payload["text"] == tokenizer.decode(expected, skip_special_tokens=True)
+    _assert_cli_generates(export, runtime, tokenizer, expected)
