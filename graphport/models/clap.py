@@ -16,6 +16,11 @@ as ``ClapFeatureExtractor`` makes it: it pads or truncates every clip to
 hop 480), so frames are static; mel bins are the audio config's ``num_mel_bins``, and
 channels are 1, or 4 (the fused crops) for ``enable_fusion`` models, which also take
 ``is_longer`` (batch, 1).
+
+The Swin reads the spectrogram as a ``spec_size`` square image, folded ``freq_ratio``
+(``spec_size // num_mel_bins``) times, so it takes at most ``spec_size * freq_ratio``
+frames (1024 for the released 256 / 64 mel bins); a model configured smaller is fed that
+many, the most its feature extractor may be set to give.
 """
 
 from __future__ import annotations
@@ -49,6 +54,13 @@ class ClapAudioOnnxConfig(OnnxConfig):
         return bool(self._config.enable_fusion)
 
     @property
+    def frames(self) -> int:
+        """The feature extractor's window, or the most the Swin takes where that is less."""
+        spec_size = int(self._config.spec_size)
+        freq_ratio = spec_size // int(self._config.num_mel_bins)
+        return min(FRAMES, spec_size * freq_ratio)
+
+    @property
     def inputs(self) -> Mapping[str, Axes]:
         inputs: dict[str, Axes] = {"input_features": {0: "batch"}}
         if self.fused:
@@ -63,7 +75,7 @@ class ClapAudioOnnxConfig(OnnxConfig):
         if name == "is_longer":
             return (sizes["batch"], 1)
         channels = 4 if self.fused else 1
-        return (sizes["batch"], channels, FRAMES, self._config.num_mel_bins)
+        return (sizes["batch"], channels, self.frames, int(self._config.num_mel_bins))
 
     def dummy_input(
         self, name: str, shape: tuple[int, ...], rng: np.random.Generator
