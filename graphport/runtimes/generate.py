@@ -17,6 +17,7 @@ the decoder start token and, for Whisper, its language, task and no-timestamps t
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -25,6 +26,8 @@ import numpy as np
 
 from graphport.errors import UsageError
 from graphport.manifest import ExportDirectory
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -165,6 +168,24 @@ class DecodingRules:
             self, prompt_length=prompt_length, max_length=prompt_length + max_new_tokens
         )
 
+    def within_vocabulary(self, vocab_size: int) -> DecodingRules:
+        """The rules without token ids the vocabulary does not have (transformers' logits
+        processors ignore them too: a small model keeps a big tokenizer's eos id)."""
+
+        def keep(ids: tuple[int, ...]) -> tuple[int, ...]:
+            return tuple(i for i in ids if 0 <= i < vocab_size)
+
+        bos = self.forced_bos_token_id
+        return dataclasses.replace(
+            self,
+            bad_words_ids=tuple(w for w in self.bad_words_ids if keep(w) == tuple(w)),
+            forced_bos_token_id=bos if bos is None or 0 <= bos < vocab_size else None,
+            forced_eos_token_id=keep(self.forced_eos_token_id),
+            suppress_tokens=keep(self.suppress_tokens),
+            begin_suppress_tokens=keep(self.begin_suppress_tokens),
+            eos_token_id=keep(self.eos_token_id),
+        )
+
     @property
     def begin_index(self) -> int:
         """Where begin-suppression applies: the first new token, or the one after a forced
@@ -256,9 +277,11 @@ def decode(
     new_tokens: list[np.ndarray] = []
     start = time.perf_counter()
     first_token = 0.0
-    for _ in range(options.max_new_tokens):
+    for step in range(options.max_new_tokens):
         outputs = run(feeds)
         scores = outputs["logits"][:, -1, :].astype(np.float32)
+        if step == 0:
+            eos, rules = _within_vocabulary(eos, rules, scores.shape[-1])
         tokens = choose_tokens(scores, sequences, options, rng, rules)
         tokens = np.where(unfinished, tokens, pad)
         if not new_tokens:
@@ -271,6 +294,28 @@ def decode(
             break
         feeds = next_feeds(tokens, outputs)
     return np.stack(new_tokens, axis=1), first_token
+
+
+_warned_out_of_vocabulary: set[tuple[int, ...]] = set()
+
+
+def _within_vocabulary(
+    eos: np.ndarray, rules: DecodingRules, vocab_size: int
+) -> tuple[np.ndarray, DecodingRules]:
+    """Drop end and rule token ids the logits cannot hold, warning once per id set."""
+    outside = tuple(sorted({int(i) for i in eos if not 0 <= i < vocab_size}))
+    bounded = rules.within_vocabulary(vocab_size)
+    outside += tuple(sorted(set(rules.eos_token_id) - set(bounded.eos_token_id) - set(outside)))
+    if outside and outside not in _warned_out_of_vocabulary:
+        _warned_out_of_vocabulary.add(outside)
+        logger.warning(
+            "End-of-sequence id(s) %s are outside the model's vocabulary of %d tokens, so no "
+            "row can end on them; they are ignored, as transformers ignores them. Fix "
+            "eos_token_id in the generation config if the model should stop early.",
+            ", ".join(map(str, outside)),
+            vocab_size,
+        )
+    return eos[(eos >= 0) & (eos < vocab_size)], bounded
 
 
 def _carry_cache(outputs: Mapping[str, np.ndarray], num_layers: int) -> dict[str, np.ndarray]:

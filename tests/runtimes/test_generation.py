@@ -218,3 +218,25 @@ def test_cli_generate_needs_a_tokenizer(gpt2_export: Path, tmp_path: Path):
     result = CliRunner().invoke(cli, ["generate", str(copy), "w5"])
     assert result.exit_code != 0
     assert "has no tokenizer files" in result.output
+
+
+def test_eos_outside_the_vocabulary_is_ignored_as_transformers_does(
+    gpt2_export: Path, eager, tmp_path: Path, caplog
+):
+    # A small decoder that kept GPT-2's end token 50256 over a vocabulary of 128; the
+    # minimum length bans the end token at the first steps, which indexed past the logits.
+    copy = tmp_path / "big-eos"
+    shutil.copytree(gpt2_export, copy)
+    (copy / "generation_config.json").write_text(
+        json.dumps({"eos_token_id": 50256, "pad_token_id": 0, "min_new_tokens": 2})
+    )
+    result = CliRunner().invoke(
+        cli, ["generate", str(copy), "w5 w6 w7", "--max-new-tokens", "6", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    ids = np.array([[5, 6, 7]])
+    expected = _eager_tokens(
+        eager, ids, np.ones_like(ids), max_new_tokens=6, eos_token_id=50256, min_new_tokens=2
+    )
+    assert json.loads(result.stdout)["token_ids"] == expected[0].tolist()
+    assert "outside the model's vocabulary of 128 tokens" in caplog.text
