@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from graphport.errors import ModelLoadError
+from graphport.manifest import ExportDirectory
 from graphport.runtimes.base import Runtime
 
 
@@ -20,26 +21,31 @@ class TorchRuntime(Runtime):
 
     def _load(self) -> None:
         self.model = self.options.get("model")
-        if self.model is not None:
-            return
-        from graphport.exporters.tasks import Task
-        from graphport.models.loader import load_checkpoint, load_model
-        from graphport.models.registry import get_onnx_config
-
-        manifest = self.export_dir.manifest
-        source = Path(manifest.source["path"])
-        if not source.is_dir():
-            raise ModelLoadError(
-                f"The eager reference needs the source checkpoint {source}, which is gone; "
-                "restore it, or validate on other runtimes only."
-            )
-        checkpoint = load_checkpoint(source)
-        task = Task(manifest.task)
-        overrides = get_onnx_config(checkpoint.config, task).values_override
-        self.model = load_model(checkpoint, task, manifest.dtype, dict(overrides or {}))
+        if self.model is None:
+            self.model = load_reference(self.export_dir)
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return run_eager(self.model, feeds, self.output_names)
+
+
+def load_reference(directory: ExportDirectory) -> Any:
+    """The eager model an export was traced from, as it was loaded for tracing (the whole
+    model: a composite export's graphs are its sub-modules)."""
+    from graphport.exporters.tasks import Task
+    from graphport.models.loader import load_checkpoint, load_model
+    from graphport.models.registry import get_onnx_config
+
+    manifest = directory.manifest
+    source = Path(manifest.source["path"])
+    if not source.is_dir():
+        raise ModelLoadError(
+            f"The eager reference needs the source checkpoint {source}, which is gone; "
+            "restore it, or validate on other runtimes only."
+        )
+    checkpoint = load_checkpoint(source)
+    task = Task(manifest.task)
+    overrides = get_onnx_config(checkpoint.config, task).values_override
+    return load_model(checkpoint, task, manifest.dtype, dict(overrides or {}))
 
 
 def run_eager(model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict:

@@ -370,7 +370,7 @@ def validate_export(
     from graphport.exporters.tasks import Task
     from graphport.models.registry import get_onnx_config
     from graphport.runtimes import get_runtime_class
-    from graphport.runtimes.torch import TorchRuntime
+    from graphport.runtimes.torch import TorchRuntime, load_reference
 
     directory = (
         export_dir if isinstance(export_dir, ExportDirectory) else ExportDirectory(export_dir)
@@ -391,7 +391,7 @@ def validate_export(
     if cosine is None:
         cosine = manifest.tolerance.get("min_cosine")
 
-    eager = reference_model if reference_model is not None else TorchRuntime(directory).model
+    eager = reference_model if reference_model is not None else load_reference(directory)
     graphs = config.sub_graphs(eager)
     report = ParityReport(
         str(directory.path),
