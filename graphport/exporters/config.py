@@ -518,6 +518,13 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
     sizes are shared by both graphs: ``batch``, ``encoder_sequence`` (the encoder output's
     length, free in the decoder graph even where the encoder fixes it), ``decoder_sequence``
     and ``past_decoder_sequence``.
+
+    A family that lists ``feature-extraction`` also exports the bare model (``T5Model``,
+    ``BartModel``...) as one graph, ``model``, with no KV cache: the encoder's inputs,
+    ``decoder_input_ids`` and, where the model takes it, ``decoder_attention_mask`` ->
+    ``last_hidden_state`` (the decoder's) and ``encoder_last_hidden_state``, as the model
+    returns them. Its axes are ``batch``, ``sequence`` (the encoder's) and
+    ``decoder_sequence``, as for any other model's feature extraction.
     """
 
     tasks = (Task.TEXT2TEXT_GENERATION,)
@@ -538,8 +545,39 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
         "encoder_sequence": (1, 128, 512),
         "decoder_sequence": (1, 1, 128),
         "past_decoder_sequence": (0, 64, 512),
+        "sequence": (1, 128, 512),  # the bare model's encoder input
     }
+    # The bare model's sizes (feature-extraction): its decoder is fed whole, with no past.
+    model_trace_sizes: ClassVar[dict[str, int]] = {
+        "batch": 2,
+        "sequence": 9,
+        "decoder_sequence": 7,
+    }
+    model_validation_sizes: ClassVar[tuple[dict[str, int], ...]] = (
+        {"batch": 1, "sequence": 13, "decoder_sequence": 4},
+        {"batch": 3, "sequence": 29, "decoder_sequence": 11},
+    )
     graph: str | None = None
+
+    def __init__(
+        self,
+        config: Any,
+        task: str | Task = Task.FEATURE_EXTRACTION,
+        patching_specs: list[Any] | None = None,
+        use_past: bool = False,
+    ) -> None:
+        super().__init__(config, task, patching_specs, use_past)
+        if self.is_bare_model and self.use_past:
+            raise UnsupportedModelError(
+                f"{type(self).__name__} exports feature-extraction without a KV cache, as "
+                "one graph the decoder is fed whole; drop '-with-past', or export "
+                "text2text-generation for a decoder with a cache."
+            )
+
+    @property
+    def is_bare_model(self) -> bool:
+        """Whether this config exports the bare model as one graph (feature-extraction)."""
+        return self.task is Task.FEATURE_EXTRACTION
 
     def for_graph(self, graph: str) -> OnnxSeq2SeqConfigWithPast:
         """This config narrowed to one graph (``encoder`` or ``decoder``)."""
@@ -640,13 +678,29 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
         return inputs
 
     @property
+    def model_inputs(self) -> Mapping[str, Axes]:
+        """The bare model's inputs: the encoder's, then the decoder's tokens and their mask."""
+        inputs = {name: _as_sequence(axes) for name, axes in self.encoder_inputs.items()}
+        inputs["decoder_input_ids"] = {0: "batch", 1: "decoder_sequence"}
+        if "decoder_attention_mask" in self.model_parameters:
+            inputs["decoder_attention_mask"] = {0: "batch", 1: "decoder_sequence"}
+        return inputs
+
+    @property
     def inputs(self) -> Mapping[str, Axes]:
+        if self.is_bare_model:
+            return self.model_inputs
         if self.graph == "decoder":
             return self.decoder_inputs
         return self.encoder_inputs
 
     @property
     def outputs(self) -> Mapping[str, Axes]:
+        if self.is_bare_model:
+            return {
+                "last_hidden_state": {0: "batch", 1: "decoder_sequence"},
+                "encoder_last_hidden_state": _as_sequence(self.encoder_output_axes),
+            }
         if self.graph == "encoder":
             return {"last_hidden_state": dict(self.encoder_output_axes)}
         outputs: dict[str, Axes] = {"logits": {0: "batch", 1: "decoder_sequence"}}
@@ -661,12 +715,12 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
         return self.modality == "text" and self.graph == "encoder"
 
     def trace_shapes(self) -> ShapeSet:
-        return ShapeSet(dict(self.trace_sizes), "trace")
+        sizes = self.model_trace_sizes if self.is_bare_model else self.trace_sizes
+        return ShapeSet(dict(sizes), "trace")
 
     def validation_shapes(self) -> list[ShapeSet]:
-        return [
-            ShapeSet(dict(s), f"shape set {i + 1}") for i, s in enumerate(self.validation_sizes)
-        ]
+        sizes = self.model_validation_sizes if self.is_bare_model else self.validation_sizes
+        return [ShapeSet(dict(s), f"shape set {i + 1}") for i, s in enumerate(sizes)]
 
     def input_shape(self, name: str, sizes: Mapping[str, int]) -> tuple[int, ...]:
         return tuple(self.dummy_inputs(ShapeSet(sizes))[name].shape)
@@ -675,11 +729,28 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
         """Seeded inputs of this config's graph at the given axis sizes."""
         rng = np.random.default_rng(seed)
         sizes = shapes.sizes
-        if self.graph != "decoder":
+        if self.is_bare_model:
+            feeds = self._dummy_model_inputs(sizes, rng)
+        elif self.graph != "decoder":
             feeds = {name: self.dummy_encoder_input(name, sizes, rng) for name in self.inputs}
         else:
             feeds = self._dummy_decoder_inputs(sizes, rng)
         return {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in feeds.items()}
+
+    def _dummy_model_inputs(
+        self, sizes: Mapping[str, int], rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        """The family's encoder inputs at ``sequence``, random decoder tokens, and a decoder
+        mask that right-pads rows after the first (as padded labels are masked)."""
+        encoder_sizes = {**sizes, "encoder_sequence": sizes["sequence"]}
+        feeds = {
+            name: self.dummy_encoder_input(name, encoder_sizes, rng) for name in self.encoder_inputs
+        }
+        decoder = (sizes["batch"], sizes["decoder_sequence"])
+        feeds["decoder_input_ids"] = self._random_ids(decoder, rng)
+        if "decoder_attention_mask" in self.inputs:
+            feeds["decoder_attention_mask"] = _right_padding_mask(decoder, rng)
+        return feeds
 
     def _dummy_decoder_inputs(
         self, sizes: Mapping[str, int], rng: np.random.Generator
@@ -735,6 +806,8 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
         return cases
 
     def sub_graphs(self, model: torch.nn.Module) -> list[SubGraph]:
+        if self.is_bare_model:
+            return [SubGraph("model", model, self)]
         from graphport.exporters.kv_cache import Seq2SeqDecoderWithCache, Seq2SeqEncoder
 
         encoder, decoder = self.for_graph("encoder"), self.for_graph("decoder")
@@ -745,6 +818,11 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
                 "decoder", Seq2SeqDecoderWithCache(model, list(decoder.inputs), layers), decoder
             ),
         ]
+
+
+def _as_sequence(axes: Axes) -> Axes:
+    """An encoder's axes with ``encoder_sequence`` named ``sequence`` (the bare model's)."""
+    return {i: "sequence" if name == "encoder_sequence" else name for i, name in axes.items()}
 
 
 def _first_int(config: Any, names: tuple[str, ...]) -> int:

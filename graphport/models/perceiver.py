@@ -11,10 +11,13 @@ The masked-LM decoder queries ``max_position_embeddings`` positions whatever the
 length, and only the first ``sequence`` are predictions for the input; the wrapper keeps
 those, so ``logits`` is (batch, sequence, vocab) as for every fill-mask export.
 
-Registered tasks are what the auto classes give: fill-mask, text-classification and
+Registered tasks are what the auto classes give: fill-mask, text-classification,
 image-classification (the learned-position classifier, whose image size is fixed by its
-position table). The bare PerceiverModel has no preprocessor, so it takes embeddings no
-processor makes: feature-extraction is not offered.
+position table) and feature-extraction. The bare PerceiverModel has no preprocessor, so it
+takes what none makes: ``inputs`` are embeddings (batch, sequence, ``d_model``), fed under
+their own name with ``attention_mask``, and ``last_hidden_state`` is the latent array
+(batch, ``num_latents``, ``d_latents``), as many positions whatever the input length. Its
+modality is ``embeddings``: neither sentences nor images feed it.
 """
 
 from __future__ import annotations
@@ -69,33 +72,55 @@ class PerceiverInputs(torch.nn.Module):
 
 @register("perceiver", family="perceiver", tiny=_TINY)
 class PerceiverOnnxConfig(TextOnnxConfig):
-    tasks = (Task.FILL_MASK, Task.TEXT_CLASSIFICATION, Task.IMAGE_CLASSIFICATION)
+    tasks = (
+        Task.FILL_MASK,
+        Task.TEXT_CLASSIFICATION,
+        Task.IMAGE_CLASSIFICATION,
+        Task.FEATURE_EXTRACTION,
+    )
 
     def __init__(self, config: Any, task: str | Task = Task.FILL_MASK, **kwargs: Any) -> None:
         super().__init__(config, task, **kwargs)
         if self.task is Task.IMAGE_CLASSIFICATION:
             self.modality = "vision"  # type: ignore[misc]  # the image head reads pixels
+        elif self.task is Task.FEATURE_EXTRACTION:
+            self.modality = "embeddings"  # type: ignore[misc]  # no processor makes them
 
     @property
     def inputs(self) -> Mapping[str, Axes]:
         if self.task is Task.IMAGE_CLASSIFICATION:
             return {"pixel_values": {0: "batch"}}  # its position table fixes the image size
+        if self.task is Task.FEATURE_EXTRACTION:
+            return {
+                "inputs": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+            }
         return {
             "input_ids": {0: "batch", 1: "sequence"},
             "attention_mask": {0: "batch", 1: "sequence"},
         }
 
+    @property
+    def outputs(self) -> Mapping[str, Axes]:
+        if self.task is Task.FEATURE_EXTRACTION:
+            return {"last_hidden_state": {0: "batch"}}  # the latents, fixed in number
+        return super().outputs
+
     def input_shape(self, name: str, sizes: Mapping[str, int]) -> tuple[int, ...]:
         if name == "pixel_values":
             return (sizes["batch"], 3, *_pair(self._config.image_size))
+        if name == "inputs":
+            return (sizes["batch"], sizes["sequence"], int(self._config.d_model))
         return super().input_shape(name, sizes)
 
     def dummy_input(
         self, name: str, shape: tuple[int, ...], rng: np.random.Generator
     ) -> np.ndarray:
-        if name == "pixel_values":
+        if name in ("pixel_values", "inputs"):
             return rng.standard_normal(shape, dtype=np.float32)
         return super().dummy_input(name, shape, rng)
 
     def sub_graphs(self, model: torch.nn.Module) -> list[SubGraph]:
+        if self.task is Task.FEATURE_EXTRACTION:
+            return [SubGraph("model", model, self)]  # the bare model takes ``inputs`` itself
         return [SubGraph("model", PerceiverInputs(model), self)]

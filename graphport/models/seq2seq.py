@@ -4,6 +4,8 @@ Each is exported as an ``encoder`` graph and a ``decoder`` graph with a self-att
 cache (see ``OnnxSeq2SeqConfigWithPast``); what differs between families is only what the
 encoder takes (tokens, log-mel features, pixels) and whether the decoder masks the
 encoder's output (text encoders pad their input; Whisper's and images' are never padded).
+The bare models (``T5Model``, ``BartModel``, ``WhisperModel``...) are exported for
+feature-extraction as one graph returning both hidden states.
 
 The tiny overrides keep special tokens inside the tiny vocabulary and size every part the
 common defaults do not reach (decoder stacks, T5's head width, Whisper's mel bins). Their
@@ -71,6 +73,8 @@ _T5_TINY: dict[str, Any] = {
 class Seq2SeqLMOnnxConfig(OnnxSeq2SeqConfigWithPast):
     """Text-to-text models: tokens into the encoder, its padding masked in the decoder."""
 
+    tasks = (Task.TEXT2TEXT_GENERATION, Task.FEATURE_EXTRACTION)
+
 
 # T5 v1.1 (gated-gelu, untied embeddings) is the same model type with other config values;
 # mT5 is v1.1 by default.
@@ -111,7 +115,7 @@ class WhisperOnnxConfig(OnnxSeq2SeqConfigWithPast):
     batch x mel bins x 2 * max_source_positions frames)."""
 
     modality: ClassVar[str] = "audio"
-    tasks = (Task.AUTOMATIC_SPEECH_RECOGNITION,)
+    tasks = (Task.AUTOMATIC_SPEECH_RECOGNITION, Task.FEATURE_EXTRACTION)
     uses_encoder_attention_mask: ClassVar[bool] = False
 
     @property

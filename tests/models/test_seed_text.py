@@ -90,6 +90,7 @@ SEEDS = [
         variant="wav2vec2-phoneme",
     ),
     Seed("perceiver", "fill-mask", "perceiver"),
+    Seed("perceiver", "feature-extraction", "perceiver", variant="perceiver-model"),
     Seed(
         "vision-text-dual-encoder",
         "feature-extraction",
@@ -261,8 +262,18 @@ def test_perceiver_takes_tokens_and_pixels_by_their_processor_names(exported):
     image = get_onnx_config(tiny_config("perceiver"), Task.IMAGE_CLASSIFICATION)
     assert list(image.inputs) == ["pixel_values"]
     assert image.modality == "vision"
-    with pytest.raises(UnsupportedModelError, match="does not support the task"):
-        get_onnx_config(tiny_config("perceiver"), Task.FEATURE_EXTRACTION)
+
+
+def test_perceiver_model_takes_embeddings_and_returns_latents(exported):
+    """The bare PerceiverModel has no preprocessor: ``inputs`` are d_model-wide embeddings,
+    and its output is the latent array, whatever the input length."""
+    result = exported("perceiver-model")
+    assert result.manifest.source["architectures"] == ["PerceiverModel"]
+    assert result.manifest.modality == "embeddings"
+    inputs = {t.name: t.shape for t in result.manifest.graph().inputs}
+    assert inputs == {"inputs": ["batch", "sequence", 32], "attention_mask": ["batch", "sequence"]}
+    (latents,) = result.manifest.graph().outputs
+    assert (latents.name, latents.shape) == ("last_hidden_state", ["batch", 8, 32])
 
 
 def test_dual_encoder_towers(exported):
