@@ -33,6 +33,13 @@ class ExportError(GraphportError):
     """Tracing or serializing the graph failed."""
 
 
+class EagerModelError(ExportError, ValueError):
+    """The eager model itself fails on inputs built from its config: the checkpoint's sizes
+    do not fit together, so there is nothing to trace (the input is at fault: exit 2)."""
+
+    exit_code = 2
+
+
 class PassError(GraphportError):
     """A graph pass failed or broke its numerical budget."""
 

@@ -174,6 +174,26 @@ def _tiny_of(model_type: str) -> Callable[[Path, Path], list[str]]:
     return build
 
 
+def _lilt_with_misfit_sizes(ckpt: Path, tmp: Path) -> list[str]:
+    """A LiLT whose hidden size (32) does not split into its 2-D position embeddings
+    (six of hidden // 6): the eager model itself cannot run."""
+    import torch
+    from transformers import LiltConfig, LiltModel
+
+    torch.manual_seed(0)
+    config = LiltConfig(
+        vocab_size=128,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        architectures=["LiltModel"],
+    )
+    LiltModel(config).save_pretrained(tmp / "lilt")
+    return ["-q", "export", str(tmp / "lilt"), str(tmp / "nested" / "out")]
+
+
 def _no_weights(ckpt: Path, tmp: Path) -> list[str]:
     copy = copy_checkpoint(ckpt, tmp)
     (copy / "model.safetensors").unlink()
@@ -225,6 +245,12 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path, Path], list[str]], int, str]] = {
         r"Blip2QFormerModel.forward requires query_embeds",
     ),
     "checkpoint without weights": (_no_weights, 1, r"has a config but no weights"),
+    "eager model fails on its own config": (
+        _lilt_with_misfit_sizes,
+        2,
+        r"The eager LiltModel itself fails on inputs built from its config \(input_ids "
+        r"\[2, \d+\], bbox .*\): RuntimeError: mat1 and mat2 shapes cannot be multiplied",
+    ),
     "truncated safetensors": (_truncated_weights, 1, r"model\.safetensors is truncated"),
     "unsupported task": (
         _export_with("--task", "image-classification"),
@@ -298,6 +324,7 @@ def test_bad_input_is_one_clear_line(processes, case: str):
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp / "out" / MANIFEST_NAME).exists()
     assert not list(tmp.glob(".out.*")), "a staging directory was left behind"
+    assert not (tmp / "nested").exists(), "a failed export created its parent directory"
 
 
 @pytest.mark.parametrize("case", ["opset 9", "opset 99"])

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from transformers import PretrainedConfig
 
-from graphport.errors import ExportError, UnsupportedModelError
+from graphport.errors import EagerModelError, ExportError, UnsupportedModelError
 from graphport.exporters.config import _COMMON_OUTPUTS, Axes, OnnxConfig, ShapeSet, SubGraph
 from graphport.exporters.tasks import Task
 
@@ -431,9 +431,11 @@ class GenericOnnxConfig(OnnxConfig):
             self._outputs = self._output_axes(*runs)
             return
         self.layout = self.candidates[0]
-        raise ExportError(
+        raise EagerModelError(
             f"The generic export of model type {self.model_type!r} failed at its first step, "
-            f"running the eager {self.model_class.__name__} on dummy inputs: " + "; ".join(failures)
+            f"running the eager {self.model_class.__name__} on dummy inputs built from its "
+            "config: " + "; ".join(failures) + "; fix the checkpoint's config.json sizes, or "
+            "pass --task for inputs the model takes."
         )
 
     def _probe_shapes(self) -> list[ShapeSet]:

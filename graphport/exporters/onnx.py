@@ -26,7 +26,7 @@ import onnx_ir as ir
 import torch
 from onnx_ir.passes.common import ClearMetadataAndDocStringPass, RemoveUnusedNodesPass
 
-from graphport.errors import ExportError, UsageError
+from graphport.errors import EagerModelError, ExportError, UsageError
 from graphport.exporters.config import MIN_ONNX_OPSET, OnnxConfig
 from graphport.exporters.signature import dynamic_shapes_for
 
@@ -204,7 +204,7 @@ def export_to_onnx(
     inputs = _cast_floats(config.dummy_inputs(config.trace_shapes()), dtype)
     attempts: list[Attempt] = []
     with torch.no_grad(), config.patch_model(model) as patched:
-        reference = call_module(patched, inputs)
+        reference = run_eager(patched, inputs)
         output_names = flatten_output_names(reference)
         missing = [name for name in config.outputs if name not in output_names]
         if missing:
@@ -232,6 +232,28 @@ def export_to_onnx(
     select_outputs(graph, config.outputs)
     name_input_axes(graph, config.inputs)
     return OnnxExport(graph, name, attempts, opset)
+
+
+def check_eager_runs(model: torch.nn.Module, config: OnnxConfig) -> None:
+    """Run the eager model once on the config's trace inputs, before anything is written:
+    a checkpoint whose own sizes do not fit together fails here, with its message."""
+    dtype = next(model.parameters()).dtype
+    inputs = _cast_floats(config.dummy_inputs(config.trace_shapes()), dtype)
+    with torch.no_grad(), config.patch_model(model) as patched:
+        run_eager(patched, inputs)
+
+
+def run_eager(module: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> Any:
+    """``call_module``, with a failure of the eager model itself as an ``EagerModelError``."""
+    try:
+        return call_module(module, inputs)
+    except Exception as e:
+        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in inputs.items())
+        raise EagerModelError(
+            f"The eager {type(module).__name__} itself fails on inputs built from its config "
+            f"({shapes}): {_first_line(e)}; the checkpoint's config.json sizes do not fit "
+            "together, so fix the config (or the checkpoint) and export again."
+        ) from e
 
 
 def call_module(module: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> Any:

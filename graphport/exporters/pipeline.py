@@ -24,7 +24,7 @@ from typing import Any
 from graphport.errors import ParityError, UnsupportedModelError, UsageError
 from graphport.exporters.artifacts import FormatOptions, check_format, write_artifact
 from graphport.exporters.config import OnnxConfigWithPast
-from graphport.exporters.onnx import check_opset
+from graphport.exporters.onnx import check_eager_runs, check_opset
 from graphport.exporters.tasks import Task, infer_task, parse_task
 from graphport.manifest import MANIFEST_NAME, ExportDirectory, Manifest
 from graphport.models.loader import DTYPES, Checkpoint, load_checkpoint, load_model
@@ -188,11 +188,14 @@ def export_model(
     logger.info("Loading %s (%s, %s)", checkpoint.path, checkpoint.model_type, parsed_task.value)
     eager = load_model(checkpoint, parsed_task, dtype, dict(onnx_config.values_override or {}))
     options = dataclasses.replace(format_options or FormatOptions(), opset=opset)
+    graphs = onnx_config.sub_graphs(eager)
+    for graph in graphs:  # before anything is written
+        check_eager_runs(graph.module, graph.config)
 
     with staging_directory(output) as staging:
         artifacts = [
             write_artifact(fmt, graph.module, graph.config, staging, options, graph.name)
-            for graph in onnx_config.sub_graphs(eager)
+            for graph in graphs
         ]
         artifact = artifacts[0]
         exporter = dict(artifact.exporter)
