@@ -278,6 +278,10 @@ class OnnxConfig:
         """The graphs to export from ``model`` (one, ``model``, unless a family says more)."""
         return [SubGraph("model", model, self)]
 
+    def graph_configs(self) -> dict[str, OnnxConfig]:
+        """The config of each graph by name, without a model (feeds for one graph)."""
+        return {"model": self}
+
     @contextlib.contextmanager
     def patch_model(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         """Temporarily patch the model for tracing; families override when they must."""
@@ -578,6 +582,11 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
     def is_bare_model(self) -> bool:
         """Whether this config exports the bare model as one graph (feature-extraction)."""
         return self.task is Task.FEATURE_EXTRACTION
+
+    def graph_configs(self) -> dict[str, OnnxConfig]:
+        if self.is_bare_model:
+            return {"model": self}
+        return {graph: self.for_graph(graph) for graph in ("encoder", "decoder")}
 
     def for_graph(self, graph: str) -> OnnxSeq2SeqConfigWithPast:
         """This config narrowed to one graph (``encoder`` or ``decoder``)."""

@@ -130,3 +130,14 @@ def get_onnx_config(model_config: Any, task: Task | str) -> OnnxConfig:
             f"{', '.join(t.value for t in registration.tasks)}. Pass one of these with --task."
         )
     return registration.config_class(model_config, task=parsed, use_past=with_past)
+
+
+def export_config(directory: Any) -> OnnxConfig:
+    """The export config an export directory was made with (its task, with the KV cache
+    when the manifest records one), from the model config copied into the directory."""
+    from transformers import AutoConfig
+
+    manifest = directory.manifest
+    model_config = AutoConfig.from_pretrained(directory.path, local_files_only=True)
+    past = "-with-past" if manifest.kv_cache else ""
+    return get_onnx_config(model_config, f"{Task(manifest.task).value}{past}")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from graphport.exporters.config import ShapeSet
+from graphport.errors import GraphportError, UsageError
+from graphport.exporters.config import OnnxConfig, ShapeSet
 from graphport.manifest import ExportDirectory
 
 
@@ -24,51 +25,90 @@ class BenchRow:
     p50_ms: float
     p90_ms: float
     throughput: float  # samples per second at p50
+    graph: str = "model"
+
+
+# Axes --sequence-length sets: the tokens (or samples) of the input, not a cache's length.
+SEQUENCE_AXES = ("sequence", "encoder_sequence")
+
+
+def bench_feeds(
+    config: OnnxConfig, batch_size: int, sequence_length: int | None
+) -> dict[str, np.ndarray]:
+    """Dummy feeds for one graph at the asked sizes; a KV-cache decoder gets an empty
+    past (a prompt's first step), an encoder-decoder's decoder one token on the trace's
+    past."""
+    sizes = {**config.trace_sizes, "batch": batch_size}
+    if sequence_length is None and config.modality == "text":
+        sequence_length = 128
+    if sequence_length is not None:
+        sizes.update({axis: sequence_length for axis in SEQUENCE_AXES if axis in sizes})
+    if "past_sequence" in sizes:
+        sizes["past_sequence"] = 0
+    feeds = {k: v.numpy() for k, v in config.dummy_inputs(ShapeSet(sizes)).items()}
+    for name in ("attention_mask", "encoder_attention_mask"):
+        if name in feeds:
+            feeds[name][:] = 1  # benchmark full sequences
+    return feeds
 
 
 def bench_export(
     export_dir: str | Path,
     runtimes: Sequence[str],
     batch_size: int = 1,
-    sequence_length: int = 128,
+    sequence_length: int | None = None,
     threads: int | None = None,
     warmup: int = 5,
     runs: int = 50,
 ) -> list[BenchRow]:
-    from transformers import AutoConfig
-
-    from graphport.exporters.tasks import Task
-    from graphport.models.registry import get_onnx_config
+    """p50/p90 of every graph of the export on each runtime. ``sequence_length`` is in
+    tokens for text and in samples for raw audio (None: 128 tokens, or the config's
+    trace size for other inputs)."""
+    from graphport.models.registry import export_config
     from graphport.runtimes import get_runtime_class
 
     directory = ExportDirectory(export_dir)
-    config = get_onnx_config(
-        AutoConfig.from_pretrained(directory.path, local_files_only=True),
-        Task(directory.manifest.task),
-    )
-    sizes = {**config.trace_sizes, "batch": batch_size, "sequence": sequence_length}
-    feeds = {k: v.numpy() for k, v in config.dummy_inputs(ShapeSet(sizes)).items()}
-    if "attention_mask" in feeds:
-        feeds["attention_mask"][:] = 1  # benchmark full sequences
+    configs = export_config(directory).graph_configs()
     options = {"threads": threads} if threads else {}
-    engines = {name: get_runtime_class(name)(directory, **options) for name in runtimes}
-    for engine in engines.values():
-        for _ in range(warmup):
-            engine.run(feeds)
-    times: dict[str, list[float]] = {name: [] for name in engines}
-    for _ in range(runs):
-        for name, engine in engines.items():
-            start = time.perf_counter()
-            engine.run(feeds)
-            times[name].append(time.perf_counter() - start)
     rows = []
-    for name, samples in times.items():
-        p50, p90 = np.percentile(samples, [50, 90])
-        rows.append(BenchRow(name, p50 * 1000, p90 * 1000, batch_size / p50))
+    for graph, config in configs.items():
+        feeds = bench_feeds(config, batch_size, sequence_length)
+        engines = {
+            name: get_runtime_class(name)(directory, graph=graph, **options) for name in runtimes
+        }
+        try:
+            for engine in engines.values():
+                for _ in range(warmup):
+                    engine.run(feeds)
+        except GraphportError:
+            raise
+        except Exception as e:
+            shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
+            raise UsageError(
+                f"The {graph} graph does not run on inputs of batch {batch_size} and "
+                f"sequence {sequence_length} ({shapes}): {str(e).splitlines()[0]}; pick "
+                "sizes the model takes (raw audio is counted in samples, e.g. "
+                "--sequence-length 16000 for a second at 16 kHz)."
+            ) from e
+        times: dict[str, list[float]] = {name: [] for name in engines}
+        for _ in range(runs):
+            for name, engine in engines.items():
+                start = time.perf_counter()
+                engine.run(feeds)
+                times[name].append(time.perf_counter() - start)
+        for name, samples in times.items():
+            p50, p90 = np.percentile(samples, [50, 90])
+            rows.append(BenchRow(name, p50 * 1000, p90 * 1000, batch_size / p50, graph))
     return rows
 
 
 def render(rows: list[BenchRow]) -> str:
-    lines = [f"{'runtime':<12} {'p50 ms':>9} {'p90 ms':>9} {'samples/s':>10}"]
-    lines += [f"{r.runtime:<12} {r.p50_ms:9.2f} {r.p90_ms:9.2f} {r.throughput:10.1f}" for r in rows]
+    graphs = len({r.graph for r in rows}) > 1
+    head = f"{'graph':<10} " if graphs else ""
+    lines = [f"{head}{'runtime':<12} {'p50 ms':>9} {'p90 ms':>9} {'samples/s':>10}"]
+    lines += [
+        (f"{r.graph:<10} " if graphs else "")
+        + f"{r.runtime:<12} {r.p50_ms:9.2f} {r.p90_ms:9.2f} {r.throughput:10.1f}"
+        for r in rows
+    ]
     return "\n".join(lines)

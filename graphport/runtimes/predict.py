@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from graphport.errors import UsageError
-from graphport.manifest import ExportDirectory
+from graphport.manifest import ExportDirectory, GraphSpec
 
 
 @dataclasses.dataclass
@@ -72,14 +72,77 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return pooled / np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
 
 
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"})
+
+
+def input_kind(item: str) -> str:
+    """``image`` or ``audio`` for a file of such a type (by suffix), else ``text``."""
+    path = Path(item)
+    if path.suffix.lower() in IMAGE_SUFFIXES | AUDIO_SUFFIXES:
+        if not path.is_file():
+            raise UsageError(f"Input file {item} not found.")
+        return "image" if path.suffix.lower() in IMAGE_SUFFIXES else "audio"
+    return "text"
+
+
+def read_audio(path: str | Path, sampling_rate: int) -> np.ndarray:
+    """A mono float32 waveform at ``sampling_rate`` (wav, flac, ogg, mp3: what libsndfile
+    reads), resampled with a polyphase filter when the file's rate differs."""
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError) as e:
+        raise UsageError(
+            f"Audio file {path} cannot be decoded ({e}); pass wav, flac, ogg or mp3."
+        ) from e
+    samples = samples.mean(axis=1)
+    if rate != sampling_rate:
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        divisor = gcd(int(rate), int(sampling_rate))
+        samples = resample_poly(samples, sampling_rate // divisor, int(rate) // divisor)
+    return samples.astype(np.float32)
+
+
+def _graph_kind(spec: GraphSpec) -> str:
+    names = {t.name for t in spec.inputs}
+    if "pixel_values" in names:
+        return "image"
+    if names & {"input_values", "input_features"}:
+        return "audio"
+    return "text"
+
+
+def _require_file(directory: ExportDirectory, names: tuple[str, ...], what: str) -> None:
+    if not any((directory.path / name).is_file() for name in names):
+        raise UsageError(
+            f"{directory.path} has no {names[0]}, so {what} cannot be prepared; re-export "
+            "from a checkpoint that includes its processor files."
+        )
+
+
 def prepare_inputs(
-    directory: ExportDirectory, inputs: list[str]
+    directory: ExportDirectory, inputs: list[str], graph: str | None = None
 ) -> tuple[dict[str, np.ndarray], Any]:
-    """Feeds for texts (tokenized) or image files (processed); returns (feeds, tokenizer)."""
-    spec = directory.manifest.graph()
+    """Feeds of one graph (default: the export's only or first graph) for texts
+    (tokenized), image files (processed) or audio files (decoded, resampled, featurized);
+    returns (feeds, tokenizer or None)."""
+    spec = directory.manifest.graph(graph) if graph else directory.manifest.graphs[0]
     names = [t.name for t in spec.inputs]
-    modality = directory.manifest.modality
-    if modality == "text":
+    kind = _graph_kind(spec)
+    given = {input_kind(item) for item in inputs}
+    if given != {kind}:
+        raise UsageError(
+            f"The {spec.name} graph of {directory.path} takes {kind} inputs, not "
+            f"{' and '.join(sorted(given))}; pass "
+            + {"text": "texts", "image": "image files", "audio": "audio files"}[kind]
+            + "."
+        )
+    if kind == "text":
         if not directory.has_tokenizer():
             raise UsageError(
                 f"{directory.path} has no tokenizer files, so texts cannot be tokenized; "
@@ -100,33 +163,142 @@ def prepare_inputs(
         if "token_type_ids" in names and "token_type_ids" not in feeds:
             feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
         return feeds, tokenizer
-    if modality == "vision":
-        if not (directory.path / "preprocessor_config.json").is_file():
-            raise UsageError(
-                f"{directory.path} has no preprocessor_config.json, so images cannot be "
-                "prepared; re-export from a checkpoint that includes its image processor."
-            )
+    if kind == "image":
+        _require_file(directory, ("preprocessor_config.json",), "images")
         from PIL import Image
         from transformers import AutoImageProcessor
 
         processor = AutoImageProcessor.from_pretrained(directory.path, local_files_only=True)
-        missing = [p for p in inputs if not Path(p).is_file()]
-        if missing:
-            raise UsageError(f"Image file(s) not found: {', '.join(missing)}.")
         images = [Image.open(p).convert("RGB") for p in inputs]
         return {"pixel_values": processor(images, return_tensors="np")["pixel_values"]}, None
-    raise UsageError(f"`graphport run` does not take {modality} inputs yet.")
+    _require_file(directory, ("preprocessor_config.json",), "audio")
+    from transformers import AutoFeatureExtractor
+
+    extractor = AutoFeatureExtractor.from_pretrained(directory.path, local_files_only=True)
+    rate = int(extractor.sampling_rate)
+    waves = [read_audio(p, rate) for p in inputs]
+    encoded = extractor(waves, sampling_rate=rate, padding=True, return_tensors="np")
+    feeds = {k: np.asarray(v) for k, v in encoded.items() if k in names}
+    if "attention_mask" in names and "attention_mask" not in feeds:
+        width = next(iter(feeds.values())).shape[1]
+        feeds["attention_mask"] = np.ones((len(waves), width), dtype=np.int64)
+    return feeds, _tokenizer_if_any(directory)  # CTC exports decode with it
+
+
+def _tokenizer_if_any(directory: ExportDirectory) -> Any:
+    if not directory.has_tokenizer():
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(directory.path, local_files_only=True)
+
+
+def default_runtime(directory: ExportDirectory) -> str:
+    """The runtime `run` and `generate` use unless told: the export's target, else
+    onnxruntime for ONNX graphs, else the first installed runtime of the format."""
+    from graphport.runtimes import default_runtimes
+
+    names = default_runtimes(directory.manifest)
+    if not names:
+        raise UsageError(
+            f"No installed runtime runs {directory.manifest.format} exports; install one."
+        )
+    return "onnxruntime" if "onnxruntime" in names else names[0]
 
 
 def predict(
-    export_dir: str | Path, inputs: list[str], runtime: str = "onnxruntime", **options: Any
+    export_dir: str | Path,
+    inputs: list[str],
+    runtime: str | None = None,
+    **options: Any,
 ) -> Prediction:
-    """Prepare ``inputs`` with the export's preprocessor, run them, read the outputs."""
+    """Prepare ``inputs`` with the export's preprocessors, run them, read the outputs.
+
+    A generative export generates (its default length); a two-tower export embeds each
+    input with the tower of its kind and compares them all."""
+    directory = ExportDirectory(export_dir)
+    runtime = runtime or default_runtime(directory)
+    if directory.manifest.kv_cache:
+        return _generate(directory, inputs, runtime, options)
+    if len(directory.manifest.graphs) > 1:
+        return _embed_towers(directory, inputs, runtime, options)
+    return _run_single(directory, inputs, runtime, options)
+
+
+def _generate(
+    directory: ExportDirectory, inputs: list[str], runtime: str, options: dict[str, Any]
+) -> Prediction:
+    from graphport.runtimes.generate import (
+        GenerationOptions,
+        generate_text,
+        generation_defaults,
+    )
+
+    defaults = generation_defaults(directory)
+    generation = GenerationOptions(
+        max_new_tokens=defaults["max_new_tokens"],
+        repetition_penalty=defaults["repetition_penalty"],
+        eos_token_id=defaults["eos_token_id"],
+    )
+    result, texts = generate_text(directory, inputs, runtime, generation, options)
+    readings = [
+        {"generated_text": text, "token_ids": row}
+        for text, row in zip(texts, result.tokens.tolist(), strict=True)
+    ]
+    return Prediction(directory.manifest.task, runtime, list(inputs), {}, readings)
+
+
+def _embed_towers(
+    directory: ExportDirectory, inputs: list[str], runtime: str, options: dict[str, Any]
+) -> Prediction:
+    """Each input through the tower of its kind; embeddings L2-normalized, and their
+    cosine similarities (text against image is the zero-shot score of a dual encoder)."""
+    from graphport.runtimes import get_runtime_class
+
+    towers = {_graph_kind(g): g for g in directory.manifest.graphs}
+    kinds = [input_kind(item) for item in inputs]
+    unknown = sorted(set(kinds) - set(towers))
+    if unknown:
+        raise UsageError(
+            f"{directory.path} has {', '.join(towers)} towers, none for "
+            f"{' and '.join(unknown)} inputs; pass "
+            + " or ".join(
+                {"text": "texts", "image": "image files", "audio": "audio files"}[k] for k in towers
+            )
+            + "."
+        )
+    embeddings: list[np.ndarray | None] = [None] * len(inputs)
+    outputs: dict[str, np.ndarray] = {}
+    for kind, spec in towers.items():
+        rows = [i for i, k in enumerate(kinds) if k == kind]
+        if not rows:
+            continue
+        feeds, _ = prepare_inputs(directory, [inputs[i] for i in rows], spec.name)
+        engine = get_runtime_class(runtime)(directory, graph=spec.name, **options)
+        result = engine.run(feeds)
+        name = spec.outputs[0].name
+        outputs[name] = result[name]
+        vectors = result[name].reshape(len(rows), -1).astype(np.float64)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+        for i, vector in zip(rows, vectors, strict=True):
+            embeddings[i] = vector
+    stacked = np.stack([e for e in embeddings if e is not None])
+    readings = [
+        f"{kind} embedding[{e.shape[0]}] {[round(float(x), 4) for x in e[:4]]}..."
+        for kind, e in zip(kinds, stacked, strict=True)
+    ]
+    return Prediction(
+        directory.manifest.task, runtime, list(inputs), outputs, readings, stacked @ stacked.T
+    )
+
+
+def _run_single(
+    directory: ExportDirectory, inputs: list[str], runtime: str, options: dict[str, Any]
+) -> Prediction:
     from transformers import AutoConfig
 
     from graphport.runtimes import get_runtime_class
 
-    directory = ExportDirectory(export_dir)
     feeds, tokenizer = prepare_inputs(directory, inputs)
     engine = get_runtime_class(runtime)(directory, **options)
     outputs = engine.run(feeds)
@@ -134,8 +306,9 @@ def predict(
     task = directory.manifest.task
     readings: list[Any] = []
     similarity = None
-    if task == "feature-extraction" and "input_ids" in feeds:
-        embeddings = mean_pool(outputs["last_hidden_state"], feeds.get("attention_mask"))
+    if task == "feature-extraction" and "last_hidden_state" in outputs:
+        mask = feeds.get("attention_mask") if "input_ids" in feeds else None
+        embeddings = mean_pool(outputs["last_hidden_state"], mask)
         similarity = embeddings @ embeddings.T
         readings = [
             f"embedding[{e.shape[0]}] {[round(float(x), 4) for x in e[:4]]}..." for e in embeddings
@@ -146,6 +319,10 @@ def predict(
             {"label": _label(config, int(p.argmax())), "score": round(float(p.max()), 4)}
             for p in probs
         ]
+    elif task == "automatic-speech-recognition" and tokenizer is not None:
+        # CTC: the most likely token per frame; the tokenizer merges repeats and blanks.
+        ids = outputs["logits"].argmax(-1)
+        readings = [{"text": text} for text in tokenizer.batch_decode(ids)]
     elif task == "fill-mask" and tokenizer is not None and tokenizer.mask_token_id is not None:
         for ids, logits in zip(feeds["input_ids"], outputs["logits"], strict=True):
             positions = np.flatnonzero(ids == tokenizer.mask_token_id)

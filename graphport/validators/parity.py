@@ -367,8 +367,7 @@ def validate_export(
     ``cosine`` (default: the manifest's ``tolerance.min_cosine``, set by quantization)
     judges outputs by their smallest cosine similarity to eager instead of by ``atol``.
     """
-    from graphport.exporters.tasks import Task
-    from graphport.models.registry import get_onnx_config
+    from graphport.models.registry import export_config
     from graphport.runtimes import get_runtime_class
     from graphport.runtimes.torch import TorchRuntime, load_reference
 
@@ -377,11 +376,7 @@ def validate_export(
     )
     manifest = directory.manifest
     if config is None:
-        from transformers import AutoConfig
-
-        model_config = AutoConfig.from_pretrained(directory.path, local_files_only=True)
-        past = "-with-past" if manifest.kv_cache else ""
-        config = get_onnx_config(model_config, f"{Task(manifest.task).value}{past}")
+        config = export_config(directory)
     # fp16-compressed weights (OpenVINO IR) carry fp16 rounding even in an fp32 graph.
     weights = "fp16" if manifest.exporter.get("weights") == "fp16" else manifest.dtype
     floor_atol, floor_rtol = DTYPE_TOLERANCE[weights]
