@@ -19,6 +19,7 @@ import click
 
 from graphport import __version__
 from graphport.errors import GraphportError
+from graphport.graphs import DEFAULT_INT4_METHOD, INT4_METHODS
 from graphport.graphs import QUANT_MODES as QUANT_MODE_CHOICES
 from graphport.verbosity import set_verbosity
 
@@ -545,10 +546,13 @@ def optimize(
 )
 @click.option(
     "--method",
-    type=click.Choice(["rtn", "hqq", "gptq"]),
-    default="hqq",
+    type=click.Choice(INT4_METHODS),
+    default=DEFAULT_INT4_METHOD,
     show_default=True,
-    help="int4: rtn/hqq are data-free, gptq uses --calibration.",
+    help="int4: rtn/hqq are data-free, gptq uses --calibration. rtn (uint8 zero points) "
+    "takes onnxruntime's fast int8 kernel; hqq is a little more accurate, but its float zero "
+    "points make onnxruntime dequantize the weights on every call (decoding ~20x slower than "
+    "rtn).",
 )
 @click.option(
     "--target-cosine",
@@ -599,6 +603,9 @@ def _print_passes(result: Any) -> None:
             f"{worst.get('max_abs', float('nan')):.2e}, min cosine "
             f"{worst.get('min_cosine', float('nan')):.6f} (budget {record['budget']})"
         )
+        graphs = [record, *record.get("graphs", {}).values()]
+        for kernel in (g["kernel"] for g in graphs if "kernel" in g):
+            click.echo(f"  {kernel['summary']}")
     if result.report is not None:
         click.echo(result.report.table())
     click.echo(f"Wrote {result.path}")

@@ -523,6 +523,17 @@ def test_optimize_quantize_and_bench(bert_export: Path, tmp_path: Path):
     assert float(row.split()[1]) > 0
 
 
+def test_quantize_int4_names_the_kernel_path(bert_export: Path, tmp_path: Path):
+    out = invoke("quantize", str(bert_export), str(tmp_path / "q4"), "--mode", "int4-weight")
+    assert re.search(r"pass int4-weight .* parity ok", out.stdout)
+    # The default method's graph, read back: uint8 zero points, the fast kernel.
+    assert re.search(
+        r"MatMulNBits: \d+ int4 nodes, block 32, accuracy level 4, uint8 zero points -> "
+        r"onnxruntime's packed int8-activation kernel \(fast path\)",
+        out.stdout,
+    )
+
+
 def test_export_optimizes_and_quantizes_on_the_way(text_checkpoint: Path, tmp_path: Path):
     out = tmp_path / "out"
     result = invoke(

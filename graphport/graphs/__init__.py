@@ -15,4 +15,9 @@ QUANT_MODES = (
     "openvino-int4-weight",
 )
 
-__all__ = ["QUANT_MODES"]
+INT4_METHODS = ("rtn", "hqq", "gptq")
+# rtn's uint8 zero points take onnxruntime's fast kernel, hqq's float ones do not
+# (graphs/nbits.py); quantize_int4_weights has the measurements.
+DEFAULT_INT4_METHOD = "rtn"
+
+__all__ = ["DEFAULT_INT4_METHOD", "INT4_METHODS", "QUANT_MODES"]

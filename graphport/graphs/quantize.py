@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from graphport.errors import PassError, UsageError
+from graphport.graphs import DEFAULT_INT4_METHOD, INT4_METHODS
 from graphport.graphs.outliers import FP32_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -37,9 +38,6 @@ def quiet_onnxruntime_tools() -> Iterator[None]:
         yield
     finally:
         root.setLevel(saved)
-
-
-INT4_METHODS = ("rtn", "hqq", "gptq")
 
 
 class FeedReader:
@@ -224,17 +222,28 @@ def quantize_int4_weights(
     src: Path,
     dst: Path,
     block_size: int = 32,
-    method: str = "hqq",
+    method: str = DEFAULT_INT4_METHOD,
     reader: FeedReader | None = None,
     accuracy_level: int = 4,
 ) -> dict[str, object]:
     """Weight-only int4 MatMulNBits: ``rtn`` and ``hqq`` are data-free, ``gptq`` uses data.
 
+    ``rtn`` (the default) rounds each block to its min-max range with a uint8 zero point;
+    ``hqq`` writes float zero points, which onnxruntime's CPU kernel does not prepack, so
+    every call dequantizes the weights (graphs/nbits.py): more accurate, far slower. On the
+    125M Llama-style decoder of benchmarks/generation.py (block 32), relative weight error
+    against fp32: rtn 0.0808, hqq 0.0756, symmetric rtn 0.0859; HQQ with its zero points
+    rounded to uint8 (to reach the fast kernel) gave 0.0808 too, min-max rtn's figure,
+    because the rounding undoes what HQQ optimizes. The details name the kernel path the
+    written graph takes (``kernel``).
+
     ``accuracy_level`` 4 lets onnxruntime quantize activations to int8 on the fly and use
-    its integer (VNNI) kernels; 0 dequantizes the weights to fp32 first, which on CPU is
-    slower than the fp32 graph it replaces.
+    its integer kernels; lower levels run its fp32-activation kernel (0.6x as fast in
+    decoding, measured once).
     """
     from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+    from graphport.graphs.nbits import kernel_report
 
     if method not in INT4_METHODS:
         raise UsageError(f"Unknown int4 method {method!r}; use one of {', '.join(INT4_METHODS)}.")
@@ -242,7 +251,7 @@ def quantize_int4_weights(
         raise UsageError(f"Block size {block_size} must be a power of two of at least 16.")
     if method == "rtn":
         config = nbits.DefaultWeightOnlyQuantConfig(
-            block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level
+            block_size=block_size, is_symmetric=False, accuracy_level=accuracy_level
         )
     elif method == "hqq":
         config = nbits.HQQWeightOnlyQuantConfig(block_size=block_size)
@@ -256,7 +265,7 @@ def quantize_int4_weights(
     quantizer = nbits.MatMulNBitsQuantizer(
         model,
         block_size=block_size,
-        is_symmetric=True,
+        is_symmetric=False,
         accuracy_level=accuracy_level,
         algo_config=config,
     )
@@ -268,12 +277,16 @@ def quantize_int4_weights(
             a.name == "accuracy_level" for a in node.attribute
         ):
             node.attribute.append(onnx.helper.make_attribute("accuracy_level", accuracy_level))
+    kernels = kernel_report(quantizer.model.model)
     quantizer.model.save_model_to_file(str(dst), _is_large(src))
+    if not kernels.fast:
+        logger.warning("int4 %s: %s; that path decodes slower than fp32", method, kernels.summary())
     return {
         "bits": 4,
         "block_size": block_size,
         "method": method,
         "accuracy_level": accuracy_level,
+        "kernel": kernels.to_dict(),
     }
 
 

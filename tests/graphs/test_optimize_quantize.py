@@ -68,6 +68,10 @@ def test_quantize_modes(bert_export: Path, tmp_path: Path, mode: str, budget: fl
     assert manifest.tolerance["min_cosine"] == budget
     assert manifest.target == "onnxruntime"
     assert result.report.passed
+    if mode == "int4-weight":  # the default method, and the kernel path recorded with it
+        assert record["method"] == "rtn"
+        assert record["kernel"]["fast"] and "fast path" in record["kernel"]["summary"]
+        assert manifest.passes[0]["kernel"] == record["kernel"]
 
 
 @pytest.mark.parametrize(("bits", "budget"), [(8, 0.95), (4, 0.90)])

@@ -244,12 +244,42 @@ def test_int8_static_qdq(graph: Path, feeds, tmp_path: Path):
 @pytest.mark.parametrize("method", ["rtn", "hqq"])
 def test_int4_weight_only(graph: Path, feeds, tmp_path: Path, method: str):
     details = quantize_int4_weights(graph, tmp_path / "q.onnx", block_size=16, method=method)
+    kernel = details.pop("kernel")
     assert details == {"bits": 4, "block_size": 16, "method": method, "accuracy_level": 4}
+    assert kernel["fast"] is (method == "rtn")  # hqq's float zero points: the slow path
     assert op_types(tmp_path / "q.onnx")["MatMulNBits"] >= 8  # 4 linear layers x 2 layers
     nbits = [n for n in ir.load(tmp_path / "q.onnx").graph if n.op_type == "MatMulNBits"]
     assert all(n.attributes["accuracy_level"].as_int() == 4 for n in nbits)
     for a, b in zip(run(graph, feeds), run(tmp_path / "q.onnx", feeds), strict=True):
         assert cosine(a, b) > 0.8
+
+
+def test_default_int4_takes_onnxruntimes_packed_int8_kernel(
+    graph: Path, feeds, tmp_path: Path, capfd: pytest.CaptureFixture
+):
+    """What `graphport quantize --mode int4-weight` writes with no --method: MatMulNBits
+    nodes onnxruntime prepacks for its int8-activation kernel, within the int4 budget."""
+    quantize_int4_weights(graph, tmp_path / "q.onnx")
+    model = onnx.load(tmp_path / "q.onnx")
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    assert len(nodes) >= 8  # 4 linear layers x 2 layers
+    for node in nodes:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["accuracy_level"] == 4 and attrs["block_size"] == 32
+        inputs = [*node.input, "", ""]
+        # uint8 (packed) zero points or none; float ones turn the prepacking off.
+        assert not inputs[3] or types[inputs[3]] == onnx.TensorProto.UINT8, node.name
+        assert not inputs[4], "no g_idx"
+    # onnxruntime agrees: no node logs its fallback to dequantizing the weights.
+    options = ort.SessionOptions()
+    options.log_severity_level = 1
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), options, ["CPUExecutionProvider"])
+    capfd.readouterr()
+    quantized = [session.run(None, f)[0] for f in feeds]
+    assert "Falling back to using unpacked compute" not in capfd.readouterr().err
+    for a, b in zip(run(graph, feeds), quantized, strict=True):
+        assert cosine(a, b) > 0.90  # the int4 budget of graphs/pipeline.py
 
 
 def test_int4_gptq_uses_calibration(graph: Path, feeds, tmp_path: Path):
