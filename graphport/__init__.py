@@ -1,4 +1,12 @@
-"""graphport: export Transformers models to graphs, run them anywhere, prove parity."""
+"""graphport: export Transformers models to graphs, run them anywhere, prove parity.
+
+The public entry points and where each lives:
+
+- ``export_model`` (graphport/exporters/pipeline.py): a checkpoint -> an export directory.
+- ``validate_export`` (graphport/validators/parity.py): an export against eager.
+- ``load`` (graphport/api.py): an export as a transformers model on a runtime.
+- ``pipeline`` (graphport/api.py): ``transformers.pipeline`` around ``load``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "export_model", "validate_export"]
+__all__ = ["__version__", "export_model", "load", "pipeline", "validate_export"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +28,8 @@ def __getattr__(name: str) -> Any:
         from graphport.validators.parity import validate_export
 
         return validate_export
+    if name in ("load", "pipeline"):
+        from graphport import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'graphport' has no attribute {name!r}")

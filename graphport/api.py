@@ -1,0 +1,107 @@
+"""The Python surface for applications: an export as a transformers model or pipeline.
+
+``load(OUT)`` returns the export as a transformers model running on a runtime (see
+graphport/runtimes/model.py); ``pipeline(OUT)`` builds ``transformers.pipeline`` around it
+with the tokenizer, image processor or feature extractor copied into the export, for the
+task the manifest records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from graphport.errors import UnsupportedModelError, UsageError
+from graphport.manifest import ExportDirectory
+from graphport.runtimes.model import RuntimeModel, load_model
+
+logger = logging.getLogger(__name__)
+
+# An export's task -> the transformers pipeline task that serves it, where they differ.
+PIPELINE_TASKS = {"semantic-segmentation": "image-segmentation"}
+# Pipeline tasks an export of another task also serves (its own task aside).
+ALSO_SERVES = {"feature-extraction": ("image-feature-extraction",)}
+# Exported tasks Transformers 5 has no pipeline for (it removed some).
+NO_PIPELINE = ("question-answering", "multiple-choice", "text2text-generation", "image-to-text")
+
+
+def load(
+    export_dir: str | Path | ExportDirectory, runtime: str = "onnxruntime", **runtime_options: Any
+) -> RuntimeModel:
+    """The export as a transformers model whose forward runs on ``runtime``.
+
+    ``runtime_options`` go to the runtime adapter (``threads``, onnxruntime ``providers``,
+    OpenVINO ``device`` / ``precision``).
+    """
+    return load_model(export_dir, runtime, **runtime_options)
+
+
+def pipeline(
+    export_dir: str | Path | ExportDirectory,
+    task: str | None = None,
+    runtime: str = "onnxruntime",
+    runtime_options: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``transformers.pipeline`` for the export's task, on ``runtime``, with the
+    preprocessors copied into the export (``kwargs`` go to ``transformers.pipeline``)."""
+    import transformers
+
+    directory = (
+        export_dir if isinstance(export_dir, ExportDirectory) else ExportDirectory(export_dir)
+    )
+    task = pipeline_task(directory, task)
+    model = load(directory, runtime, **(runtime_options or {}))
+    for name, value in preprocessors(directory).items():
+        kwargs.setdefault(name, value)
+    kwargs.setdefault("device", "cpu")
+    return transformers.pipeline(task, model=model, **kwargs)
+
+
+def pipeline_task(directory: ExportDirectory, task: str | None) -> str:
+    """The transformers pipeline task for ``task`` (default: the export's), checked."""
+    from transformers.pipelines import TASK_ALIASES
+
+    exported = directory.manifest.task
+    if task is None:
+        if exported in NO_PIPELINE:
+            raise UnsupportedModelError(
+                f"{directory.path} is a {exported} export, and Transformers 5 has no "
+                f"{exported} pipeline; use graphport.load({str(directory.path)!r}) and call "
+                "the model (or generate()) directly."
+            )
+        return PIPELINE_TASKS.get(exported, exported)
+    wanted = TASK_ALIASES.get(task, task)
+    served = {PIPELINE_TASKS.get(exported, exported), exported, *ALSO_SERVES.get(exported, ())}
+    if wanted not in served:
+        raise UsageError(
+            f"{directory.path} is a {exported} export, so it cannot serve a {task} pipeline; "
+            f"pass task={PIPELINE_TASKS.get(exported, exported)!r} (or leave it out), or "
+            f"export the model with --task {task}."
+        )
+    return PIPELINE_TASKS.get(wanted, wanted)
+
+
+def preprocessors(directory: ExportDirectory) -> dict[str, Any]:
+    """The tokenizer, image processor and feature extractor saved in the export, by the
+    keyword ``transformers.pipeline`` takes each with."""
+    from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer
+
+    found: dict[str, Any] = {}
+    if directory.has_tokenizer():
+        found["tokenizer"] = AutoTokenizer.from_pretrained(directory.path, local_files_only=True)
+    config_file = directory.path / "preprocessor_config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        if "image_processor_type" in config:
+            found["image_processor"] = AutoImageProcessor.from_pretrained(
+                directory.path, local_files_only=True
+            )
+        elif "feature_extractor_type" in config:
+            found["feature_extractor"] = AutoFeatureExtractor.from_pretrained(
+                directory.path, local_files_only=True
+            )
+    logger.debug("Preprocessors of %s: %s", directory.path, ", ".join(found) or "none")
+    return found

@@ -1,0 +1,354 @@
+"""transformers models that run an export's graph on a runtime instead of torch weights.
+
+``RuntimeModel`` is a ``transformers.PreTrainedModel`` without parameters: its config is
+the export's own config.json, and ``forward`` feeds the graph on a runtime adapter and
+returns the ``ModelOutput`` class the eager head returns for the export's task, with the
+graph's output names as fields. So ``transformers.pipeline(task, model=m, tokenizer=tok)``
+accepts it as it accepts an eager model.
+
+Rules of ``forward`` (what eager and ``generate()`` do without the weights):
+
+1. Inputs may be torch tensors or numpy arrays (positional ones follow the graph's input
+   order); outputs are torch tensors on the CPU (the runtime's arrays, not copied).
+2. A graph input the caller left out is filled as eager fills it: ``attention_mask`` ones
+   (over past and new positions), ``token_type_ids`` zeros, ``position_ids`` from the
+   mask as ``generate()`` builds them (the mask's running count minus one, 0 on padding).
+   Any other missing input is an error. ``token_type_ids`` all zero are dropped when the
+   graph does not take them (a tokenizer returns them for decoders too).
+3. Flags with no meaning for a fixed graph (``use_cache``, ``return_dict``, ...) are
+   accepted and ignored; ``labels`` are refused (the graph computes no loss).
+
+``RuntimeModelForCausalLM`` adds ``GenerationMixin``, so ``generate()`` is transformers'
+own (greedy, sampling, beam search, streamers, stopping criteria). With a KV cache export:
+
+4. The past lives in a ``DynamicCache`` whose tensors are the runtime's ``present`` arrays
+   wrapped by ``torch.from_numpy`` (no copy), fed back as ``.numpy()`` views; so beam
+   search reorders the runtime's past with transformers' own cache code.
+5. The first step (an empty or absent cache) feeds an empty past and starts a fresh
+   cache of plain ``DynamicLayer`` s: the graph returns past and new positions together,
+   which is what such a layer holds.
+
+Without a KV cache the graph is rerun on the whole sequence each step (greedy and sampling
+work); beam search is refused there, as ``graphport generate`` refuses it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    AutoConfig,
+    DynamicCache,
+    GenerationMixin,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+from transformers import modeling_outputs as outputs
+from transformers.cache_utils import DynamicLayer
+from transformers.utils import ModelOutput
+
+from graphport.errors import UnsupportedModelError, UsageError
+from graphport.manifest import ExportDirectory
+from graphport.runtimes import get_runtime_class
+from graphport.runtimes.base import Runtime
+
+logger = logging.getLogger(__name__)
+
+# task -> the ModelOutput classes eager heads return for it, most common first; the first
+# whose fields hold every graph output is used (a plain ModelOutput when none does).
+OUTPUT_CLASSES: dict[str, tuple[type[ModelOutput], ...]] = {
+    "feature-extraction": (
+        outputs.BaseModelOutput,
+        outputs.BaseModelOutputWithPooling,
+        outputs.Seq2SeqModelOutput,
+    ),
+    "fill-mask": (outputs.MaskedLMOutput,),
+    "text-classification": (outputs.SequenceClassifierOutput,),
+    "token-classification": (outputs.TokenClassifierOutput,),
+    "question-answering": (outputs.QuestionAnsweringModelOutput,),
+    "multiple-choice": (outputs.MultipleChoiceModelOutput,),
+    "image-classification": (outputs.ImageClassifierOutput,),
+    "semantic-segmentation": (outputs.SemanticSegmenterOutput,),
+    "audio-classification": (outputs.SequenceClassifierOutput,),
+    "automatic-speech-recognition": (outputs.CausalLMOutput,),
+    "depth-estimation": (outputs.DepthEstimatorOutput,),
+    "text-generation": (outputs.CausalLMOutputWithPast,),
+}
+# Graph inputs that name a model's main input, in the order looked for.
+MAIN_INPUTS = ("input_ids", "pixel_values", "input_values", "input_features", "inputs_embeds")
+MODALITIES = {"text": "text", "vision": "image", "audio": "audio"}
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Keywords eager forwards take that change nothing a fixed graph computes.
+IGNORED = frozenset(
+    {"use_cache", "return_dict", "output_attentions", "output_hidden_states", "logits_to_keep"}
+)
+PAST = ("past_key_values.{}.key", "past_key_values.{}.value")
+PRESENT = ("present.{}.key", "present.{}.value")
+
+
+class _NotSupportedFilter(logging.Filter):
+    """Drops the pipelines' "The model 'RuntimeModel' is not supported" error: they check
+    the class name against eager head names, and a runtime model serves any of them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(
+            ("The model 'RuntimeModel' ", "The model 'RuntimeModelForCausalLM' ")
+        )
+
+
+logging.getLogger("transformers.pipelines.base").addFilter(_NotSupportedFilter())
+
+
+def output_class(task: str, names: Sequence[str]) -> type[ModelOutput]:
+    """The ModelOutput class eager returns for ``task`` that has every name in ``names``."""
+    wanted = {n for n in names if not n.startswith("present.")}
+    for cls in OUTPUT_CLASSES.get(task, ()):
+        if wanted <= set(cls.__dataclass_fields__):
+            return cls
+    return ModelOutput
+
+
+def to_array(value: Any) -> np.ndarray:
+    """A torch tensor (any device; no copy on the CPU) or array-like as a numpy array."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+    return np.asarray(value)
+
+
+def positions_from_mask(mask: np.ndarray, length: int) -> np.ndarray:
+    """The last ``length`` position ids of ``mask`` as ``generate()`` builds them."""
+    positions = np.cumsum(mask, axis=-1) - 1
+    positions[mask == 0] = 0
+    return positions[:, -length:].astype(np.int64)
+
+
+class RuntimeModel(PreTrainedModel):
+    """One graph of an export on one runtime, as a transformers model (rules 1-3)."""
+
+    config_class = PretrainedConfig
+    base_model_prefix = "graphport"
+
+    def __init__(self, config: PretrainedConfig, runtime: Runtime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+        self.export_dir = runtime.export_dir
+        manifest = self.export_dir.manifest
+        self.task = manifest.task
+        self.graph_inputs = list(runtime.input_names)
+        self.main_input_name = next(
+            (n for n in MAIN_INPUTS if n in self.graph_inputs), self.graph_inputs[0]
+        )
+        self.input_modalities = MODALITIES.get(manifest.modality, "text")
+        self.output_class = output_class(self.task, runtime.output_names)
+        self._torch_dtype = TORCH_DTYPES.get(manifest.dtype, torch.float32)
+        self.eval()
+
+    @classmethod
+    def from_export(
+        cls, export_dir: ExportDirectory | str, runtime: str = "onnxruntime", **options: Any
+    ) -> RuntimeModel:
+        """Load the export's ``model`` graph on ``runtime`` with the export's config."""
+        directory = (
+            export_dir if isinstance(export_dir, ExportDirectory) else ExportDirectory(export_dir)
+        )
+        adapter = get_runtime_class(runtime)(directory, graph="model", **options)
+        config = AutoConfig.from_pretrained(directory.path, local_files_only=True)
+        return cls(config, adapter)
+
+    # A model without parameters: PreTrainedModel's versions look at the parameters.
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._torch_dtype
+
+    def to(self, *args: Any, **kwargs: Any) -> RuntimeModel:
+        # The graph runs where its runtime was loaded; inputs on any device are accepted
+        # (rule 1), so a pipeline's .to(device) is a no-op rather than an error.
+        return self
+
+    def get_input_embeddings(self) -> None:
+        return None
+
+    def forward(self, *args: Any, **inputs: Any) -> ModelOutput:
+        feeds = self._feeds(args, inputs)
+        return self._wrap(self.runtime.run(feeds))
+
+    # ---- feeds and outputs -------------------------------------------------------------
+
+    def _feeds(
+        self, args: Sequence[Any], inputs: Mapping[str, Any], past_length: int = 0
+    ) -> dict[str, np.ndarray]:
+        """Graph feeds from a forward call (rules 1-3); ``past_length``: cached positions."""
+        if len(args) > len(self.graph_inputs):
+            raise UsageError(
+                f"The graph takes {len(self.graph_inputs)} inputs "
+                f"({', '.join(self.graph_inputs)}); {len(args)} were passed by position."
+            )
+        given = dict(zip(self.graph_inputs, args, strict=False))
+        for name, value in inputs.items():
+            if value is None or name in IGNORED:
+                continue
+            if name == "labels":
+                raise UsageError(
+                    "graphport models compute no loss (the graph has no labels input); "
+                    "compute it from the returned logits."
+                )
+            given[name] = value
+        feeds = {name: to_array(value) for name, value in given.items()}
+        token_types = feeds.get("token_type_ids")
+        if "token_type_ids" not in self.graph_inputs and token_types is not None:
+            if token_types.any():
+                raise UsageError(
+                    "The graph takes no token_type_ids, but nonzero ones were passed; pass "
+                    "single sequences, or export a model that uses token types."
+                )
+            del feeds["token_type_ids"]
+        main = feeds.get(self.main_input_name)
+        if main is not None:
+            batch, length = main.shape[0], main.shape[1]
+            if "attention_mask" in self.graph_inputs and "attention_mask" not in feeds:
+                feeds["attention_mask"] = np.ones((batch, past_length + length), dtype=np.int64)
+            if "token_type_ids" in self.graph_inputs and "token_type_ids" not in feeds:
+                feeds["token_type_ids"] = np.zeros((batch, length), dtype=np.int64)
+            if "position_ids" in self.graph_inputs and "position_ids" not in feeds:
+                mask = feeds.get("attention_mask")
+                if mask is None:
+                    mask = np.ones((batch, past_length + length), dtype=np.int64)
+                feeds["position_ids"] = positions_from_mask(mask, length)
+        return feeds
+
+    def _wrap(self, results: Mapping[str, np.ndarray], **extra: Any) -> ModelOutput:
+        fields = {
+            name: torch.from_numpy(np.asarray(value))
+            for name, value in results.items()
+            if not name.startswith("present.")
+        }
+        return self.output_class(**fields, **extra)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        raise UsageError(
+            f"{self.export_dir.path} is a {self.task} export, which does not generate; export "
+            "a generative model (text-generation) to call generate()."
+        )
+
+
+class RuntimeModelForCausalLM(RuntimeModel, GenerationMixin):
+    """A decoder-only export as a transformers causal LM (rules 4-5)."""
+
+    generate = GenerationMixin.generate
+
+    def __init__(self, config: PretrainedConfig, runtime: Runtime) -> None:
+        super().__init__(config, runtime)
+        self.kv_cache = self.export_dir.manifest.kv_cache
+        self.num_layers = int(self.kv_cache["num_layers"]) if self.kv_cache else 0
+        self.generation_config = _generation_config(self.export_dir, config)
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return True
+
+    def forward(
+        self,
+        input_ids: Any = None,
+        attention_mask: Any = None,
+        position_ids: Any = None,
+        cache: DynamicCache | None = None,
+        **inputs: Any,
+    ) -> ModelOutput:
+        cache = inputs.pop("past_key_values", None) if cache is None else cache
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, **inputs}
+        if not self.kv_cache:
+            return self._wrap(
+                self.runtime.run(self._feeds((), {**given, "position_ids": position_ids}))
+            )
+        past_length = cache.get_seq_length() if cache is not None else 0
+        feeds = self._feeds((), {**given, "position_ids": position_ids}, past_length)
+        feeds.update(self._past(cache, past_length, len(feeds[self.main_input_name])))
+        results = self.runtime.run(feeds)
+        if past_length == 0:
+            cache = DynamicCache()
+        _store_present(cache, results, self.num_layers)
+        return self._wrap(results, cache=cache)
+
+    def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if not self.kv_cache:
+            # No cache to continue from: every step reruns the whole sequence.
+            kwargs.update(next_sequence_length=None, cache=None)
+        return super().prepare_inputs_for_generation(*args, **kwargs)
+
+    def _past(
+        self, cache: DynamicCache | None, past_length: int, batch: int
+    ) -> dict[str, np.ndarray]:
+        if past_length == 0:
+            shape = (batch, int(self.kv_cache["num_kv_heads"]), 0, int(self.kv_cache["head_dim"]))
+            empty = np.zeros(shape, dtype=np.dtype(self.kv_cache.get("dtype", "float32")))
+            return {name.format(i): empty for i in range(self.num_layers) for name in PAST}
+        feeds = {}
+        for i, layer in enumerate(cache.layers[: self.num_layers]):
+            feeds[PAST[0].format(i)] = to_array(layer.keys)
+            feeds[PAST[1].format(i)] = to_array(layer.values)
+        return feeds
+
+    def _beam_search(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.kv_cache:
+            raise UsageError(
+                f"{self.export_dir.path} has no KV cache, so beam search cannot reorder one; "
+                "re-export without --task (a generative checkpoint gets its cache) or use "
+                "num_beams=1."
+            )
+        return super()._beam_search(*args, **kwargs)
+
+
+def _store_present(cache: DynamicCache, results: Mapping[str, np.ndarray], layers: int) -> None:
+    """Make ``cache`` hold the graph's present tensors (rule 4): wrapped, not copied."""
+    for i in range(layers):
+        keys = torch.from_numpy(results[PRESENT[0].format(i)])
+        values = torch.from_numpy(results[PRESENT[1].format(i)])
+        if len(cache.layers) <= i:
+            cache.layers.append(DynamicLayer())
+        layer = cache.layers[i]
+        layer.keys, layer.values = keys, values
+        layer.device, layer.dtype = keys.device, keys.dtype
+        layer.is_initialized = True
+
+
+def _generation_config(export_dir: ExportDirectory, config: PretrainedConfig) -> Any:
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(export_dir.path, local_files_only=True)
+    except OSError:
+        return GenerationConfig.from_model_config(config)
+
+
+def model_class(directory: ExportDirectory) -> type[RuntimeModel]:
+    """The runtime model class for an export, or the error that says why there is none."""
+    manifest = directory.manifest
+    names = [g.name for g in manifest.graphs]
+    if names != ["model"]:
+        raise UnsupportedModelError(
+            f"{directory.path} is a {manifest.task} export with graphs {', '.join(names)}, "
+            "which graphport.load cannot run yet (it runs single-graph exports); use "
+            "`graphport run` or `graphport generate` for it."
+        )
+    if manifest.task == "text-generation":
+        return RuntimeModelForCausalLM
+    return RuntimeModel
+
+
+def load_model(
+    export_dir: ExportDirectory | str, runtime: str = "onnxruntime", **options: Any
+) -> RuntimeModel:
+    """The export as a transformers model on ``runtime`` (see the module docstring)."""
+    directory = (
+        export_dir if isinstance(export_dir, ExportDirectory) else ExportDirectory(export_dir)
+    )
+    return model_class(directory).from_export(directory, runtime, **options)
