@@ -8,8 +8,10 @@ with its KV cache, then times each variant generating ``--new-tokens`` greedy to
 with the same thread count. It checks that every fp32 variant produced exactly eager's
 tokens, and states each speed as a fraction of the memory-bandwidth limit: a decoding
 step must read every weight once, so tokens/s cannot exceed bandwidth / weight bytes.
-An int4 weight-only variant (MatMulNBits) shows what quantized decoding gains; its tokens
-are compared with eager's too (agreement, not identity, is expected).
+The int4 weight-only variants (MatMulNBits, one per ``--int4`` method, the default
+method's first) show what quantized decoding gains and which kernel path each graph takes;
+their tokens are compared with eager's too (agreement, not identity, is expected), and
+their prompt logits with the fp32 graph's (cosine per position).
 
 Usage (from the repository root):
 
@@ -28,6 +30,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from graphport.graphs import DEFAULT_INT4_METHOD
+from graphport.validators.compare import row_cosines
 
 CONFIG = {
     "hidden_size": 768,
@@ -77,7 +82,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-int4", action="store_true", help="Skip the int4 variant.")
+    parser.add_argument("--no-int4", action="store_true", help="Skip the int4 variants.")
+    parser.add_argument(
+        "--int4",
+        default=DEFAULT_INT4_METHOD,
+        help="Comma-separated int4 methods (rtn, hqq) to time, block 32.",
+    )
     parser.add_argument("--output", type=Path, default=None, help="Write the table here.")
     args = parser.parse_args()
 
@@ -129,11 +139,19 @@ def main() -> int:
             variants[f"graphport {name} fp32"] = lambda g=generator: (
                 g.generate(feeds, options).tokens
             )
-        if not args.no_int4:
-            int4_dir = quantize_int4(directory, Path(tmp) / "int4")
+        kernels: dict[str, str] = {}
+        logits_cosine: dict[str, tuple[float, float]] = {}
+        fp32_logits = prompt_logits(directory, ids, args.threads)
+        for method in [] if args.no_int4 else args.int4.split(","):
+            int4_dir, kernel = quantize_int4(directory, Path(tmp) / f"int4-{method}", method)
             generator = make_generator(int4_dir, "onnxruntime", runtime_options["onnxruntime"])
-            name = "graphport onnxruntime int4 (MatMulNBits rtn, block 32, int8 compute)"
+            default = " (default)" if method == DEFAULT_INT4_METHOD else ""
+            paths = "+".join(g["path"] for g in kernel["groups"])
+            name = f"graphport onnxruntime int4 {method}{default}, block 32, {paths}"
             variants[name] = lambda g=generator: g.generate(feeds, options).tokens
+            kernels[name] = kernel["summary"]
+            cosines = row_cosines(prompt_logits(int4_dir, ids, args.threads), fp32_logits)
+            logits_cosine[name] = (float(cosines.min()), float(cosines.mean()))
 
         tokens: dict[str, np.ndarray] = {}
         times: dict[str, list[float]] = {name: [] for name in variants}
@@ -184,15 +202,18 @@ def main() -> int:
         header,
         "",
         "| variant | s | tokens/s | x eager | tokens identical to eager | token agreement "
-        "| fraction of bandwidth limit |",
-        "|---|---|---|---|---|---|---|",
+        "| fraction of bandwidth limit | prompt logits cosine vs fp32, min / mean |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        cosine = logits_cosine.get(r["variant"])
         lines.append(
             f"| {r['variant']} | {r['seconds']} | {r['tokens_per_s']} | {r['x_eager']} | "
             f"{'yes' if r['identical_tokens'] else 'no'} | {r['token_agreement']} | "
-            f"{r['bandwidth_fraction']} |"
+            f"{r['bandwidth_fraction']} | "
+            f"{f'{cosine[0]:.4f} / {cosine[1]:.4f}' if cosine else '-'} |"
         )
+    lines += ["", *(f"- {name}: {summary}" for name, summary in kernels.items())]
     text = "\n".join(lines)
     print(text)
     print(json.dumps(rows), file=sys.stderr)
@@ -202,16 +223,39 @@ def main() -> int:
     return 0 if all(r["identical_tokens"] for r in fp32) else 1
 
 
-def quantize_int4(directory, out: Path):
-    """A copy of the export with int4 MatMulNBits weights (round-to-nearest, block 32)."""
+def quantize_int4(directory, out: Path, method: str):
+    """A copy of the export with int4 MatMulNBits weights (block 32), and the kernel path
+    record of its graph."""
     from graphport.graphs.quantize import quantize_int4_weights, quiet_onnxruntime_tools
     from graphport.manifest import ExportDirectory
 
     shutil.copytree(directory.path, out)
     graph = out / directory.manifest.graph("model").file
     with quiet_onnxruntime_tools():
-        quantize_int4_weights(graph, graph, block_size=32, method="rtn")
-    return ExportDirectory(out)
+        details = quantize_int4_weights(graph, graph, block_size=32, method=method)
+    return ExportDirectory(out), details["kernel"]
+
+
+def prompt_logits(directory, ids: np.ndarray, threads: int) -> np.ndarray:
+    """The logits of every prompt position, from the graph run on an empty past."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    path = directory.path / directory.manifest.graph("model").file
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None],
+    }
+    for value in session.get_inputs():
+        if value.name.startswith("past_key_values"):
+            shape = [1, value.shape[1], 0, value.shape[3]]  # batch, heads, past 0, head dim
+            feeds[value.name] = np.zeros(shape, dtype=np.float32)
+    feeds = {k: v for k, v in feeds.items() if k in {i.name for i in session.get_inputs()}}
+    (logits,) = session.run(["logits"], feeds)
+    return logits.reshape(-1, logits.shape[-1]).astype(np.float64)
 
 
 if __name__ == "__main__":
