@@ -323,16 +323,26 @@ def validate(
 @cli.command()
 @click.argument("export_dir", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--runtime", default="onnxruntime", show_default=True)
+@click.option(
+    "--runtime",
+    default=None,
+    help="Default: onnxruntime for ONNX graphs, the export's own runtime otherwise.",
+)
 @_providers_option
 @click.option("--json", "as_json", is_flag=True, help="Print all outputs as one JSON object.")
 def run(
-    export_dir: Path, inputs: tuple[str, ...], runtime: str, providers: str | None, as_json: bool
+    export_dir: Path,
+    inputs: tuple[str, ...],
+    runtime: str | None,
+    providers: str | None,
+    as_json: bool,
 ) -> None:
-    """Run an export on INPUTS: texts (tokenized with the export's tokenizer) or image files."""
+    """Run an export on INPUTS: texts (tokenized with the export's tokenizer), image files
+    or audio files (wav, flac, ogg, mp3). A generative export generates text; a two-tower
+    export embeds each input with its tower and prints their similarities."""
     from graphport.runtimes.predict import predict
 
-    options = _runtime_options(providers).get(runtime, {})
+    options = _runtime_options(providers).get(runtime or "onnxruntime", {})
     prediction = predict(export_dir, list(inputs), runtime, **options)
     if as_json:
         click.echo(json.dumps(prediction.to_json()))
@@ -382,7 +392,8 @@ def generate(
     repetition_penalty: float | None,
     as_json: bool,
 ) -> None:
-    """Generate text from PROMPTS with a generative export (several prompts: one batch)."""
+    """Generate text from PROMPTS with a generative export (several prompts: one batch);
+    image-to-text and speech-recognition exports take image or audio files."""
     from graphport.manifest import ExportDirectory
     from graphport.runtimes.generate import GenerationOptions, generate_text, generation_defaults
 
@@ -615,7 +626,12 @@ def _print_passes(result: Any) -> None:
 @click.argument("export_dir", type=click.Path(path_type=Path))
 @_runtimes_option()
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--sequence-length", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option(
+    "--sequence-length",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tokens for text (default 128), samples for raw audio (default: the trace's).",
+)
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
@@ -627,7 +643,7 @@ def bench(
     export_dir: Path,
     runtimes: str | None,
     batch_size: int,
-    sequence_length: int,
+    sequence_length: int | None,
     threads: int | None,
     runs: int,
 ) -> None:

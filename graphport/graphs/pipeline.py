@@ -61,15 +61,47 @@ class TransformResult:
     report: ParityReport | None
 
 
-def _ir_step(make_pass: Callable[[], ir.passes.PassBase], details: Callable | None = None) -> Step:
+def _ir_step(
+    make_pass: Callable[[], ir.passes.PassBase],
+    details: Callable | None = None,
+    must_load: bool = False,
+) -> Step:
+    """A step running one onnx-ir pass. With ``must_load``, a rewritten graph onnxruntime
+    refuses to load is dropped for the graph as it was, and the reason recorded. Seen on
+    a cross-attention decoder (vision-encoder-decoder): the fusions leave a rank-2 shape
+    annotation on a rank-3 value, and onnxruntime's own extended optimizations then build
+    a Gemm on it that fails its shape check. An unfused graph that runs beats a fused one
+    that does not."""
+
     def step(src: Path, dst: Path) -> tuple[bool, dict[str, Any]]:
         model = ir.load(src)
         graph_pass = make_pass()
         result = graph_pass(model)
         ir.save(result.model, dst)
-        return result.modified, (details(graph_pass) if details else {})
+        info = details(graph_pass) if details else {}
+        if must_load:  # the fusions pre-optimize the graph even when none fires
+            refused = _onnxruntime_refuses(dst)
+            if refused:
+                logger.warning(
+                    "Keeping %s unfused: onnxruntime rejects the result (%s)", src.name, refused
+                )
+                shutil.copy2(src, dst)
+                return False, {**info, "skipped": f"onnxruntime rejects the result: {refused}"}
+        return result.modified, info
 
     return step
+
+
+def _onnxruntime_refuses(path: Path) -> str | None:
+    """Why onnxruntime cannot load the graph at ``path`` with its default (all)
+    optimizations, as sessions load it (None: it loads)."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        return str(e).strip().splitlines()[0][:300]
+    return None
 
 
 def _ort_offline_step(src: Path, dst: Path) -> tuple[bool, dict[str, Any]]:
@@ -98,31 +130,40 @@ def _run(
     overwrite: bool,
 ) -> TransformResult:
     from graphport.runtimes import default_runtimes, parse_runtimes
-    from graphport.runtimes.torch import TorchRuntime
+    from graphport.runtimes.torch import load_reference
 
     src = ExportDirectory(src_dir)
     dst = Path(dst_dir)
     _check_source(src, dst)
     check_output_path(dst, overwrite)
-    reference = TorchRuntime(src).model  # the eager model, loaded once for every check
-    graph = src.manifest.graph()
+    reference = load_reference(src)  # the eager model, loaded once for every check
     with staging_directory(dst) as staging:
         _copy_source(src, staging)
         directory = ExportDirectory(staging)
         manifest = directory.manifest
-        current = staging / graph.file
         for name, precision, step in steps:
             start = time.perf_counter()
-            scratch = staging / f".{name}.onnx"
             logger.info("Pass %s", name)
-            with quiet_onnxruntime_tools():
-                modified, details = step(current, scratch)
-            if graph.external_data:
-                (staging / graph.external_data).unlink(missing_ok=True)
-            scratch.replace(current)
+            # A step rewrites every graph of the export (encoder and decoder, both towers).
+            modified, details = False, {}
+            for index, graph in enumerate(manifest.graphs):
+                current = staging / graph.file
+                scratch = staging / f".{name}.{graph.name}.onnx"
+                with quiet_onnxruntime_tools():
+                    graph_modified, graph_details = step(current, scratch)
+                if graph.external_data:
+                    (staging / graph.external_data).unlink(missing_ok=True)
+                scratch.replace(current)
+                manifest.graphs[index] = GraphSpec.from_ir(
+                    graph.name, graph.file, ir.load(current), None
+                )
+                modified |= graph_modified
+                if len(manifest.graphs) == 1:
+                    details = graph_details
+                else:
+                    details.setdefault("graphs", {})[graph.name] = graph_details
             if target:  # fused or quantized graphs run on onnxruntime only
                 manifest.target = target
-            manifest.graphs = [GraphSpec.from_ir("model", graph.file, ir.load(current), None)]
             cosine = BUDGETS[precision]
             if cosine is not None:
                 manifest.tolerance = {**manifest.tolerance, "min_cosine": cosine}
@@ -205,7 +246,11 @@ def optimize_export(
             (
                 "ort-fusion",
                 "fp32",
-                _ir_step(lambda: OrtFusionPass(family), lambda p: {"fusions": p.report.to_dict()}),
+                _ir_step(
+                    lambda: OrtFusionPass(family),
+                    lambda p: {"fusions": p.report.to_dict()},
+                    must_load=True,
+                ),
             )
         )
         steps.append(
@@ -422,13 +467,13 @@ def _openvino_export(
 ) -> TransformResult:
     """SRC's graphs converted to IR by ``convert(onnx, xml)``, checked on OpenVINO
     against eager with the budget of ``precision``; SRC's passes are kept."""
-    from graphport.runtimes.torch import TorchRuntime
+    from graphport.runtimes.torch import load_reference
 
     src = ExportDirectory(src_dir)
     dst = Path(dst_dir)
     _check_source(src, dst)
     check_output_path(dst, overwrite)
-    reference = TorchRuntime(src).model
+    reference = load_reference(src)
     manifest = Manifest.from_dict(src.manifest.to_dict())
     graph_files = {g.file for g in manifest.graphs} | {
         g.external_data for g in manifest.graphs if g.external_data
@@ -481,6 +526,13 @@ def calibration_feeds(export_dir: str | Path, calibration: str | Path) -> list[d
     if not path.exists():
         raise UsageError(f"Calibration data {path} does not exist.")
     directory = ExportDirectory(export_dir)
+    if len(directory.manifest.graphs) > 1:
+        raise UsageError(
+            f"Calibration inputs feed single-graph exports, and {directory.path} has "
+            f"{len(directory.manifest.graphs)} graphs "
+            f"({', '.join(g.name for g in directory.manifest.graphs)}); quantize it without "
+            "--calibration (int8-dynamic, or int4-weight with rtn or hqq)."
+        )
     if path.is_dir():
         items = sorted(str(p) for p in path.iterdir() if p.is_file())
     else:

@@ -38,7 +38,7 @@ def bench_feeds(
     """Dummy feeds for one graph at the asked sizes; a KV-cache decoder gets an empty
     past (a prompt's first step), an encoder-decoder's decoder one token on the trace's
     past."""
-    sizes = {**config.trace_sizes, "batch": batch_size}
+    sizes = {**config.trace_shapes().sizes, "batch": batch_size}
     if sequence_length is None and config.modality == "text":
         sequence_length = 128
     if sequence_length is not None:

@@ -688,12 +688,12 @@ def generate_text(
         options.pad_token_id = (
             pad if pad is not None else generation_defaults(export_dir)["pad_token_id"]
         )
-    if isinstance(generator, Seq2SeqGenerator):
-        if "input_ids" not in generator.encoder.input_names:
-            raise UsageError(
-                f"{export_dir.path} encodes {', '.join(generator.encoder.input_names)}, not "
-                "text; generate from it in Python with Seq2SeqGenerator.generate."
-            )
+    if isinstance(generator, Seq2SeqGenerator) and "input_ids" not in generator.encoder.input_names:
+        # Image-to-text and speech recognition: the prompts are image or audio files.
+        from graphport.runtimes.predict import prepare_inputs
+
+        feeds, _ = prepare_inputs(export_dir, list(prompts), generator.encoder.spec.name)
+    elif isinstance(generator, Seq2SeqGenerator):
         encoded = tokenizer(list(prompts), padding=True, return_tensors="np")
         feeds = {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items()}
     else:

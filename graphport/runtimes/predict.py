@@ -162,6 +162,8 @@ def prepare_inputs(
         feeds = {k: np.asarray(v) for k, v in encoded.items() if k in names}
         if "token_type_ids" in names and "token_type_ids" not in feeds:
             feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+        if "decoder_input_ids" in names:  # a bare encoder-decoder: the decoder's start token
+            feeds.update(_decoder_start(directory, len(feeds["input_ids"]), names))
         return feeds, tokenizer
     if kind == "image":
         _require_file(directory, ("preprocessor_config.json",), "images")
@@ -183,6 +185,18 @@ def prepare_inputs(
         width = next(iter(feeds.values())).shape[1]
         feeds["attention_mask"] = np.ones((len(waves), width), dtype=np.int64)
     return feeds, _tokenizer_if_any(directory)  # CTC exports decode with it
+
+
+def _decoder_start(directory: ExportDirectory, batch: int, names: list[str]) -> dict:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(directory.path, local_files_only=True)
+    start = getattr(config, "decoder_start_token_id", None)
+    start = start if start is not None else (config.pad_token_id or 0)
+    feeds = {"decoder_input_ids": np.full((batch, 1), start, dtype=np.int64)}
+    if "decoder_attention_mask" in names:
+        feeds["decoder_attention_mask"] = np.ones((batch, 1), dtype=np.int64)
+    return feeds
 
 
 def _tokenizer_if_any(directory: ExportDirectory) -> Any:
@@ -308,7 +322,9 @@ def _run_single(
     similarity = None
     if task == "feature-extraction" and "last_hidden_state" in outputs:
         mask = feeds.get("attention_mask") if "input_ids" in feeds else None
-        embeddings = mean_pool(outputs["last_hidden_state"], mask)
+        # An encoder-decoder's sentence embedding is its encoder's (as sentence-T5's).
+        hidden = outputs.get("encoder_last_hidden_state", outputs["last_hidden_state"])
+        embeddings = mean_pool(hidden, mask)
         similarity = embeddings @ embeddings.T
         readings = [
             f"embedding[{e.shape[0]}] {[round(float(x), 4) for x in e[:4]]}..." for e in embeddings
