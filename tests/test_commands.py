@@ -2,11 +2,11 @@
 
 One tiny export of each graph layout (single-graph text, vision and audio encoders, the
 generic path, a KV-cache decoder, an encoder-decoder, two towers, a bare encoder-decoder,
-image-to-text, optimized, int8, int4, OpenVINO IR) goes through every command that reads an export directory. A command either
-works (exit 0) or, where it does not apply to that layout, says so in one sentence with
-exit code 2 and no traceback. The table ``EXPECTED`` says which; a layout's test runs all
-its commands and reports every cell that broke, not only the first.
-"""
+image-to-text, optimized, int8, int4, OpenVINO IR) goes through every command that reads
+an export directory. A command either works (exit 0) or, where it does not apply to that
+layout, says so in one sentence with exit code 2, no traceback and nothing written. Each
+layout's ``expected`` says which; a layout's test runs all its commands and reports every
+cell that broke, not only the first."""
 
 from __future__ import annotations
 
