@@ -418,9 +418,10 @@ def validate_export(
     for name in runtimes:
         for graph in graphs:
             try:
-                runtime = get_runtime_class(name)(
-                    directory, graph=graph.name, **dict((runtime_options or {}).get(name, {}))
-                )
+                options = dict((runtime_options or {}).get(name, {}))
+                if name == "torch":  # eager on one graph: that graph's own module
+                    options["model"] = graph.module
+                runtime = get_runtime_class(name)(directory, graph=graph.name, **options)
             except GraphportError as e:
                 report.runtimes[name] = "unavailable"
                 report.results.append(
@@ -448,7 +449,8 @@ def validate_export(
     if manifest.kv_cache and cosine is None and manifest.dtype == "fp32":
         from graphport.runtimes.generate import check_generation
 
-        loaded = [n for n in runtimes if report.runtimes.get(n) != "unavailable"]
+        # The eager reference against itself proves nothing about generation.
+        loaded = [n for n in runtimes if report.runtimes.get(n) != "unavailable" and n != "torch"]
         report.generation = check_generation(
             directory, eager, config, loaded, runtime_options, seed
         )
