@@ -14,7 +14,8 @@ Rules of ``forward`` (what eager and ``generate()`` do without the weights):
    (over past and new positions), ``token_type_ids`` zeros, ``position_ids`` from the
    mask as ``generate()`` builds them (the mask's running count minus one, 0 on padding).
    Any other missing input is an error. ``token_type_ids`` all zero are dropped when the
-   graph does not take them (a tokenizer returns them for decoders too).
+   graph does not take them (a tokenizer returns them for decoders too), and
+   ``position_ids`` when the graph computes its own (a decoder exported without a cache).
 3. Flags with no meaning for a fixed graph (``use_cache``, ``return_dict``, ...) are
    accepted and ignored; ``labels`` are refused (the graph computes no loss).
 
@@ -211,6 +212,10 @@ class RuntimeModel(PreTrainedModel):
                     "single sequences, or export a model that uses token types."
                 )
             del feeds["token_type_ids"]
+        if "position_ids" not in self.graph_inputs:
+            # generate() passes them to any forward that names them; such a graph derives
+            # its positions itself (rule 2).
+            feeds.pop("position_ids", None)
         main = feeds.get(self.main_input_name)
         if main is not None:
             batch, length = main.shape[0], main.shape[1]
