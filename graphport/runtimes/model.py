@@ -266,10 +266,12 @@ class RuntimeModelForCausalLM(RuntimeModel, GenerationMixin):
         attention_mask: Any = None,
         position_ids: Any = None,
         cache: DynamicCache | None = None,
+        token_type_ids: Any = None,  # named, so generate() accepts a tokenizer's (rule 2)
         **inputs: Any,
     ) -> ModelOutput:
         cache = inputs.pop("past_key_values", None) if cache is None else cache
         given = {"input_ids": input_ids, "attention_mask": attention_mask, **inputs}
+        given["token_type_ids"] = token_type_ids
         if not self.kv_cache:
             return self._wrap(
                 self.runtime.run(self._feeds((), {**given, "position_ids": position_ids}))

@@ -146,3 +146,34 @@ def test_exports_of_several_graphs_are_refused_with_a_reason(exported, tmp_path:
 def test_a_decoder_export_loads_as_a_causal_lm(exported):
     _, out = exported("gpt2", "text-generation")
     assert type(graphport.load(out)) is RuntimeModelForCausalLM
+
+
+def test_streamers_stopping_criteria_and_zero_token_types(exported, capsys):
+    from transformers import AutoTokenizer, StoppingCriteria, StoppingCriteriaList, TextStreamer
+
+    eager, out = exported("gpt2", "text-generation")
+    model = graphport.load(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    prompt = PROMPTS["input_ids"][:1]
+    expected = eager.generate(prompt, max_new_tokens=5, pad_token_id=0)
+    tokens = model.generate(
+        prompt,
+        token_type_ids=torch.zeros_like(prompt),  # dropped: the graph takes none
+        max_new_tokens=5,
+        pad_token_id=0,
+        streamer=TextStreamer(tokenizer),
+    )
+    assert torch.equal(tokens, expected)
+    assert capsys.readouterr().out.split() == tokenizer.decode(expected[0]).split()
+
+    class AtLength(StoppingCriteria):
+        def __call__(self, ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+            return torch.full((ids.shape[0],), ids.shape[1] >= 7, dtype=torch.bool)
+
+    stopped = model.generate(
+        prompt,
+        max_new_tokens=5,
+        pad_token_id=0,
+        stopping_criteria=StoppingCriteriaList([AtLength()]),
+    )
+    assert torch.equal(stopped, expected[:, :7])
