@@ -36,8 +36,8 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
 
+    from graphport.api.export import export_model
     from graphport.errors import GraphportError
-    from graphport.exporters.pipeline import export_model
     from graphport.manifest import ExportDirectory
     from graphport.runtimes import available_runtimes, get_runtime_class
     from graphport.verbosity import set_verbosity

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from graphport.graphs import DEFAULT_INT4_METHOD
-from graphport.validators.compare import row_cosines
+from graphport.metrics import row_cosines
 
 CONFIG = {
     "hidden_size": 768,
@@ -94,7 +94,7 @@ def main() -> int:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from graphport.exporters.pipeline import export_model
+    from graphport.api.export import export_model
     from graphport.manifest import ExportDirectory
     from graphport.runtimes.generate import GenerationOptions, make_generator
     from graphport.verbosity import set_verbosity

@@ -419,8 +419,8 @@ def _describe(error: BaseException) -> str:
 
 def graphport_exports(case: ModelCase, work: Path) -> dict[str, tuple[Path | None, str, str]]:
     """{variant: (export dir or None, error, note)} for every graphport graph."""
-    from graphport.exporters.pipeline import export_model
-    from graphport.graphs.pipeline import optimize_export, quantize_export
+    from graphport.api.export import export_model
+    from graphport.api.transform import optimize_export, quantize_export
 
     out: dict[str, tuple[Path | None, str, str]] = {}
     base = work / f"{case.slug}-graphport"

@@ -194,10 +194,11 @@ def export(
 ) -> None:
     """Export MODEL (a checkpoint directory or cached hub id) into the directory OUTPUT,
     optionally optimized (-O) and quantized (--quantize) on the way."""
+    from graphport.api.export import export_model
     from graphport.errors import ParityError, UsageError
     from graphport.exporters.artifacts import FormatOptions
-    from graphport.exporters.pipeline import check_output_path, export_model, staging_directory
     from graphport.exporters.tensorrt import parse_profile_overrides
+    from graphport.manifest import check_output_path, staging_directory
 
     transform = optimize is not None or quantize is not None
     if transform and fmt != "onnx":
@@ -257,7 +258,7 @@ def _transform_export(
     calibration: Path | None,
     overwrite: bool,
 ) -> None:
-    from graphport.graphs.pipeline import optimize_export, quantize_export
+    from graphport.api.transform import optimize_export, quantize_export
 
     current = exported
     if level is not None:
@@ -515,7 +516,7 @@ def optimize(
     overwrite: bool,
 ) -> None:
     """Optimize the graph of export SRC into a new export DST, checking parity per pass."""
-    from graphport.graphs.pipeline import optimize_export
+    from graphport.api.transform import optimize_export
 
     result = optimize_export(
         src,
@@ -586,7 +587,7 @@ def quantize(
     overwrite: bool,
 ) -> None:
     """Quantize the graph of export SRC into a new export DST, checking parity."""
-    from graphport.graphs.pipeline import quantize_export
+    from graphport.api.transform import quantize_export
 
     result = quantize_export(
         src,
@@ -720,7 +721,7 @@ def env(as_json: bool) -> None:
     """Versions, runtimes and providers found on this machine."""
     import os
 
-    from graphport.exporters.pipeline import package_versions
+    from graphport.api.export import package_versions
     from graphport.runtimes import runtime_names
 
     info: dict[str, Any] = {

@@ -8,15 +8,20 @@ Runtimes load a directory, never a loose graph file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import onnx_ir as ir
 
-from graphport.errors import ManifestError
+from graphport.errors import ManifestError, UsageError
 
 MANIFEST_NAME = "graphport.json"
 FORMAT_VERSION = 1
@@ -164,3 +169,42 @@ class ExportDirectory:
 
     def save_manifest(self) -> None:
         self.manifest.write(self.path)
+
+
+# ---- writing an export directory: staged beside it, moved into place whole ------------
+
+
+def check_output_path(output: Path, overwrite: bool) -> None:
+    if output.exists() and not output.is_dir():
+        raise UsageError(
+            f"Output path {output} is an existing file; pass a directory path (it is created)."
+        )
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise UsageError(
+            f"Output directory {output} already exists and is not empty; pass --overwrite to "
+            "replace it, or choose another directory."
+        )
+
+
+@contextlib.contextmanager
+def staging_directory(output: Path) -> Iterator[Path]:
+    """A scratch directory beside ``output``, removed unless the caller moved it away."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary directory
+    try:
+        yield staging
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def move_into_place(staging: Path, output: Path) -> None:
+    """Replace ``output`` by ``staging`` with renames, so no half state is observable."""
+    backup = None
+    if output.exists():
+        backup = output.with_name(f".{output.name}.old-{time.time_ns()}")
+        output.rename(backup)
+    staging.rename(output)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)

@@ -42,7 +42,7 @@ DEFAULT_CACHE = ".graphport-sweep.json"
 DEFAULT_OUTPUT = Path("docs") / "SUPPORTED.md"
 SWEEP_RUNTIMES = ("onnxruntime", "openvino")
 # Imported once by the fork server, so each model type's process starts warm.
-_PRELOAD = ["torch", "transformers", "onnxruntime", "openvino", "graphport.exporters.pipeline"]
+_PRELOAD = ["torch", "transformers", "onnxruntime", "openvino", "graphport.api.export"]
 
 
 class Status(str, enum.Enum):
@@ -259,8 +259,8 @@ def run_one(model_type: str, task: str | None = None, seed: int = 0) -> SweepRes
 
 def _export(result: SweepResult, workdir: Path) -> None:
     """Export the checkpoint in ``workdir`` and record how far it got, and why not further."""
+    from graphport.api.export import export_model
     from graphport.errors import ParityError, UsageError
-    from graphport.exporters.pipeline import export_model
 
     result.status = Status.EXPORT_FAILED
     try:
@@ -428,7 +428,7 @@ def _check(job: _Running, timeout: float, limit: float) -> SweepResult | None:
 
 
 def sweep_versions() -> dict[str, str]:
-    from graphport.exporters.pipeline import package_versions
+    from graphport.api.export import package_versions
 
     return package_versions()
 

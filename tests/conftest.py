@@ -42,7 +42,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def bert_export(tiny_checkpoint, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One validated tiny BERT feature-extraction export, shared by read-only tests."""
-    from graphport.exporters.pipeline import export_model
+    from graphport.api.export import export_model
 
     out = tmp_path_factory.mktemp("bert-export") / "out"
     export_model(tiny_checkpoint("bert"), out)

@@ -15,9 +15,9 @@ import transformers
 from conftest import add_word_tokenizer, save_word_tokenizer
 
 import graphport
-from graphport.api import preprocessors
+from graphport.api.export import export_model
+from graphport.api.load import preprocessors
 from graphport.errors import ManifestError, RuntimeUnavailableError, UsageError
-from graphport.exporters.pipeline import export_model
 from graphport.manifest import ExportDirectory
 
 RUNTIMES = ["onnxruntime", "openvino"]

@@ -37,7 +37,7 @@ TEXTS = ["hello world", "text a b hello world"]
 # and exit code 1, as the interpreter does, and dies after ``timeout`` seconds.
 LAUNCHER = """
 import json, os, runpy, signal, sys, traceback
-import graphport.cli, graphport.exporters.pipeline, graphport.runtimes.predict
+import graphport.cli, graphport.api.export, graphport.runtimes.predict
 jobs = json.loads(open(sys.argv[1]).read())
 children = {}
 for name, job in jobs.items():

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from graphport.exporters.pipeline import export_model
+from graphport.api.export import export_model
 from graphport.runtimes.predict import predict
 
 pytestmark = pytest.mark.demo

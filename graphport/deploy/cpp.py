@@ -42,8 +42,15 @@ from importlib import resources
 from pathlib import Path
 
 from graphport.errors import UsageError
-from graphport.exporters.pipeline import check_output_path, move_into_place, staging_directory
-from graphport.manifest import MANIFEST_NAME, ExportDirectory, GraphSpec, Manifest
+from graphport.manifest import (
+    MANIFEST_NAME,
+    ExportDirectory,
+    GraphSpec,
+    Manifest,
+    check_output_path,
+    move_into_place,
+    staging_directory,
+)
 
 FEEDS = {
     "input_ids": "the ids given",

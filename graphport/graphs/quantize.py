@@ -102,7 +102,7 @@ def min_vector_cosine(path: Path, feeds: list[dict], reference: list[list[np.nda
     and the matching vector of ``reference`` (outputs per feed), over all feeds."""
     import onnxruntime as ort
 
-    from graphport.validators.compare import row_cosines
+    from graphport.metrics import row_cosines
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 1.0

@@ -16,12 +16,15 @@ forward signature (see ``graphport.exporters.generic``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from graphport.errors import UnsupportedModelError
-from graphport.exporters.config import OnnxConfig
-from graphport.exporters.tasks import Task
+from graphport.exporters.config import OnnxConfig, OnnxConfigWithPast
+from graphport.exporters.tasks import Task, infer_task, parse_task
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,3 +144,39 @@ def export_config(directory: Any) -> OnnxConfig:
     model_config = AutoConfig.from_pretrained(directory.path, local_files_only=True)
     past = "-with-past" if manifest.kv_cache else ""
     return get_onnx_config(model_config, f"{Task(manifest.task).value}{past}")
+
+
+GENERATIVE_TASKS = frozenset(
+    {
+        Task.TEXT_GENERATION,
+        Task.TEXT2TEXT_GENERATION,
+        Task.AUTOMATIC_SPEECH_RECOGNITION,
+        Task.IMAGE_TO_TEXT,
+    }
+)
+
+
+def resolve_task(checkpoint: Any, task: str | Task | None) -> tuple[Task, bool]:
+    """The task given, else the one ``config.architectures`` implies, else feature-extraction."""
+    if task not in (None, "auto"):
+        return parse_task(task)
+    registration = get_registration(checkpoint.model_type)
+    inferred = infer_task(checkpoint.model_type, checkpoint.architectures, registration.tasks)
+    if inferred is None:
+        logger.info(
+            "config.architectures (%s) names no known head; using feature-extraction.",
+            checkpoint.architectures or "absent",
+        )
+        return Task.FEATURE_EXTRACTION, False
+    if inferred not in registration.tasks:
+        raise UnsupportedModelError(
+            f"The checkpoint's architecture {checkpoint.architectures[0]} is a {inferred.value} "
+            f"model, which graphport cannot export for {checkpoint.model_type!r} yet; pass "
+            f"--task with one of {', '.join(t.value for t in registration.tasks)}."
+        )
+    logger.info("Task inferred from %s: %s", checkpoint.architectures[0], inferred.value)
+    # A generative checkpoint is exported for generation: with its KV cache.
+    with_past = inferred in GENERATIVE_TASKS and issubclass(
+        registration.config_class, OnnxConfigWithPast
+    )
+    return inferred, with_past

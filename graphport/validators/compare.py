@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 
+from graphport.metrics import row_cosines
+
 
 @dataclasses.dataclass
 class OutputDiff:
@@ -98,12 +100,3 @@ def compare_output(
         diff.total = int(cosines.size)
         diff.mismatched = int((~(cosines >= cosine)).sum())
     return diff
-
-
-def row_cosines(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """Cosine similarity per row; two zero rows count as identical (1.0)."""
-    dot = (actual * expected).sum(-1)
-    norms = np.linalg.norm(actual, axis=-1) * np.linalg.norm(expected, axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(norms > 0, dot / norms, np.where(np.abs(actual).sum(-1) == 0, 1.0, 0.0))
-    return cos

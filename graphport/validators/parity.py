@@ -24,6 +24,7 @@ from graphport.errors import GraphportError
 from graphport.exporters.config import OnnxConfig, ShapeSet
 from graphport.manifest import ExportDirectory
 from graphport.validators.compare import OutputDiff, compare_output
+from graphport.validators.generation import GenerationCheck, check_generation
 
 logger = logging.getLogger(__name__)
 
@@ -52,35 +53,6 @@ class CaseResult:
     @property
     def passed(self) -> bool:
         return self.error is None and all(o.passed for o in self.outputs)
-
-
-@dataclasses.dataclass
-class GenerationCheck:
-    """Greedy tokens of one runtime against transformers' ``generate()`` on eager."""
-
-    runtime: str
-    case: str
-    expected: list[list[int]]
-    actual: list[list[int]]
-    error: str | None = None
-
-    @property
-    def first_difference(self) -> int | None:
-        """The first generation step where any row differs (None: identical)."""
-        if self.error:
-            return 0
-        width = max(len(self.expected[0]), len(self.actual[0]) if self.actual else 0)
-        for step in range(width):
-            for want, got in zip(self.expected, self.actual, strict=True):
-                if (want[step] if step < len(want) else None) != (
-                    got[step] if step < len(got) else None
-                ):
-                    return step
-        return None
-
-    @property
-    def passed(self) -> bool:
-        return self.error is None and self.first_difference is None
 
 
 @dataclasses.dataclass
@@ -447,8 +419,6 @@ def validate_export(
                 )
     # Tokens can only be expected to match where logits do to fp32 precision.
     if manifest.kv_cache and cosine is None and manifest.dtype == "fp32":
-        from graphport.runtimes.generate import check_generation
-
         # The eager reference against itself proves nothing about generation.
         loaded = [n for n in runtimes if report.runtimes.get(n) != "unavailable" and n != "torch"]
         report.generation = check_generation(

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from graphport.api.export import export_model
 from graphport.cli import cli
 from graphport.deploy import deploy
 from graphport.deploy.cpp import check_deployable
 from graphport.errors import ManifestError, UsageError
-from graphport.exporters.pipeline import export_model
 from graphport.exporters.tasks import Task
 from graphport.manifest import ExportDirectory, Manifest, TensorSpec
 from graphport.models.loader import load_checkpoint, load_model

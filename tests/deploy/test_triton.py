@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import add_word_tokenizer
 
+from graphport.api.export import export_model
 from graphport.cli import cli
 from graphport.deploy import deploy
 from graphport.deploy.triton import model_config
 from graphport.errors import ManifestError, UsageError
-from graphport.exporters.pipeline import export_model
 from graphport.manifest import ExportDirectory, Manifest, TensorSpec
 
 # name -> (model type, task, format); one export each, shared by the module.

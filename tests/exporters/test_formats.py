@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from graphport.api.export import export_model
 from graphport.errors import RuntimeUnavailableError, UsageError
-from graphport.exporters.pipeline import export_model
 from graphport.exporters.tensorrt import (
     InputProfile,
     engine_cache_key,

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoConfig
 
+from graphport.api.export import export_model
 from graphport.errors import ExportError, UnsupportedModelError
 from graphport.exporters.generic import GenericOnnxConfig, check_generic_support
-from graphport.exporters.pipeline import export_model
 from graphport.exporters.tasks import Task
 from graphport.manifest import ExportDirectory
 from graphport.models.registry import get_registration

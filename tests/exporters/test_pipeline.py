@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from graphport.api.export import export_model
 from graphport.errors import ModelLoadError, ParityError, UnsupportedModelError, UsageError
 from graphport.exporters import artifacts
-from graphport.exporters.pipeline import export_model
 from graphport.manifest import MANIFEST_NAME, ExportDirectory
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import add_word_tokenizer
 
+from graphport.api.export import export_model
+from graphport.api.transform import optimize_export, quantize_export
 from graphport.errors import ParityError, UsageError
-from graphport.exporters.pipeline import export_model
 from graphport.graphs import pipeline
-from graphport.graphs.pipeline import optimize_export, quantize_export
 from graphport.manifest import ExportDirectory
 from graphport.runtimes import available_runtimes, default_runtimes
 

@@ -279,7 +279,7 @@ def test_default_int4_takes_onnxruntimes_packed_int8_kernel(
     quantized = [session.run(None, f)[0] for f in feeds]
     assert "Falling back to using unpacked compute" not in capfd.readouterr().err
     for a, b in zip(run(graph, feeds), quantized, strict=True):
-        assert cosine(a, b) > 0.90  # the int4 budget of graphs/pipeline.py
+        assert cosine(a, b) > 0.90  # the int4 budget of api/transform.py
 
 
 def test_int4_gptq_uses_calibration(graph: Path, feeds, tmp_path: Path):

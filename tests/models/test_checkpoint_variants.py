@@ -26,8 +26,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from graphport.api.export import export_model
 from graphport.cli import cli
-from graphport.exporters.pipeline import export_model
 from graphport.models.tiny import tiny_model
 
 RUNTIMES = ["onnxruntime", "openvino"]

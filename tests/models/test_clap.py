@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from graphport.exporters.pipeline import export_model
+from graphport.api.export import export_model
 from graphport.exporters.tasks import Task
 from graphport.models.clap import _TINY, ClapAudioOnnxConfig
 from graphport.models.tiny import save_tiny_checkpoint, tiny_config

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from graphport.exporters.pipeline import export_model
+from graphport.api.export import export_model
 from graphport.models import registrations
 
 PAIRS = [(r.model_type, task.value) for r in registrations() for task in r.tasks]

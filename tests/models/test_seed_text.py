@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
+from graphport.api.export import ExportResult, export_model
 from graphport.errors import UnsupportedModelError
-from graphport.exporters.pipeline import ExportResult, export_model
 from graphport.exporters.tasks import Task
 from graphport.models import get_onnx_config, get_registration, supported_tasks
 from graphport.models.mra import TorchMraKernels, sequence_lengths, torch_mra_kernels

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import torch
 
+from graphport.api.export import export_model
 from graphport.errors import UnsupportedModelError
 from graphport.exporters.config import ShapeSet
-from graphport.exporters.pipeline import export_model
 from graphport.exporters.tasks import Task
 from graphport.models import get_onnx_config, supported_tasks
 from graphport.models.tiny import save_tiny_checkpoint, tiny_config

@@ -19,11 +19,11 @@ from click.testing import CliRunner
 
 from graphport.cli import cli
 from graphport.errors import UnsupportedModelError
-from graphport.exporters.pipeline import resolve_task
 from graphport.exporters.tasks import Task
 from graphport.manifest import MANIFEST_NAME
 from graphport.models import get_onnx_config
 from graphport.models.loader import load_checkpoint
+from graphport.models.registry import resolve_task
 from graphport.models.tiny import save_tiny_checkpoint, tiny_config, tiny_model
 from tests.conftest import save_word_tokenizer
 

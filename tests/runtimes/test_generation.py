@@ -18,8 +18,8 @@ import torch
 from click.testing import CliRunner
 from conftest import save_word_tokenizer
 
+from graphport.api.export import export_model
 from graphport.cli import cli
-from graphport.exporters.pipeline import export_model
 from graphport.manifest import ExportDirectory
 from graphport.runtimes.generate import (
     GenerationOptions,

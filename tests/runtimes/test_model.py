@@ -16,8 +16,8 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 from transformers.modeling_outputs import CausalLMOutputWithPast, MaskedLMOutput
 
 import graphport
+from graphport.api.export import export_model
 from graphport.errors import UnsupportedModelError, UsageError
-from graphport.exporters.pipeline import export_model
 from graphport.manifest import ExportDirectory
 from graphport.runtimes.model import RuntimeModelForCausalLM
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import save_word_tokenizer
 
-from graphport.exporters.pipeline import ExportResult, export_model
+from graphport.api.export import ExportResult, export_model
 from graphport.manifest import ExportDirectory
 from graphport.models.tiny import tiny_model
 from graphport.runtimes.generate import (

@@ -34,10 +34,17 @@ from typing import Any
 import onnx_ir as ir
 
 from graphport.errors import ParityError, UsageError
-from graphport.exporters.pipeline import check_output_path, move_into_place, staging_directory
 from graphport.graphs import DEFAULT_INT4_METHOD, QUANT_MODES
 from graphport.graphs.quantize import quiet_onnxruntime_tools
-from graphport.manifest import MANIFEST_NAME, ExportDirectory, GraphSpec, Manifest
+from graphport.manifest import (
+    MANIFEST_NAME,
+    ExportDirectory,
+    GraphSpec,
+    Manifest,
+    check_output_path,
+    move_into_place,
+    staging_directory,
+)
 from graphport.validators.parity import ParityReport, validate_export
 
 logger = logging.getLogger(__name__)

@@ -14,21 +14,26 @@ import contextlib
 import dataclasses
 import logging
 import shutil
-import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from graphport.errors import ParityError, UnsupportedModelError, UsageError
+from graphport.errors import ParityError, UsageError
 from graphport.exporters.artifacts import FormatOptions, check_format, write_artifact
-from graphport.exporters.config import OnnxConfigWithPast
 from graphport.exporters.onnx import check_eager_runs, check_opset
-from graphport.exporters.tasks import Task, infer_task, parse_task
-from graphport.manifest import MANIFEST_NAME, ExportDirectory, Manifest
-from graphport.models.loader import DTYPES, Checkpoint, load_checkpoint, load_model
-from graphport.models.registry import get_onnx_config, get_registration
+from graphport.exporters.tasks import Task
+from graphport.manifest import (
+    MANIFEST_NAME,
+    ExportDirectory,
+    Manifest,
+    check_output_path,
+    move_into_place,
+    staging_directory,
+)
+from graphport.models.loader import DTYPES, load_checkpoint, load_model
+from graphport.models.registry import get_onnx_config, get_registration, resolve_task
 from graphport.validators.parity import ParityReport, validate_export
 
 logger = logging.getLogger(__name__)
@@ -44,14 +49,6 @@ VERSIONED_PACKAGES = (
     "openvino",
 )
 REPORT_NAME = "parity.json"
-GENERATIVE_TASKS = frozenset(
-    {
-        Task.TEXT_GENERATION,
-        Task.TEXT2TEXT_GENERATION,
-        Task.AUTOMATIC_SPEECH_RECOGNITION,
-        Task.IMAGE_TO_TEXT,
-    }
-)
 
 
 @dataclasses.dataclass
@@ -68,68 +65,6 @@ def package_versions() -> dict[str, str]:
         with contextlib.suppress(PackageNotFoundError):
             versions[name] = version(name)
     return versions
-
-
-def resolve_task(checkpoint: Checkpoint, task: str | Task | None) -> tuple[Task, bool]:
-    """The task given, else the one ``config.architectures`` implies, else feature-extraction."""
-    if task not in (None, "auto"):
-        return parse_task(task)
-    registration = get_registration(checkpoint.model_type)
-    inferred = infer_task(checkpoint.model_type, checkpoint.architectures, registration.tasks)
-    if inferred is None:
-        logger.info(
-            "config.architectures (%s) names no known head; using feature-extraction.",
-            checkpoint.architectures or "absent",
-        )
-        return Task.FEATURE_EXTRACTION, False
-    if inferred not in registration.tasks:
-        raise UnsupportedModelError(
-            f"The checkpoint's architecture {checkpoint.architectures[0]} is a {inferred.value} "
-            f"model, which graphport cannot export for {checkpoint.model_type!r} yet; pass "
-            f"--task with one of {', '.join(t.value for t in registration.tasks)}."
-        )
-    logger.info("Task inferred from %s: %s", checkpoint.architectures[0], inferred.value)
-    # A generative checkpoint is exported for generation: with its KV cache.
-    with_past = inferred in GENERATIVE_TASKS and issubclass(
-        registration.config_class, OnnxConfigWithPast
-    )
-    return inferred, with_past
-
-
-def check_output_path(output: Path, overwrite: bool) -> None:
-    if output.exists() and not output.is_dir():
-        raise UsageError(
-            f"Output path {output} is an existing file; pass a directory path (it is created)."
-        )
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise UsageError(
-            f"Output directory {output} already exists and is not empty; pass --overwrite to "
-            "replace it, or choose another directory."
-        )
-
-
-@contextlib.contextmanager
-def staging_directory(output: Path) -> Iterator[Path]:
-    """A scratch directory beside ``output``, removed unless the caller moved it away."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary directory
-    try:
-        yield staging
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def move_into_place(staging: Path, output: Path) -> None:
-    """Replace ``output`` by ``staging`` with renames, so no half state is observable."""
-    backup = None
-    if output.exists():
-        backup = output.with_name(f".{output.name}.old-{time.time_ns()}")
-        output.rename(backup)
-    staging.rename(output)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
 
 
 def _kv_cache_contract(config: Any, dtype: str) -> dict[str, Any] | None:
