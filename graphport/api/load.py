@@ -103,5 +103,14 @@ def preprocessors(directory: ExportDirectory) -> dict[str, Any]:
             found["feature_extractor"] = AutoFeatureExtractor.from_pretrained(
                 directory.path, local_files_only=True
             )
+    elif (directory.path / "processor_config.json").is_file():
+        # Transformers 5 saves a processor's feature extractor or image processor inside
+        # processor_config.json, not as a preprocessor_config.json of its own.
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(directory.path, local_files_only=True)
+        for name in ("tokenizer", "image_processor", "feature_extractor"):
+            if getattr(processor, name, None) is not None:
+                found.setdefault(name, getattr(processor, name))
     logger.debug("Preprocessors of %s: %s", directory.path, ", ".join(found) or "none")
     return found

@@ -14,8 +14,13 @@ Rules of ``forward`` (what eager and ``generate()`` do without the weights):
    (over past and new positions), ``token_type_ids`` zeros, ``position_ids`` from the
    mask as ``generate()`` builds them (the mask's running count minus one, 0 on padding).
    Any other missing input is an error. ``token_type_ids`` all zero are dropped when the
-   graph does not take them (a tokenizer returns them for decoders too), and
-   ``position_ids`` when the graph computes its own (a decoder exported without a cache).
+   graph does not take them (a tokenizer returns them for decoders too), an
+   ``attention_mask`` of ones likewise (the CTC pipeline passes one to a wav2vec2 graph
+   exported without it, which is what a mask of ones computes), and ``position_ids``
+   when the graph computes its own (a decoder exported without a cache).
+   An input the graph does not take is dropped too when the eager head's ``forward`` does
+   not name it: eager takes it through ``**kwargs`` and ignores it (YOLOS and the
+   ``pixel_mask`` its image processor returns).
 3. Flags with no meaning for a fixed graph (``use_cache``, ``return_dict``, ...) are
    accepted and ignored; ``labels`` are refused (the graph computes no loss).
 
@@ -87,6 +92,8 @@ TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bflo
 IGNORED = frozenset(
     {"use_cache", "return_dict", "output_attentions", "output_hidden_states", "logits_to_keep"}
 )
+# What image processors and feature extractors return beside the main input.
+PREPROCESSOR_EXTRAS = ("pixel_mask",)
 PAST = ("past_key_values.{}.key", "past_key_values.{}.value")
 PRESENT = ("present.{}.key", "present.{}.value")
 
@@ -147,6 +154,7 @@ class RuntimeModel(PreTrainedModel):
         self.input_modalities = MODALITIES.get(manifest.modality, "text")
         self.output_class = output_class(self.task, runtime.output_names)
         self._torch_dtype = TORCH_DTYPES.get(manifest.dtype, torch.float32)
+        self.eager_ignores = _eager_ignores(config, self.graph_inputs)
         self.eval()
 
     @classmethod
@@ -195,7 +203,7 @@ class RuntimeModel(PreTrainedModel):
             )
         given = dict(zip(self.graph_inputs, args, strict=False))
         for name, value in inputs.items():
-            if value is None or name in IGNORED:
+            if value is None or name in IGNORED or name in self.eager_ignores:
                 continue
             if name == "labels":
                 raise UsageError(
@@ -212,6 +220,14 @@ class RuntimeModel(PreTrainedModel):
                     "single sequences, or export a model that uses token types."
                 )
             del feeds["token_type_ids"]
+        mask = feeds.get("attention_mask")
+        if "attention_mask" not in self.graph_inputs and mask is not None:
+            if not mask.all():
+                raise UsageError(
+                    "The graph takes no attention_mask, but one with padding was passed; "
+                    "pass one input at a time (unpadded), or export a model that takes a mask."
+                )
+            del feeds["attention_mask"]
         if "position_ids" not in self.graph_inputs:
             # generate() passes them to any forward that names them; such a graph derives
             # its positions itself (rule 2).
@@ -314,6 +330,21 @@ class RuntimeModelForCausalLM(RuntimeModel, GenerationMixin):
         return super()._beam_search(*args, **kwargs)
 
 
+def _eager_ignores(config: PretrainedConfig, graph_inputs: Sequence[str]) -> frozenset[str]:
+    """Inputs preprocessors return that the eager head neither names nor the graph takes
+    (rule 2): eager's ``forward`` swallows them in ``**kwargs``."""
+    import inspect
+
+    import transformers
+
+    names = getattr(config, "architectures", None) or []
+    head = getattr(transformers, names[0], None) if names else None
+    if head is None:
+        return frozenset()
+    named = set(inspect.signature(head.forward).parameters)
+    return frozenset(n for n in PREPROCESSOR_EXTRAS if n not in named and n not in graph_inputs)
+
+
 def _store_present(cache: DynamicCache, results: Mapping[str, np.ndarray], layers: int) -> None:
     """Make ``cache`` hold the graph's present tensors (rule 4): wrapped, not copied."""
     for i in range(layers):
@@ -341,11 +372,9 @@ def model_class(directory: ExportDirectory) -> type[RuntimeModel]:
     manifest = directory.manifest
     names = [g.name for g in manifest.graphs]
     if names != ["model"]:
-        raise UnsupportedModelError(
-            f"{directory.path} is a {manifest.task} export with graphs {', '.join(names)}, "
-            "which graphport.load cannot run yet (it runs single-graph exports); use "
-            "`graphport run` or `graphport generate` for it."
-        )
+        from graphport.runtimes.model_seq2seq import multi_graph_class
+
+        return multi_graph_class(directory)
     if manifest.task == "text-generation":
         return RuntimeModelForCausalLM
     return RuntimeModel
