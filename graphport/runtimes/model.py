@@ -57,7 +57,7 @@ from transformers import modeling_outputs as outputs
 from transformers.cache_utils import DynamicLayer
 from transformers.utils import ModelOutput
 
-from graphport.errors import UnsupportedModelError, UsageError
+from graphport.errors import UsageError
 from graphport.manifest import ExportDirectory
 from graphport.runtimes import get_runtime_class
 from graphport.runtimes.base import Runtime
