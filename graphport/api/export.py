@@ -22,6 +22,7 @@ from typing import Any
 
 from graphport.errors import ParityError, UsageError
 from graphport.exporters.artifacts import FormatOptions, check_format, write_artifact
+from graphport.exporters.cache_layout import UnsupportedCacheError
 from graphport.exporters.onnx import check_eager_runs, check_opset
 from graphport.exporters.tasks import Task
 from graphport.manifest import (
@@ -123,7 +124,15 @@ def export_model(
     logger.info("Loading %s (%s, %s)", checkpoint.path, checkpoint.model_type, parsed_task.value)
     eager = load_model(checkpoint, parsed_task, dtype, dict(onnx_config.values_override or {}))
     options = dataclasses.replace(format_options or FormatOptions(), opset=opset)
-    graphs = onnx_config.sub_graphs(eager)
+    try:
+        graphs = onnx_config.sub_graphs(eager)
+    except UnsupportedCacheError as e:
+        if task not in (None, "auto"):  # asked for with-past: say why not
+            raise
+        # Inferred: a causal LM whose cache is not plain keys and values generates without.
+        logger.warning("%s Exporting %s without a KV cache.", e, parsed_task.value)
+        onnx_config = get_onnx_config(checkpoint.config, parsed_task.value)
+        graphs = onnx_config.sub_graphs(eager)
     for graph in graphs:  # before anything is written
         check_eager_runs(graph.module, graph.config)
 

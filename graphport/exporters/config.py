@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -23,7 +24,10 @@ import numpy as np
 import torch
 
 from graphport.errors import UnsupportedModelError
+from graphport.exporters.cache_layout import CacheLayout, UnsupportedCacheError
 from graphport.exporters.tasks import Task, parse_task
+
+logger = logging.getLogger(__name__)
 
 Axes = dict[int, str]
 
@@ -312,10 +316,21 @@ class OnnxConfigWithPast(OnnxConfig):
     The graph takes ``attention_mask`` over past and new positions and, when the model's
     forward has them, explicit ``position_ids``, so left-padded batches generate exactly as
     transformers does. An empty past (``past_sequence`` = 0) is the first step.
+
+    Against a model (``sub_graphs``), the cache's layout is read from a dry run of the
+    model (``CacheLayout.read``): every layer's KV heads and head dim, and which layers keep
+    a sliding window. A sliding layer's past and present are its own axes
+    (``sliding_past_sequence``, ``sliding_present_sequence``: at most ``sliding_window - 1``
+    positions); without a layout the sizes come from the config's attribute names.
     """
 
     modality: ClassVar[str] = "text"
     tasks = (Task.FEATURE_EXTRACTION, Task.TEXT_GENERATION)
+    # Set by ``sub_graphs`` (or from a manifest's contract); None: sizes from the config.
+    cache_layout: CacheLayout | None = None
+    # A sliding layer's past while tracing: shorter than the other past axes, and than the
+    # window, so that the graph stays general in both.
+    SLIDING_TRACE_PAST: ClassVar[int] = 3
     trace_sizes: ClassVar[dict[str, int]] = {"batch": 2, "sequence": 7, "past_sequence": 5}
     # The two shapes generation uses: a prompt with an empty cache, one token on a cache.
     validation_sizes: ClassVar[tuple[dict[str, int], ...]] = (
@@ -334,6 +349,8 @@ class OnnxConfigWithPast(OnnxConfig):
 
     @property
     def num_layers(self) -> int:
+        if self.cache_layout is not None:
+            return self.cache_layout.num_layers
         for attr in ("num_hidden_layers", "n_layer", "num_layers"):
             if hasattr(self._config, attr):
                 return int(getattr(self._config, attr))
@@ -348,14 +365,38 @@ class OnnxConfigWithPast(OnnxConfig):
 
     @property
     def num_kv_heads(self) -> int:
+        if self.cache_layout is not None:
+            return self.cache_layout.layers[0].num_kv_heads
         return int(getattr(self._config, "num_key_value_heads", None) or self.num_attention_heads)
 
     @property
     def head_dim(self) -> int:
+        if self.cache_layout is not None:
+            return self.cache_layout.layers[0].head_dim
         return int(
             getattr(self._config, "head_dim", None)
             or self._config.hidden_size // self.num_attention_heads
         )
+
+    def _past_axis(self, layer: int) -> str:
+        layout = self.cache_layout
+        return layout.past_axis(layer) if layout is not None else "past_sequence"
+
+    def _present_axis(self, layer: int) -> str:
+        layout = self.cache_layout
+        return layout.present_axis(layer) if layout is not None else "total_sequence"
+
+    def adopt_kv_cache_contract(self, contract: Mapping[str, Any]) -> None:
+        """Take the cache layout an export's manifest records (no model at hand)."""
+        self.cache_layout = CacheLayout.from_contract(contract)
+
+    def read_cache_layout(self, model: torch.nn.Module) -> None:
+        """The layout of ``model``'s own cache (a family whose model returns a cache of
+        another kind keeps the sizes its config names)."""
+        try:
+            self.cache_layout = CacheLayout.read(model)
+        except UnsupportedCacheError:
+            logger.debug("No cache layout read for %s", type(model).__name__, exc_info=True)
 
     @property
     def model_parameters(self) -> frozenset[str]:
@@ -391,16 +432,16 @@ class OnnxConfigWithPast(OnnxConfig):
         }
         if self.uses_position_ids:
             inputs["position_ids"] = {0: "batch", 1: "sequence"}
-        for name in _past_names(self.num_layers):
-            inputs[name] = {0: "batch", 2: "past_sequence"}
+        for index, name in enumerate(_past_names(self.num_layers)):
+            inputs[name] = {0: "batch", 2: self._past_axis(index // 2)}
         return inputs
 
     @property
     def outputs(self) -> Mapping[str, Axes]:
         outputs = dict(super().outputs)
         if self.use_past:
-            for name in _present_names(self.num_layers):
-                outputs[name] = {0: "batch", 2: "total_sequence"}
+            for index, name in enumerate(_present_names(self.num_layers)):
+                outputs[name] = {0: "batch", 2: self._present_axis(index // 2)}
         return outputs
 
     @property
@@ -421,9 +462,25 @@ class OnnxConfigWithPast(OnnxConfig):
         batch, sequence, past = sizes["batch"], sizes["sequence"], sizes["past_sequence"]
         if name == "attention_mask":
             return (batch, past + sequence)
+        if name.startswith("past_key_values.") and self.cache_layout is not None:
+            layer = int(name.split(".")[1])
+            shape = self.cache_layout.layers[layer]
+            length = self.cache_layout.past_length(layer, sizes)
+            return shape.shape(batch, length, value=name.endswith(".value"))
         if name.startswith("past_key_values."):
             return (batch, self.num_kv_heads, past, self.head_dim)
         return (batch, sequence)
+
+    def trace_shapes(self) -> ShapeSet:
+        shapes = super().trace_shapes()
+        if not self.use_past or self.cache_layout is None:
+            return shapes
+        sizes = dict(shapes.sizes)
+        for layer, shape in enumerate(self.cache_layout.layers):
+            if shape.keeps is not None:
+                past = min(self.SLIDING_TRACE_PAST, shape.keeps, sizes["past_sequence"])
+                sizes[self.cache_layout.past_axis(layer)] = past
+        return ShapeSet(sizes, shapes.label)
 
     def dummy_inputs(self, shapes: ShapeSet, seed: int = 0) -> dict[str, torch.Tensor]:
         """Left-padded prompts (as generation pads them), their positions, a random past
@@ -464,6 +521,7 @@ class OnnxConfigWithPast(OnnxConfig):
             "num_layers": self.num_layers,
             "num_kv_heads": self.num_kv_heads,
             "head_dim": self.head_dim,
+            **(self.cache_layout.contract() if self.cache_layout is not None else {}),
             "position_ids": self.uses_position_ids,
             "empty_past": "the first step feeds past tensors with 0 positions",
         }
@@ -490,7 +548,8 @@ class OnnxConfigWithPast(OnnxConfig):
             return super().sub_graphs(model)
         from graphport.exporters.kv_cache import CausalLMWithCache
 
-        module = CausalLMWithCache(model, list(self.inputs), self.num_layers)
+        self.read_cache_layout(model)
+        module = CausalLMWithCache(model, list(self.inputs), self.num_layers, self.cache_layout)
         return [SubGraph("model", module, self)]
 
 
@@ -782,6 +841,9 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
     def _random_ids(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         low = min(5, self.vocab_size - 1)
         return rng.integers(low, self.vocab_size, size=shape, dtype=np.int64)
+
+    def adopt_kv_cache_contract(self, contract: Mapping[str, Any]) -> None:
+        pass  # the decoder's sizes come from its config (see num_layers)
 
     def kv_cache_contract(self) -> dict[str, Any] | None:
         contract = super().kv_cache_contract()

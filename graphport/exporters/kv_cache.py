@@ -9,6 +9,12 @@ keeps: batch, kv heads, positions, head dim).
 The first generation step feeds an empty past (zero positions) through the same graph,
 so no runtime needs a second "without past" graph or an If node to choose between them.
 
+Given a ``CacheLayout`` (read from the model's own cache), the cache is rebuilt layer by
+layer as transformers builds it: a sliding-window layer keeps and returns only its last
+``sliding_window - 1`` positions, as ``DynamicSlidingWindowLayer`` does. Its mask sizes are
+taken from the tensors' shapes instead of from Python comparisons on its length, so one
+traced graph serves a window not yet full and a full one.
+
 Encoder-decoders are two graphs: ``Seq2SeqEncoder`` (encoder inputs -> ``last_hidden_state``)
 and ``Seq2SeqDecoderWithCache``, whose cache is the decoder's self-attention only. Its
 cross-attention keys and values are recomputed from ``encoder_hidden_states`` at every step
@@ -20,10 +26,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import DynamicCache, EncoderDecoderCache
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 from transformers.modeling_outputs import BaseModelOutput
+
+if TYPE_CHECKING:
+    from graphport.exporters.cache_layout import CacheLayout
 
 KEY = "past_key_values.{}.key"
 VALUE = "past_key_values.{}.value"
@@ -91,16 +102,86 @@ class _WithCache(torch.nn.Module):
         return result
 
 
+class _PastLayer(DynamicLayer):
+    """A full layer holding a given past (``DynamicLayer`` after its first update)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        super().__init__()
+        self.keys, self.values = keys, values
+        self.device, self.dtype = keys.device, keys.dtype
+        self.is_initialized = True
+
+
+class _WindowPastLayer(DynamicSlidingWindowLayer):
+    """A sliding-window layer holding the last ``keys.shape[-2]`` of ``seen`` positions.
+
+    ``update`` is transformers' own (it keeps the last ``sliding_window - 1`` positions).
+    The mask sizes follow from the shapes: the keys attended are the past held plus the
+    new ones, starting ``seen - held`` positions in, which equals transformers' rule for a
+    window not yet full (everything held) and a full one (``sliding_window - 1`` held),
+    without a branch on the length that tracing would have to specialize.
+    """
+
+    def __init__(
+        self, sliding_window: int, keys: torch.Tensor, values: torch.Tensor, seen: int
+    ) -> None:
+        super().__init__(sliding_window=sliding_window)
+        self.keys, self.values = keys, values
+        self.device, self.dtype = keys.device, keys.dtype
+        self._sliding_window_tensor = self._sliding_window_tensor.to(self.device)
+        self.is_initialized = True
+        self.cumulative_length = seen
+        self._held = keys.shape[-2]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self._held + query_length, self.cumulative_length - self._held
+
+
+def layered_cache(
+    past: Sequence[tuple[torch.Tensor, torch.Tensor]], layout: CacheLayout, seen: int
+) -> DynamicCache:
+    """A ``DynamicCache`` of ``layout``'s layer kinds holding ``past``; ``seen`` is the
+    number of positions before the new tokens (what a sliding layer no longer holds
+    included)."""
+    layers: list[DynamicLayer] = []
+    for shape, (keys, values) in zip(layout.layers, past, strict=True):
+        if shape.sliding_window is None:
+            layers.append(_PastLayer(keys, values))
+        else:
+            layers.append(_WindowPastLayer(shape.sliding_window, keys, values, seen))
+    cache = DynamicCache()
+    cache.layers = layers
+    cache.layer_class_to_replicate = None
+    return cache
+
+
 class CausalLMWithCache(_WithCache):
     """``forward(*inputs)`` in ``input_names`` order -> ``{logits, present.{i}.key/value}``.
 
     Positional, because graph input names such as ``past_key_values.0.key`` are not Python
-    identifiers; the export config gives the order.
+    identifiers; the export config gives the order. With a ``layout``, each layer's cache
+    is of the kind the model's own cache has (see ``layered_cache``); without one, every
+    layer keeps every position.
     """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        input_names: Sequence[str],
+        num_layers: int,
+        layout: CacheLayout | None = None,
+    ) -> None:
+        super().__init__(model, input_names, num_layers)
+        self.layout = layout
 
     def forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         named = dict(zip(self.input_names, inputs, strict=True))
-        cache = DynamicCache(ddp_cache_data=self.past(named))
+        past = self.past(named)
+        if self.layout is None:
+            cache = DynamicCache(ddp_cache_data=past)
+        else:
+            seen = named["attention_mask"].shape[-1] - named["input_ids"].shape[-1]
+            cache = layered_cache(past, self.layout, seen)
         output = self.model(**named, **{self.cache_argument: cache}, use_cache=True)
         return self.outputs(output.logits, output_cache(output))
 

@@ -132,7 +132,12 @@ def get_onnx_config(model_config: Any, task: Task | str) -> OnnxConfig:
             f"{parsed.value!r}; it supports "
             f"{', '.join(t.value for t in registration.tasks)}. Pass one of these with --task."
         )
-    return registration.config_class(model_config, task=parsed, use_past=with_past)
+    config_class = registration.config_class
+    if registration.generic and with_past and parsed is Task.TEXT_GENERATION:
+        from graphport.exporters.generic_decoder import GenericDecoderOnnxConfig
+
+        config_class = GenericDecoderOnnxConfig  # the cache layout a dry run reads
+    return config_class(model_config, task=parsed, use_past=with_past)
 
 
 def export_config(directory: Any) -> OnnxConfig:
@@ -143,7 +148,10 @@ def export_config(directory: Any) -> OnnxConfig:
     manifest = directory.manifest
     model_config = AutoConfig.from_pretrained(directory.path, local_files_only=True)
     past = "-with-past" if manifest.kv_cache else ""
-    return get_onnx_config(model_config, f"{Task(manifest.task).value}{past}")
+    config = get_onnx_config(model_config, f"{Task(manifest.task).value}{past}")
+    if manifest.kv_cache and isinstance(config, OnnxConfigWithPast):
+        config.adopt_kv_cache_contract(manifest.kv_cache)
+    return config
 
 
 GENERATIVE_TASKS = frozenset(
@@ -175,8 +183,13 @@ def resolve_task(checkpoint: Any, task: str | Task | None) -> tuple[Task, bool]:
             f"--task with one of {', '.join(t.value for t in registration.tasks)}."
         )
     logger.info("Task inferred from %s: %s", checkpoint.architectures[0], inferred.value)
-    # A generative checkpoint is exported for generation: with its KV cache.
+    # A generative checkpoint is exported for generation: with its KV cache (a causal LM
+    # without a family too, where its class takes a cache).
     with_past = inferred in GENERATIVE_TASKS and issubclass(
         registration.config_class, OnnxConfigWithPast
     )
+    if registration.generic and inferred is Task.TEXT_GENERATION:
+        from graphport.exporters.generic_decoder import takes_cache
+
+        with_past = takes_cache(checkpoint.model_type)
     return inferred, with_past

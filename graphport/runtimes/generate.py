@@ -328,13 +328,16 @@ def _carry_cache(outputs: Mapping[str, np.ndarray], num_layers: int) -> dict[str
 
 
 def _empty_past(contract: Mapping[str, Any], batch: int) -> dict[str, np.ndarray]:
-    shape = (batch, int(contract["num_kv_heads"]), 0, int(contract["head_dim"]))
-    empty = np.zeros(shape, dtype=np.dtype(contract.get("dtype", "float32")))
-    return {
-        name.format(i): empty
-        for i in range(int(contract["num_layers"]))
-        for name in ("past_key_values.{}.key", "past_key_values.{}.value")
-    }
+    """Zero-position past tensors; per layer where the contract lists ``layers``."""
+    dtype = np.dtype(contract.get("dtype", "float32"))
+    layers = contract.get("layers") or [contract] * int(contract["num_layers"])
+    feeds = {}
+    for i, layer in enumerate(layers):
+        heads, dim = int(layer["num_kv_heads"]), int(layer["head_dim"])
+        value_dim = int(layer.get("value_head_dim") or dim)
+        feeds[f"past_key_values.{i}.key"] = np.zeros((batch, heads, 0, dim), dtype=dtype)
+        feeds[f"past_key_values.{i}.value"] = np.zeros((batch, heads, 0, value_dim), dtype=dtype)
+    return feeds
 
 
 def require_cache(export_dir: ExportDirectory) -> Mapping[str, Any]:

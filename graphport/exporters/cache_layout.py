@@ -1,0 +1,205 @@
+"""The KV-cache layout of a causal LM, read from the cache its eager model returns.
+
+Configs name their sizes in many ways (``num_key_value_heads``, ``n_head_kv``, per-layer
+lists...), and some layers keep less than the whole past: transformers' ``DynamicCache``
+holds a ``DynamicSlidingWindowLayer`` (the last ``sliding_window - 1`` positions) for a
+sliding-window layer and a ``DynamicLayer`` (every position) for a global one. So the
+layout is not read from config names: the model runs once on a few tokens with
+``use_cache=True`` (``CacheLayout.read``) and each layer of the cache it returns gives its
+kind, its number of KV heads and its head dim.
+
+Only layers that hold plain (batch, kv heads, positions, head dim) keys and values can be
+a graph's past; a cache of any other kind (recurrent or linear-attention states, quantized
+or offloaded layers) is refused with ``UnsupportedCacheError``, naming the layer kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from graphport.errors import UnsupportedModelError
+
+logger = logging.getLogger(__name__)
+
+# The axis names of a layer's past and present positions.
+FULL_PAST = "past_sequence"
+FULL_PRESENT = "total_sequence"
+SLIDING_PAST = "sliding_past_sequence"
+SLIDING_PRESENT = "sliding_present_sequence"
+
+# The dry run's prompt length: more than one token (a one-token prompt could hide a layer
+# that keeps nothing), fewer than any sliding window keeps.
+DRY_RUN_TOKENS = 3
+
+
+class UnsupportedCacheError(UnsupportedModelError):
+    """The model's cache is not one a graph can take and return as past/present tensors."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerShape:
+    """One layer's cache: KV heads, head dim (the values' when it differs from the keys',
+    as in multi-head latent attention), and the sliding window (None: global) of a layer
+    that keeps only the last ``sliding_window - 1`` positions."""
+
+    num_kv_heads: int
+    head_dim: int
+    sliding_window: int | None = None
+    value_head_dim: int | None = None
+
+    def shape(self, batch: int, positions: int, value: bool = False) -> tuple[int, int, int, int]:
+        dim = self.value_head_dim if value and self.value_head_dim is not None else self.head_dim
+        return (batch, self.num_kv_heads, positions, dim)
+
+    @property
+    def keeps(self) -> int | None:
+        """The most positions the layer's cache holds (None: all)."""
+        return None if self.sliding_window is None else self.sliding_window - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheLayout:
+    layers: tuple[LayerShape, ...]
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every layer keeps every position at the same size (the families' case)."""
+        first = self.layers[0]
+        return all(layer == first for layer in self.layers) and first.sliding_window is None
+
+    @property
+    def windows(self) -> list[int]:
+        return sorted({la.sliding_window for la in self.layers if la.sliding_window is not None})
+
+    def past_axis(self, index: int) -> str:
+        return self._axis(index, FULL_PAST, SLIDING_PAST)
+
+    def present_axis(self, index: int) -> str:
+        return self._axis(index, FULL_PRESENT, SLIDING_PRESENT)
+
+    def _axis(self, index: int, full: str, sliding: str) -> str:
+        window = self.layers[index].sliding_window
+        if window is None:
+            return full
+        # Layers with different windows keep different lengths: an axis per window.
+        return sliding if len(self.windows) == 1 else f"{sliding}_{window}"
+
+    def past_length(self, index: int, sizes: Mapping[str, int]) -> int:
+        """Layer ``index``'s past positions at the axis sizes: ``sizes`` may give its axis
+        explicitly (tracing does), else it is the past a generation would hold."""
+        axis = self.past_axis(index)
+        if axis in sizes:
+            return int(sizes[axis])
+        keeps = self.layers[index].keeps
+        past = int(sizes["past_sequence"])
+        return past if keeps is None else min(past, keeps)
+
+    def contract(self) -> dict[str, Any]:
+        """The manifest's kv_cache entries: the first layer's sizes, as the families record
+        them, and where layers differ or slide, every layer's."""
+        first = self.layers[0]
+        contract: dict[str, Any] = {
+            "num_layers": self.num_layers,
+            "num_kv_heads": first.num_kv_heads,
+            "head_dim": first.head_dim,
+        }
+        if not self.uniform:
+            contract["layers"] = [
+                {k: v for k, v in dataclasses.asdict(layer).items() if v is not None}
+                for layer in self.layers
+            ]
+            if self.windows:
+                contract["sliding_window"] = (
+                    "a layer with a sliding_window keeps its last sliding_window - 1 positions: "
+                    "its past and present are that long at most"
+                )
+        return contract
+
+    @classmethod
+    def from_contract(cls, contract: Mapping[str, Any]) -> CacheLayout:
+        """The layout a manifest's kv_cache entry records."""
+        if contract.get("layers"):
+            return cls(tuple(LayerShape(**layer) for layer in contract["layers"]))
+        layer = LayerShape(int(contract["num_kv_heads"]), int(contract["head_dim"]))
+        return cls((layer,) * int(contract["num_layers"]))
+
+    @classmethod
+    def read(cls, model: torch.nn.Module, input_ids: Sequence[int] | None = None) -> CacheLayout:
+        """Run ``model`` once with ``use_cache=True`` and read the layout off its cache."""
+        from graphport.exporters.kv_cache import output_cache
+
+        ids = list(input_ids or ())[:DRY_RUN_TOKENS] or [min(5, _vocab_size(model) - 1)] * 3
+        tokens = torch.tensor([ids], dtype=torch.long)
+        try:
+            with torch.no_grad():
+                output = model(
+                    input_ids=tokens, attention_mask=torch.ones_like(tokens), use_cache=True
+                )
+            cache = output_cache(output)
+        except Exception as e:
+            raise UnsupportedCacheError(
+                f"{type(model).__name__} returns no KV cache on a dry run with use_cache=True "
+                f"({_first_line(e)}), so it cannot be exported with one; export it without "
+                "-with-past."
+            ) from e
+        return cls(tuple(_layer_shape(model, i, layer, len(ids)) for i, layer in _layers(cache)))
+
+
+def _layers(cache: Any) -> list[tuple[int, Any]]:
+    from transformers import Cache
+
+    if not isinstance(cache, Cache) or not getattr(cache, "layers", None):
+        raise UnsupportedCacheError(
+            f"The model returns a {type(cache).__name__} as its cache, not a transformers "
+            "Cache of layers, so graphport cannot make it a graph's past; export it without "
+            "-with-past."
+        )
+    return list(enumerate(cache.layers))
+
+
+def _layer_shape(model: torch.nn.Module, index: int, layer: Any, tokens: int) -> LayerShape:
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    kind = type(layer)
+    keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+    plain = kind in (DynamicLayer, DynamicSlidingWindowLayer)
+    shaped = (
+        isinstance(keys, torch.Tensor)
+        and isinstance(values, torch.Tensor)
+        and keys.dim() == 4
+        and keys.shape[:2] == values.shape[:2]
+        and keys.shape[2] == values.shape[2] == tokens
+    )
+    if not (plain and shaped):
+        what = f"a {kind.__name__}" + ("" if plain else " (not a plain key/value layer)")
+        raise UnsupportedCacheError(
+            f"Layer {index} of {type(model).__name__}'s cache is {what}, which graphport cannot "
+            "carry as (batch, kv heads, positions, head dim) past tensors; export it without "
+            "-with-past."
+        )
+    window = getattr(layer, "sliding_window", None) if layer.is_sliding else None
+    value_dim = int(values.shape[3]) if values.shape[3] != keys.shape[3] else None
+    return LayerShape(
+        int(keys.shape[1]), int(keys.shape[3]), int(window) if window else None, value_dim
+    )
+
+
+def _vocab_size(model: torch.nn.Module) -> int:
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if embeddings is not None and hasattr(embeddings, "num_embeddings"):
+        return int(embeddings.num_embeddings)
+    return int(getattr(model.config.get_text_config(), "vocab_size", 8))
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
