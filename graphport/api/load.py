@@ -13,6 +13,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from graphport.api.generated_text import SERVED, GeneratedTextPipeline
+from graphport.api.inputs import checked_class
+from graphport.api.question_answering import QuestionAnsweringPipeline
 from graphport.errors import UnsupportedModelError, UsageError
 from graphport.manifest import ExportDirectory
 from graphport.runtimes.model import RuntimeModel, load_model
@@ -23,6 +26,11 @@ logger = logging.getLogger(__name__)
 PIPELINE_TASKS = {"semantic-segmentation": "image-segmentation"}
 # Pipeline tasks an export of another task also serves (its own task aside).
 ALSO_SERVES = {"feature-extraction": ("image-feature-extraction",)}
+# Two-tower exports (feature-extraction, a graph per tower) serve zero-shot classification.
+TWO_TOWER_TASKS = {
+    "vision": "zero-shot-image-classification",
+    "audio": "zero-shot-audio-classification",
+}
 # Exported tasks Transformers 5 has no pipeline for (it removed some).
 NO_PIPELINE = ("question-answering", "multiple-choice", "text2text-generation", "image-to-text")
 
@@ -52,11 +60,30 @@ def pipeline(
     directory = (
         export_dir if isinstance(export_dir, ExportDirectory) else ExportDirectory(export_dir)
     )
+    served = SERVED.get(directory.manifest.task, ())
+    if served and (task is None or task.split("_")[0] in served):
+        # Transformers 5 removed these pipelines: generate() and decode (api/generated_text.py).
+        found = {**preprocessors(directory), **kwargs}
+        model = load(directory, runtime, **(runtime_options or {}))
+        return GeneratedTextPipeline(model, task or directory.manifest.task, **found)
+    if directory.manifest.task == "question-answering" and task in (None, "question-answering"):
+        # Transformers 5 removed this pipeline too: graphport's (api/question_answering.py).
+        model = load(directory, runtime, **(runtime_options or {}))
+        tokenizer = kwargs.pop("tokenizer", None) or preprocessors(directory).get("tokenizer")
+        return QuestionAnsweringPipeline(model, tokenizer, **kwargs)
     task = pipeline_task(directory, task)
     model = load(directory, runtime, **(runtime_options or {}))
     for name, value in preprocessors(directory).items():
         kwargs.setdefault(name, value)
     kwargs.setdefault("device", "cpu")
+    if "pipeline_class" not in kwargs and not task.startswith("zero-shot-"):
+        # Inputs of the wrong modality get one sentence (api/inputs.py), audio files are
+        # decoded without ffmpeg (a zero-shot pipeline takes two modalities: unchecked).
+        from transformers.pipelines import check_task
+
+        export = f"The {directory.manifest.task} export {directory.path}"
+        impl = check_task(task)[1]["impl"]
+        kwargs["pipeline_class"] = checked_class(impl, model.input_modalities, export)
     return transformers.pipeline(task, model=model, **kwargs)
 
 
@@ -65,6 +92,9 @@ def pipeline_task(directory: ExportDirectory, task: str | None) -> str:
     from transformers.pipelines import TASK_ALIASES
 
     exported = directory.manifest.task
+    towers = {g.name for g in directory.manifest.graphs} - {"text"}
+    if len(towers) == 1 and towers <= set(TWO_TOWER_TASKS):  # a dual encoder or CLAP
+        exported = TWO_TOWER_TASKS[towers.pop()]
     if task is None:
         if exported in NO_PIPELINE:
             raise UnsupportedModelError(
