@@ -41,7 +41,9 @@ work); beam search is refused there, as ``graphport generate`` refuses it.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,6 +63,7 @@ from graphport.errors import UsageError
 from graphport.manifest import ExportDirectory
 from graphport.runtimes import get_runtime_class
 from graphport.runtimes.base import Runtime
+from graphport.runtimes.generate import _max_positions
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +189,27 @@ class RuntimeModel(PreTrainedModel):
     def get_input_embeddings(self) -> None:
         return None
 
+    def save_pretrained(
+        self, save_directory: str | Path, push_to_hub: bool = False, **kwargs: Any
+    ) -> None:
+        """Write the export directory this model runs (its graphs, manifest, config and
+        preprocessor files) to ``save_directory``, which ``graphport.load`` and every CLI
+        command read; there are no torch weights to write. Other keywords are ignored."""
+        if push_to_hub:
+            raise UsageError(
+                "graphport models do not push to the Hub; save_pretrained to a directory and "
+                "upload it with huggingface_hub's upload_folder."
+            )
+        target = Path(save_directory)
+        if target.exists() and target.resolve() == self.export_dir.path.resolve():
+            return
+        if target.exists() and not target.is_dir():
+            raise UsageError(
+                f"{target} is an existing file; pass a directory path to save_pretrained."
+            )
+        shutil.copytree(self.export_dir.path, target, dirs_exist_ok=True)
+        logger.info("Saved the export %s to %s", self.export_dir.path, target)
+
     def forward(self, *args: Any, **inputs: Any) -> ModelOutput:
         feeds = self._feeds(args, inputs)
         return self._wrap(self.runtime.run(feeds))
@@ -234,15 +258,19 @@ class RuntimeModel(PreTrainedModel):
             feeds.pop("position_ids", None)
         main = feeds.get(self.main_input_name)
         if main is not None:
-            batch, length = main.shape[0], main.shape[1]
+            # Token ids lead with every batch axis (multiple-choice: batch x choice); other
+            # main inputs (pixels, audio) with the batch and then the sequence.
+            tokens = main.dtype.kind in "iu" and main.ndim >= 2
+            batch = main.shape[:-1] if tokens else main.shape[:1]
+            length = main.shape[-1] if tokens else main.shape[1]
             if "attention_mask" in self.graph_inputs and "attention_mask" not in feeds:
-                feeds["attention_mask"] = np.ones((batch, past_length + length), dtype=np.int64)
+                feeds["attention_mask"] = np.ones((*batch, past_length + length), dtype=np.int64)
             if "token_type_ids" in self.graph_inputs and "token_type_ids" not in feeds:
-                feeds["token_type_ids"] = np.zeros((batch, length), dtype=np.int64)
+                feeds["token_type_ids"] = np.zeros((*batch, length), dtype=np.int64)
             if "position_ids" in self.graph_inputs and "position_ids" not in feeds:
                 mask = feeds.get("attention_mask")
                 if mask is None:
-                    mask = np.ones((batch, past_length + length), dtype=np.int64)
+                    mask = np.ones((*batch, past_length + length), dtype=np.int64)
                 feeds["position_ids"] = positions_from_mask(mask, length)
         return feeds
 
@@ -264,10 +292,9 @@ class RuntimeModel(PreTrainedModel):
 class RuntimeModelForCausalLM(RuntimeModel, GenerationMixin):
     """A decoder-only export as a transformers causal LM (rules 4-5)."""
 
-    generate = GenerationMixin.generate
-
     def __init__(self, config: PretrainedConfig, runtime: Runtime) -> None:
         super().__init__(config, runtime)
+        self.max_positions = _max_positions(self.export_dir)
         self.kv_cache = self.export_dir.manifest.kv_cache
         self.num_layers = int(self.kv_cache["num_layers"]) if self.kv_cache else 0
         self.generation_config = _generation_config(self.export_dir, config)
@@ -300,6 +327,22 @@ class RuntimeModelForCausalLM(RuntimeModel, GenerationMixin):
             cache = DynamicCache()
         _store_present(cache, results, self.num_layers)
         return self._wrap(results, cache=cache)
+
+    def generate(self, inputs: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """transformers' ``generate()``, after checking that the prompt and the new tokens
+        asked for fit the model's positions (as ``graphport generate`` checks)."""
+        prompt = inputs if inputs is not None else kwargs.get("input_ids")
+        if prompt is not None and self.max_positions:
+            length = int(np.shape(to_array(prompt))[-1])
+            config = kwargs.get("generation_config") or self.generation_config
+            new = kwargs.get("max_new_tokens", getattr(config, "max_new_tokens", None)) or 0
+            if length + new > self.max_positions:
+                raise UsageError(
+                    f"The prompt has {length} tokens; with {new} new tokens that exceeds the "
+                    f"model's {self.max_positions} positions; shorten the prompt or ask for "
+                    "fewer new tokens."
+                )
+        return GenerationMixin.generate(self, inputs, *args, **kwargs)
 
     def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if not self.kv_cache:
