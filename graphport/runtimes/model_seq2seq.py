@@ -24,6 +24,7 @@ streamers) runs on the runtime. Its rules, on top of ``RuntimeModel``'s:
 
 from __future__ import annotations
 
+import functools
 import logging
 from types import SimpleNamespace
 from typing import Any
@@ -223,6 +224,7 @@ class RuntimeModelForSeq2SeqLM(RuntimeModel, GenerationMixin):
         return feeds
 
 
+@functools.cache  # one class, built on first use (transformers' Whisper code is large)
 def _whisper_class() -> type[RuntimeModelForSeq2SeqLM]:
     from transformers.models.whisper.generation_whisper import WhisperGenerationMixin
 

@@ -143,6 +143,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
                 for key, value in case.generation.items():
                     setattr(model.generation_config, key, value)
                 model.generation_config._from_model_config = False  # keep Whisper's keys
+            for scale in ("logit_scale", "logit_scale_a", "logit_scale_t"):
+                if hasattr(model, scale):  # trained scales, not the config's initial value
+                    getattr(model, scale).data.fill_(3.0 + len(scale) / 10)
             model.save_pretrained(root / "checkpoint")
             for add in PREPROCESSORS.get(name, ()):
                 add(root / "checkpoint")
