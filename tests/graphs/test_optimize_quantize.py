@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import add_word_tokenizer
 
+from graphport.api import transform
 from graphport.api.export import export_model
 from graphport.api.transform import optimize_export, quantize_export
 from graphport.errors import ParityError, UsageError
-from graphport.graphs import pipeline
 from graphport.manifest import ExportDirectory
 from graphport.runtimes import available_runtimes, default_runtimes
 
@@ -164,7 +164,7 @@ def test_openvino_static_int8_on_a_fused_export(text_export: Path, tmp_path: Pat
 
 
 def test_budget_break_fails_naming_the_pass(bert_export: Path, tmp_path: Path, monkeypatch):
-    monkeypatch.setitem(pipeline.BUDGETS, "int8", 0.999999)
+    monkeypatch.setitem(transform.BUDGETS, "int8", 0.999999)
     with pytest.raises(ParityError, match=r"Pass int8-dynamic broke its budget \(passes before"):
         quantize_export(bert_export, tmp_path / "q", "int8-dynamic")
     assert not (tmp_path / "q").exists()
