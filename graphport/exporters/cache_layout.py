@@ -72,9 +72,11 @@ class CacheLayout:
 
     @property
     def uniform(self) -> bool:
-        """Whether every layer keeps every position at the same size (the families' case)."""
+        """Whether every layer keeps every position at one size for keys and values (the
+        families' case, which the manifest records without a per-layer list)."""
         first = self.layers[0]
-        return all(layer == first for layer in self.layers) and first.sliding_window is None
+        plain = first.sliding_window is None and first.value_head_dim is None
+        return plain and all(layer == first for layer in self.layers)
 
     @property
     def windows(self) -> list[int]:

@@ -53,6 +53,8 @@ CASES: dict[str, tuple[dict[str, Any], str, list[int | None]]] = {
     "qwen2_moe": ({}, "generic", [None, None]),
     "qwen3_moe": ({}, "generic", [None, None]),
     "olmoe": ({}, "generic", [None, None]),
+    # Multi-head latent attention: values narrower than keys, recorded per layer.
+    "deepseek_v3": ({}, "generic", [None, None]),
 }
 
 
@@ -71,6 +73,8 @@ def test_exports_with_its_cache_and_generates_as_eager(model_type: str, tmp_path
     assert contract["num_layers"] == 2 and contract["graph"] == "model"
     layers = contract.get("layers") or [{}] * 2
     assert [layer.get("sliding_window") for layer in layers] == windows
+    if model_type == "deepseek_v3":
+        assert [layer["value_head_dim"] for layer in layers] == [8, 8]
 
     validation = manifest.validation
     assert validation["passed"], validation["failures"]
