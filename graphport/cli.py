@@ -341,7 +341,7 @@ def run(
     """Run an export on INPUTS: texts (tokenized with the export's tokenizer), image files
     or audio files (wav, flac, ogg, mp3). A generative export generates text; a two-tower
     export embeds each input with its tower and prints their similarities."""
-    from graphport.runtimes.predict import predict
+    from graphport.api.run import predict
 
     options = _runtime_options(providers).get(runtime or "onnxruntime", {})
     prediction = predict(export_dir, list(inputs), runtime, **options)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from graphport.api.export import export_model
-from graphport.runtimes.predict import predict
+from graphport.api.run import predict
 
 pytestmark = pytest.mark.demo
 

@@ -1,9 +1,11 @@
-"""Run an export on user inputs (texts or image files) and read the outputs as predictions.
+"""Raw inputs -> graph feeds, and the one reading no pipeline makes: embeddings.
 
 Texts are tokenized with the tokenizer copied into the export directory (its defaults,
-with padding), images go through the copied image processor. The raw outputs come back
-with a task-aware reading: labels for classifiers, filled masks, answer spans, and for
-feature extraction mean-pooled, normalized embeddings with their cosine similarities.
+with padding), image files go through the copied image processor, audio files are decoded
+(libsndfile) and resampled to the feature extractor's rate. ``embed`` reads a
+feature-extraction export as sentence-transformers does: masked mean-pooled, normalized
+token states, with their cosine similarities; every other task's reading comes from the
+transformers pipelines (graphport/api/run.py).
 """
 
 from __future__ import annotations
@@ -50,16 +52,6 @@ class Prediction:
             for i, row in enumerate(self.similarity):
                 lines.append(f"  [{i}] " + "  ".join(f"{v:6.3f}" for v in row))
         return "\n".join(lines)
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def _label(config: Any, index: int) -> str:
-    labels = getattr(config, "id2label", None) or {}
-    return str(labels.get(index, labels.get(str(index), index)))
 
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -220,46 +212,23 @@ def default_runtime(directory: ExportDirectory) -> str:
     return "onnxruntime" if "onnxruntime" in names else names[0]
 
 
-def predict(
-    export_dir: str | Path,
+def embed(
+    export_dir: str | Path | ExportDirectory,
     inputs: list[str],
     runtime: str | None = None,
     **options: Any,
 ) -> Prediction:
-    """Prepare ``inputs`` with the export's preprocessors, run them, read the outputs.
-
-    A generative export generates (its default length); a two-tower export embeds each
-    input with the tower of its kind and compares them all."""
-    directory = ExportDirectory(export_dir)
+    """Embeddings of a feature-extraction export: masked mean-pooled, L2-normalized
+    token states (the sentence-transformers reading) of a single graph, or each input
+    through the tower of its kind for a two-tower export; with their cosine similarities
+    (text against image is the zero-shot score of a dual encoder)."""
+    directory = (
+        export_dir if isinstance(export_dir, ExportDirectory) else ExportDirectory(export_dir)
+    )
     runtime = runtime or default_runtime(directory)
-    if directory.manifest.kv_cache:
-        return _generate(directory, inputs, runtime, options)
     if len(directory.manifest.graphs) > 1:
         return _embed_towers(directory, inputs, runtime, options)
-    return _run_single(directory, inputs, runtime, options)
-
-
-def _generate(
-    directory: ExportDirectory, inputs: list[str], runtime: str, options: dict[str, Any]
-) -> Prediction:
-    from graphport.runtimes.generate import (
-        GenerationOptions,
-        generate_text,
-        generation_defaults,
-    )
-
-    defaults = generation_defaults(directory)
-    generation = GenerationOptions(
-        max_new_tokens=defaults["max_new_tokens"],
-        repetition_penalty=defaults["repetition_penalty"],
-        eos_token_id=defaults["eos_token_id"],
-    )
-    result, texts = generate_text(directory, inputs, runtime, generation, options)
-    readings = [
-        {"generated_text": text, "token_ids": row}
-        for text, row in zip(texts, result.tokens.tolist(), strict=True)
-    ]
-    return Prediction(directory.manifest.task, runtime, list(inputs), {}, readings)
+    return _embed_single(directory, inputs, runtime, options)
 
 
 def _embed_towers(
@@ -306,67 +275,31 @@ def _embed_towers(
     )
 
 
-def _run_single(
+def _embed_single(
     directory: ExportDirectory, inputs: list[str], runtime: str, options: dict[str, Any]
 ) -> Prediction:
-    from transformers import AutoConfig
-
     from graphport.runtimes import get_runtime_class
 
-    feeds, tokenizer = prepare_inputs(directory, inputs)
+    feeds, _ = prepare_inputs(directory, inputs)
     engine = get_runtime_class(runtime)(directory, **options)
     outputs = engine.run(feeds)
-    config = AutoConfig.from_pretrained(directory.path, local_files_only=True)
-    task = directory.manifest.task
-    readings: list[Any] = []
-    similarity = None
-    if task == "feature-extraction" and "last_hidden_state" in outputs:
-        mask = feeds.get("attention_mask") if "input_ids" in feeds else None
-        # An encoder-decoder's sentence embedding is its encoder's (as sentence-T5's).
-        hidden = outputs.get("encoder_last_hidden_state", outputs["last_hidden_state"])
-        embeddings = mean_pool(hidden, mask)
-        similarity = embeddings @ embeddings.T
-        readings = [
-            f"embedding[{e.shape[0]}] {[round(float(x), 4) for x in e[:4]]}..." for e in embeddings
-        ]
-    elif task in ("text-classification", "image-classification", "audio-classification"):
-        probs = _softmax(outputs["logits"].astype(np.float64))
-        readings = [
-            {"label": _label(config, int(p.argmax())), "score": round(float(p.max()), 4)}
-            for p in probs
-        ]
-    elif task == "automatic-speech-recognition" and tokenizer is not None:
-        # CTC: the most likely token per frame; the tokenizer merges repeats and blanks.
-        ids = outputs["logits"].argmax(-1)
-        readings = [{"text": text} for text in tokenizer.batch_decode(ids)]
-    elif task == "fill-mask" and tokenizer is not None and tokenizer.mask_token_id is not None:
-        for ids, logits in zip(feeds["input_ids"], outputs["logits"], strict=True):
-            positions = np.flatnonzero(ids == tokenizer.mask_token_id)
-            readings.append(
-                [
-                    tokenizer.convert_ids_to_tokens(np.argsort(-logits[p])[:5].tolist())
-                    for p in positions
-                ]
-            )
-    elif task == "token-classification":
-        for ids, logits in zip(feeds["input_ids"], outputs["logits"], strict=True):
-            tokens = tokenizer.convert_ids_to_tokens(ids.tolist())
-            readings.append(
-                [
-                    (t, _label(config, int(i)))
-                    for t, i in zip(tokens, logits.argmax(-1), strict=True)
-                    if t not in tokenizer.all_special_tokens
-                ]
-            )
-    elif task == "question-answering":
-        start = int(outputs["start_logits"][0].argmax())
-        end = max(start, int(outputs["end_logits"][0].argmax()))
-        answer = tokenizer.decode(feeds["input_ids"][0][start : end + 1])
-        inputs = [f"{inputs[0]} | {inputs[1]}"]
-        readings = [{"answer": answer, "start": start, "end": end}]
-    else:
-        shapes = {k: list(v.shape) for k, v in outputs.items()}
-        readings = [shapes for _ in inputs]
-    if len(readings) != len(inputs):
-        readings = readings[: len(inputs)] + [None] * (len(inputs) - len(readings))
-    return Prediction(task, engine.describe(), list(inputs), outputs, readings, similarity)
+    if "last_hidden_state" not in outputs:
+        raise UsageError(
+            f"{directory.path} returns {', '.join(outputs)}, no last_hidden_state to embed "
+            "from; use graphport.load() and read its outputs in Python."
+        )
+    mask = feeds.get("attention_mask") if "input_ids" in feeds else None
+    # An encoder-decoder's sentence embedding is its encoder's (as sentence-T5's).
+    hidden = outputs.get("encoder_last_hidden_state", outputs["last_hidden_state"])
+    embeddings = mean_pool(hidden, mask)
+    readings = [
+        f"embedding[{e.shape[0]}] {[round(float(x), 4) for x in e[:4]]}..." for e in embeddings
+    ]
+    return Prediction(
+        directory.manifest.task,
+        engine.describe(),
+        list(inputs),
+        outputs,
+        readings,
+        embeddings @ embeddings.T,
+    )
