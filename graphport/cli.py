@@ -367,16 +367,26 @@ def run(
     show_default=True,
 )
 @_providers_option
-@click.option("--sample", is_flag=True, help="Sample instead of greedy decoding.")
-@click.option("--temperature", type=float, default=1.0, show_default=True)
-@click.option("--top-k", type=int, default=0, show_default=True, help="0: off.")
-@click.option("--top-p", type=float, default=1.0, show_default=True)
-@click.option("--seed", type=int, default=None, help="Seed for --sample.")
+@click.option(
+    "--sample/--greedy",
+    default=None,
+    help="Sample, or decode greedily (default: the export's generation config).",
+)
+@click.option("--temperature", type=float, default=None, help="Default: the generation config.")
+@click.option("--top-k", type=int, default=None, help="0: off. Default: the generation config.")
+@click.option("--top-p", type=float, default=None, help="Default: the generation config.")
+@click.option("--seed", type=int, default=None, help="Seed for --sample (torch.manual_seed).")
 @click.option(
     "--repetition-penalty",
     type=float,
     default=None,
     help="Default: the export's generation config (1.0: none).",
+)
+@click.option(
+    "--num-beams",
+    type=int,
+    default=None,
+    help="Beam search with N beams (needs a KV cache). Default: the generation config.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print {token_ids, text} as JSON.")
 def generate(
@@ -385,57 +395,48 @@ def generate(
     max_new_tokens: int | None,
     runtime: str,
     providers: str | None,
-    sample: bool,
-    temperature: float,
-    top_k: int,
-    top_p: float,
+    sample: bool | None,
+    temperature: float | None,
+    top_k: int | None,
+    top_p: float | None,
     seed: int | None,
     repetition_penalty: float | None,
+    num_beams: int | None,
     as_json: bool,
 ) -> None:
     """Generate text from PROMPTS with a generative export (several prompts: one batch);
-    image-to-text and speech-recognition exports take image or audio files."""
-    from graphport.manifest import ExportDirectory
-    from graphport.runtimes.generate import GenerationOptions, generate_text, generation_defaults
+    image-to-text and speech-recognition exports take image or audio files. Decoding is
+    transformers' generate() on the runtime, with the export's generation config."""
+    from graphport.api.generate import generate_text
 
-    directory = ExportDirectory(export_dir)
-    defaults = generation_defaults(directory)
-    options = GenerationOptions(
-        max_new_tokens=max_new_tokens if max_new_tokens is not None else defaults["max_new_tokens"],
+    result = generate_text(
+        export_dir,
+        list(prompts),
+        runtime,
+        _runtime_options(providers).get(runtime),
+        seed=seed,
+        max_new_tokens=max_new_tokens,
         do_sample=sample,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
-        repetition_penalty=repetition_penalty or defaults["repetition_penalty"],
-        seed=seed,
-        eos_token_id=defaults["eos_token_id"],
-    )
-    options.check()
-    result, texts = generate_text(
-        directory, list(prompts), runtime, options, _runtime_options(providers).get(runtime)
+        repetition_penalty=repetition_penalty,
+        num_beams=num_beams,
     )
     if as_json:
         rows = [
-            {"token_ids": _trim(row, options), "text": text}
-            for row, text in zip(result.tokens.tolist(), texts, strict=True)
+            {"token_ids": result.trimmed(row), "text": text}
+            for row, text in enumerate(result.texts)
         ]
         click.echo(json.dumps(rows[0] if len(rows) == 1 else rows))
         return
-    for text in texts:
+    for text in result.texts:
         click.echo(text)
-    rate = result.new_tokens * len(texts) / result.seconds if result.seconds else float("nan")
     click.echo(
-        f"[{result.new_tokens} steps, {len(texts)} prompt(s), {rate:.1f} tokens/s on {runtime}]",
+        f"[{result.steps} steps, {len(result.texts)} prompt(s), "
+        f"{result.tokens_per_second:.1f} tokens/s on {runtime}]",
         err=True,
     )
-
-
-def _trim(tokens: list[int], options: Any) -> list[int]:
-    """A row's new tokens up to and including its end-of-sequence token."""
-    for i, token in enumerate(tokens):
-        if token in options.eos_token_id:
-            return tokens[: i + 1]
-    return tokens
 
 
 @cli.command()

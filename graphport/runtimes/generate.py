@@ -361,7 +361,7 @@ class Generator:
         self.rules = rules
         self.num_layers = int(self.contract["num_layers"])
         self.uses_position_ids = "position_ids" in runtime.input_names
-        self.max_positions = _max_positions(runtime.export_dir)
+        self.max_positions = max_positions(runtime.export_dir)
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
         return _empty_past(self.contract, batch)
@@ -508,7 +508,7 @@ class Seq2SeqGenerator:
         self.language_ids = sorted(language_ids)
         self.num_layers = int(self.contract["num_layers"])
         self.takes_mask = "encoder_attention_mask" in decoder.input_names
-        self.max_positions = _decoder_max_positions(decoder.export_dir)
+        self.max_positions = decoder_max_positions(decoder.export_dir)
 
     @classmethod
     def from_export(cls, encoder: Any, decoder: Any) -> Seq2SeqGenerator:
@@ -652,12 +652,13 @@ def _first_int(config: Mapping[str, Any], keys: Sequence[str]) -> int | None:
     return None
 
 
-def _max_positions(export_dir: ExportDirectory) -> int | None:
+def max_positions(export_dir: ExportDirectory) -> int | None:
+    """The model's position limit from config.json (None: none recorded)."""
     keys = ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx")
     return _first_int(_read_config(export_dir), keys)
 
 
-def _decoder_max_positions(export_dir: ExportDirectory) -> int | None:
+def decoder_max_positions(export_dir: ExportDirectory) -> int | None:
     """The decoder's position limit (None: none recorded, as with relative positions)."""
     config = _read_config(export_dir)
     decoder = config.get("decoder") if isinstance(config.get("decoder"), dict) else config
@@ -743,7 +744,8 @@ def eager_generate(
     pad_token_id: int,
     min_new_tokens: int = 0,
 ) -> np.ndarray:
-    """transformers' greedy ``generate()`` on the eager model; only the new tokens.
+    """transformers' greedy ``generate()`` on ``model`` (the eager model, or an export
+    loaded with ``graphport.load``); only the new tokens.
 
     The new tokens are the last ones, one per step scored: what precedes them differs by
     model (a decoder-only model's prompt, an encoder-decoder's start token, Whisper's
@@ -752,7 +754,7 @@ def eager_generate(
     import torch
 
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
-    dtype = next(model.parameters()).dtype
+    dtype = model.dtype  # a loaded export has no parameters; its dtype is the export's
     tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     with torch.no_grad():
         output = model.generate(

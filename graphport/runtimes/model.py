@@ -30,9 +30,12 @@ own (greedy, sampling, beam search, streamers, stopping criteria). With a KV cac
 4. The past lives in a ``DynamicCache`` whose tensors are the runtime's ``present`` arrays
    wrapped by ``torch.from_numpy`` (no copy), fed back as ``.numpy()`` views; so beam
    search reorders the runtime's past with transformers' own cache code.
-5. The first step (an empty or absent cache) feeds an empty past and starts a fresh
-   cache of plain ``DynamicLayer`` s: the graph returns past and new positions together,
-   which is what such a layer holds.
+5. The first step (an empty or absent cache) feeds an empty past (per layer, as the
+   contract lists its heads and sizes) and starts a fresh cache of plain
+   ``DynamicLayer`` s: the graph returns past and new positions together, which is what
+   such a layer holds. A sliding-window layer (its present is its last window - 1
+   positions) is a ``DynamicSlidingWindowLayer`` that counts every position seen, so the
+   cache's length, and the attention mask filled from it, cover the whole sequence.
 
 Without a KV cache the graph is rerun on the whole sequence each step (greedy and sampling
 work); beam search is refused there, as ``graphport generate`` refuses it.
@@ -56,14 +59,14 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers import modeling_outputs as outputs
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 from transformers.utils import ModelOutput
 
 from graphport.errors import UsageError
 from graphport.manifest import ExportDirectory
 from graphport.runtimes import get_runtime_class
 from graphport.runtimes.base import Runtime
-from graphport.runtimes.generate import _max_positions
+from graphport.runtimes.generate import max_positions
 
 logger = logging.getLogger(__name__)
 
@@ -294,9 +297,11 @@ class RuntimeModelForCausalLM(RuntimeModel, GenerationMixin):
 
     def __init__(self, config: PretrainedConfig, runtime: Runtime) -> None:
         super().__init__(config, runtime)
-        self.max_positions = _max_positions(self.export_dir)
+        self.max_positions = max_positions(self.export_dir)
         self.kv_cache = self.export_dir.manifest.kv_cache
         self.num_layers = int(self.kv_cache["num_layers"]) if self.kv_cache else 0
+        layers = (self.kv_cache or {}).get("layers") or []
+        self.windows = [layer.get("sliding_window") for layer in layers]
         self.generation_config = _generation_config(self.export_dir, config)
 
     @classmethod
@@ -321,11 +326,12 @@ class RuntimeModelForCausalLM(RuntimeModel, GenerationMixin):
             )
         past_length = cache.get_seq_length() if cache is not None else 0
         feeds = self._feeds((), {**given, "position_ids": position_ids}, past_length)
-        feeds.update(self._past(cache, past_length, len(feeds[self.main_input_name])))
+        main = feeds[self.main_input_name]
+        feeds.update(self._past(cache, past_length, len(main)))
         results = self.runtime.run(feeds)
         if past_length == 0:
             cache = DynamicCache()
-        _store_present(cache, results, self.num_layers)
+        _store_present(cache, results, self.num_layers, self.windows, past_length + main.shape[1])
         return self._wrap(results, cache=cache)
 
     def generate(self, inputs: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -354,9 +360,7 @@ class RuntimeModelForCausalLM(RuntimeModel, GenerationMixin):
         self, cache: DynamicCache | None, past_length: int, batch: int
     ) -> dict[str, np.ndarray]:
         if past_length == 0:
-            shape = (batch, int(self.kv_cache["num_kv_heads"]), 0, int(self.kv_cache["head_dim"]))
-            empty = np.zeros(shape, dtype=np.dtype(self.kv_cache.get("dtype", "float32")))
-            return {name.format(i): empty for i in range(self.num_layers) for name in PAST}
+            return empty_past(self.kv_cache, batch)
         feeds = {}
         for i, layer in enumerate(cache.layers[: self.num_layers]):
             feeds[PAST[0].format(i)] = to_array(layer.keys)
@@ -388,14 +392,37 @@ def _eager_ignores(config: PretrainedConfig, graph_inputs: Sequence[str]) -> fro
     return frozenset(n for n in PREPROCESSOR_EXTRAS if n not in named and n not in graph_inputs)
 
 
-def _store_present(cache: DynamicCache, results: Mapping[str, np.ndarray], layers: int) -> None:
-    """Make ``cache`` hold the graph's present tensors (rule 4): wrapped, not copied."""
+def empty_past(contract: Mapping[str, Any], batch: int) -> dict[str, np.ndarray]:
+    """Zero-position past tensors (rule 5); per layer where the contract lists ``layers``."""
+    dtype = np.dtype(contract.get("dtype", "float32"))
+    layers = contract.get("layers") or [contract] * int(contract["num_layers"])
+    feeds = {}
+    for i, layer in enumerate(layers):
+        heads, dim = int(layer["num_kv_heads"]), int(layer["head_dim"])
+        value_dim = int(layer.get("value_head_dim") or dim)
+        feeds[PAST[0].format(i)] = np.zeros((batch, heads, 0, dim), dtype=dtype)
+        feeds[PAST[1].format(i)] = np.zeros((batch, heads, 0, value_dim), dtype=dtype)
+    return feeds
+
+
+def _store_present(
+    cache: DynamicCache,
+    results: Mapping[str, np.ndarray],
+    layers: int,
+    windows: Sequence[int | None] = (),
+    seen: int = 0,
+) -> None:
+    """Make ``cache`` hold the graph's present tensors (rule 4): wrapped, not copied.
+    A layer with a window in ``windows`` records ``seen`` positions (rule 5)."""
     for i in range(layers):
         keys = torch.from_numpy(results[PRESENT[0].format(i)])
         values = torch.from_numpy(results[PRESENT[1].format(i)])
+        window = windows[i] if i < len(windows) else None
         if len(cache.layers) <= i:
-            cache.layers.append(DynamicLayer())
+            cache.layers.append(DynamicSlidingWindowLayer(window) if window else DynamicLayer())
         layer = cache.layers[i]
+        if window and isinstance(layer, DynamicSlidingWindowLayer):
+            layer.cumulative_length = seen
         layer.keys, layer.values = keys, values
         layer.device, layer.dtype = keys.device, keys.dtype
         layer.is_initialized = True

@@ -242,6 +242,14 @@ def _whisper_class() -> type[RuntimeModelForSeq2SeqLM]:
             )
             self.model = SimpleNamespace(encoder=convolutions, config=config)
 
+        def _postprocess_outputs(self, seek_outputs: Any, *args: Any, **kwargs: Any) -> Any:
+            # With return_dict_in_generate, Whisper splits the cache per row, cross-attention
+            # layers included; this cache keeps none (rule 3), so it is left out.
+            if isinstance(seek_outputs, ModelOutput) and seek_outputs.get("cache") is not None:
+                kept = {k: v for k, v in seek_outputs.items() if k != "cache"}
+                seek_outputs = type(seek_outputs)(**kept)
+            return super()._postprocess_outputs(seek_outputs, *args, **kwargs)
+
     return RuntimeModelForSpeechSeq2Seq
 
 

@@ -1,5 +1,9 @@
 """Generation parity: greedy tokens of each runtime against transformers' ``generate()``.
 
+Both sides are transformers' own ``generate()``: eager on the torch model, and on the
+export loaded with ``graphport.load`` (the model the Python API and ``graphport generate``
+use), so what is validated is the decoding path users run.
+
 Only where logits match to fp32 precision can tokens be expected to match, so the parity
 validation runs this for fp32 KV-cache exports; the report records the first step where
 any row differs.
@@ -12,13 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from graphport.manifest import ExportDirectory
-from graphport.runtimes.generate import (
-    VALIDATION_STEPS,
-    GenerationOptions,
-    eager_generate,
-    generation_defaults,
-    make_generator,
-)
+from graphport.runtimes.generate import VALIDATION_STEPS, eager_generate, generation_defaults
+from graphport.runtimes.model import load_model
 
 
 @dataclasses.dataclass
@@ -59,8 +58,9 @@ def check_generation(
     seed: int = 0,
     steps: int = VALIDATION_STEPS,
 ) -> list[Any]:
-    """Greedy generation on each runtime against eager ``generate()``: the config's
-    generation inputs (one alone and a padded batch), ``steps`` new tokens each."""
+    """Greedy ``generate()`` of the loaded export on each runtime against eager
+    ``generate()``: the config's generation inputs (one alone and a padded batch),
+    ``steps`` new tokens each."""
     defaults = generation_defaults(export_dir)
     cases = [
         (
@@ -72,26 +72,18 @@ def check_generation(
     ]
     checks = []
     for name in runtimes:
-        try:  # one generator per runtime: loading graphs costs more than short generations
-            generator = make_generator(
-                export_dir, name, dict((runtime_options or {}).get(name, {}))
-            )
+        try:  # one model per runtime: loading graphs costs more than short generations
+            model = load_model(export_dir, name, **dict((runtime_options or {}).get(name, {})))
         except Exception as e:
             checks += [
                 GenerationCheck(name, label, expected, [], str(e)) for label, _, expected in cases
             ]
             continue
         for label, inputs, expected in cases:
-            options = GenerationOptions(
-                max_new_tokens=steps,
-                eos_token_id=defaults["eos_token_id"],
-                pad_token_id=defaults["pad_token_id"],
-                min_new_tokens=steps,  # every step is compared, none cut short by an end
-            )
-            try:
-                actual = generator.generate(inputs, options).tokens.tolist()
+            try:  # every step is compared, none cut short by an end token
+                actual = eager_generate(model, inputs, steps, defaults["pad_token_id"], steps)
             except Exception as e:
                 checks.append(GenerationCheck(name, label, expected, [], str(e)))
                 continue
-            checks.append(GenerationCheck(name, label, expected, actual))
+            checks.append(GenerationCheck(name, label, expected, actual.tolist()))
     return checks

@@ -1,5 +1,6 @@
-"""Generation with a decoder-only KV-cache export: the loop, its logits processors against
-transformers' own, the `graphport generate` command and its bad-input errors.
+"""Generation with a decoder-only KV-cache export: `graphport generate` (transformers'
+``generate()`` on the runtime) against eager for greedy, beam, seeded sampling, repetition
+penalty and rows that end early, and its bad-input errors.
 
 Every decoder family's greedy-token parity on onnxruntime and OpenVINO (a prompt alone
 and a padded batch of 3, 24 tokens) is part of its validation, which
@@ -19,15 +20,10 @@ from click.testing import CliRunner
 from conftest import save_word_tokenizer
 
 from graphport.api.export import export_model
+from graphport.api.generate import generate_text
 from graphport.cli import cli
 from graphport.manifest import ExportDirectory
-from graphport.runtimes.generate import (
-    GenerationOptions,
-    apply_repetition_penalty,
-    apply_top_p,
-    left_pad,
-    make_generator,
-)
+from graphport.runtimes.generate import left_pad
 from graphport.validators.parity import GenerationCheck
 
 VOCAB = 128
@@ -95,61 +91,72 @@ def test_validation_compared_greedy_tokens_on_both_runtimes(gpt2_export: Path):
     assert all(g["tokens"] == 24 and g["first_difference"] is None for g in generation.values())
 
 
+def _cli_tokens(export: Path, prompts: list[str], *args: str) -> list[list[int]]:
+    """``graphport generate --json`` token ids, one list per prompt."""
+    result = CliRunner().invoke(cli, ["generate", str(export), *prompts, *args, "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    return [row["token_ids"] for row in (payload if len(prompts) > 1 else [payload])]
+
+
+def _trimmed(tokens: np.ndarray, eos: int = 2) -> list[list[int]]:
+    rows = []
+    for row in tokens.tolist():
+        rows.append(row[: row.index(eos) + 1] if eos in row else row)
+    return rows
+
+
+TWO_PROMPTS = (["w5 w6 w7 w5 w6", "w9 w10"], [[5, 6, 7, 5, 6], [9, 10]])
+
+
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_repetition_penalty_matches_transformers(gpt2_export: Path, eager, runtime: str):
-    ids, mask = left_pad([[5, 6, 7, 5, 6], [9, 10]], pad_token_id=0)
+    texts, prompts = TWO_PROMPTS
+    ids, mask = left_pad(prompts, pad_token_id=0)
     expected = _eager_tokens(eager, ids, mask, max_new_tokens=16, repetition_penalty=1.8)
-    generator = make_generator(ExportDirectory(gpt2_export), runtime)
-    options = GenerationOptions(
-        max_new_tokens=16, repetition_penalty=1.8, eos_token_id=[2], pad_token_id=0
-    )
-    actual = generator.generate({"input_ids": ids, "attention_mask": mask}, options).tokens
-    np.testing.assert_array_equal(actual, expected)
+    args = ["--max-new-tokens", "16", "--repetition-penalty", "1.8", "--runtime", runtime]
+    assert _cli_tokens(gpt2_export, texts, *args) == _trimmed(expected)
 
 
-def test_sampling_is_seeded_and_narrows_to_greedy(gpt2_export: Path):
-    generator = make_generator(ExportDirectory(gpt2_export))
-    ids, mask = left_pad([[5, 6, 7], [8, 9, 10, 11]], pad_token_id=0)
-    feeds = {"input_ids": ids, "attention_mask": mask}
-
-    def run(**kwargs) -> np.ndarray:
-        options = GenerationOptions(max_new_tokens=12, eos_token_id=[], pad_token_id=0, **kwargs)
-        return generator.generate(feeds, options).tokens
-
-    greedy = run()
-    sampled = run(do_sample=True, temperature=1.5, seed=3)
-    np.testing.assert_array_equal(sampled, run(do_sample=True, temperature=1.5, seed=3))
-    assert not np.array_equal(sampled, greedy), "high-temperature sampling followed argmax"
-    np.testing.assert_array_equal(run(do_sample=True, top_k=1, seed=1), greedy)
-    np.testing.assert_array_equal(run(do_sample=True, top_p=1e-6, seed=1), greedy)
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_beam_search_matches_transformers(gpt2_export: Path, eager, runtime: str):
+    texts, prompts = TWO_PROMPTS
+    ids, mask = left_pad(prompts, pad_token_id=0)
+    expected = _eager_tokens(eager, ids, mask, max_new_tokens=10, num_beams=3)
+    args = ["--max-new-tokens", "10", "--num-beams", "3", "--runtime", runtime]
+    assert _cli_tokens(gpt2_export, texts, *args) == _trimmed(expected)
 
 
-def test_rows_stop_at_eos_and_are_padded(gpt2_export: Path, eager):
+def test_sampling_is_seeded_as_transformers_samples(gpt2_export: Path, eager):
+    texts, prompts = TWO_PROMPTS
+    ids, mask = left_pad(prompts, pad_token_id=0)
+    sample = ["--max-new-tokens", "12", "--sample", "--temperature", "1.5", "--seed", "3"]
+    sampled = _cli_tokens(gpt2_export, texts, *sample)
+    assert _cli_tokens(gpt2_export, texts, *sample) == sampled
+    torch.manual_seed(3)
+    expected = _eager_tokens(eager, ids, mask, max_new_tokens=12, do_sample=True, temperature=1.5)
+    assert sampled == _trimmed(expected)
+    greedy = _cli_tokens(gpt2_export, texts, "--max-new-tokens", "12")
+    assert sampled != greedy, "high-temperature sampling followed argmax"
+    narrow = ["--max-new-tokens", "12", "--sample", "--top-k", "1", "--seed", "1"]
+    assert _cli_tokens(gpt2_export, texts, *narrow) == greedy
+
+
+def test_rows_stop_at_eos_and_are_padded(gpt2_export: Path, eager, tmp_path: Path):
     ids, mask = left_pad([[5, 6, 7], [20, 21]], pad_token_id=0)
-    first = _eager_tokens(eager, ids, mask, max_new_tokens=1)[:, 0]
-    generator = make_generator(ExportDirectory(gpt2_export))
-    options = GenerationOptions(max_new_tokens=10, eos_token_id=[int(first[0])], pad_token_id=0)
-    tokens = generator.generate({"input_ids": ids, "attention_mask": mask}, options).tokens
-    assert tokens[0, 0] == first[0]
-    assert (tokens[0, 1:] == 0).all(), "a finished row continues with the pad token"
-    expected = _eager_tokens(eager, ids, mask, max_new_tokens=10, eos_token_id=int(first[0]))
-    np.testing.assert_array_equal(tokens, expected)
-
-
-def test_logits_processors_match_transformers():
-    from transformers import RepetitionPenaltyLogitsProcessor, TopPLogitsWarper
-
-    rng = np.random.default_rng(0)
-    scores = rng.standard_normal((3, 50)).astype(np.float32)
-    sequences = rng.integers(0, 50, (3, 7))
-    ours = apply_repetition_penalty(scores, sequences, 1.3)
-    theirs = RepetitionPenaltyLogitsProcessor(1.3)(
-        torch.from_numpy(sequences), torch.from_numpy(scores.copy())
+    first = int(_eager_tokens(eager, ids, mask, max_new_tokens=1)[0, 0])
+    copy = tmp_path / "early-eos"
+    shutil.copytree(gpt2_export, copy)
+    (copy / "generation_config.json").write_text(
+        json.dumps({"eos_token_id": first, "pad_token_id": 0})
     )
-    np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-6)
-    ours = apply_top_p(scores, 0.7)
-    theirs = TopPLogitsWarper(0.7)(torch.from_numpy(sequences), torch.from_numpy(scores.copy()))
-    np.testing.assert_array_equal(np.isinf(ours), np.isinf(theirs.numpy()))
+    result = generate_text(copy, ["w5 w6 w7", "w20 w21"], max_new_tokens=10)
+    tokens = np.array(result.tokens)
+    assert tokens[0, 0] == first
+    assert (tokens[0, 1:] == 0).all(), "a finished row continues with the pad token"
+    expected = _eager_tokens(eager, ids, mask, max_new_tokens=10, eos_token_id=first)
+    np.testing.assert_array_equal(tokens, expected)
+    assert result.trimmed(0) == [first]
 
 
 def test_first_difference_names_the_step():
@@ -196,6 +203,8 @@ def test_cli_generate_batch_and_text_output(gpt2_export: Path):
         (["--max-new-tokens", "-3"], "must be positive"),
         (["--runtime", "tensorflow"], "Invalid value for '--runtime'"),
         (["--max-new-tokens", "500"], "exceeds the model's 128 positions"),
+        (["--num-beams", "0"], "must be at least 1"),
+        (["--top-p", "1.5"], "top-p must be in (0, 1]"),
     ],
 )
 def test_cli_generate_bad_input(gpt2_export: Path, args: list[str], message: str):
@@ -210,6 +219,23 @@ def test_cli_generate_needs_a_decoder(bert_export: Path):
     assert "has no decoder with a KV cache" in result.output
 
 
+def test_cli_generate_beam_search_needs_a_kv_cache(tiny_checkpoint, eager, tmp_path: Path):
+    source = tmp_path / "checkpoint"
+    shutil.copytree(tiny_checkpoint("gpt2", "text-generation"), source)
+    add_causal_tokenizer(source)
+    out = tmp_path / "no-cache"
+    export_model(source, out, task="text-generation", validate=False)  # given: no cache
+    assert ExportDirectory(out).manifest.kv_cache is None
+    result = CliRunner().invoke(cli, ["generate", str(out), "w5 w6", "--num-beams", "3"])
+    assert result.exit_code == 2
+    assert "has no KV cache, so beam search cannot reorder one" in result.output
+    assert "Traceback" not in result.output
+    # Greedy still runs, the graph rerun on the whole sequence each step.
+    ids = np.array([[5, 6]])
+    expected = _eager_tokens(eager, ids, np.ones_like(ids), max_new_tokens=5)
+    assert _cli_tokens(out, ["w5 w6"], "--max-new-tokens", "5") == _trimmed(expected)
+
+
 def test_cli_generate_needs_a_tokenizer(gpt2_export: Path, tmp_path: Path):
     copy = tmp_path / "no-tokenizer"
     shutil.copytree(gpt2_export, copy)
@@ -221,7 +247,7 @@ def test_cli_generate_needs_a_tokenizer(gpt2_export: Path, tmp_path: Path):
 
 
 def test_eos_outside_the_vocabulary_is_ignored_as_transformers_does(
-    gpt2_export: Path, eager, tmp_path: Path, caplog
+    gpt2_export: Path, eager, tmp_path: Path
 ):
     # A small decoder that kept GPT-2's end token 50256 over a vocabulary of 128; the
     # minimum length bans the end token at the first steps, which indexed past the logits.
@@ -239,4 +265,3 @@ def test_eos_outside_the_vocabulary_is_ignored_as_transformers_does(
         eager, ids, np.ones_like(ids), max_new_tokens=6, eos_token_id=50256, min_new_tokens=2
     )
     assert json.loads(result.stdout)["token_ids"] == expected[0].tolist()
-    assert "outside the model's vocabulary of 128 tokens" in caplog.text
