@@ -1,4 +1,5 @@
-"""Greedy decoding speed: graphport on onnxruntime and OpenVINO against transformers' eager
+"""Greedy decoding speed: graphport (``graphport.load(...).generate()``, which ``graphport
+generate`` runs) on onnxruntime and OpenVINO against transformers' eager
 ``generate()``, on a 125M-parameter Llama-style model with random weights.
 
 The model (hidden 768, 12 layers, 12 heads, 4 KV heads, intermediate 2048, vocab 32000) is
@@ -96,15 +97,27 @@ def main() -> int:
 
     from graphport.api.export import export_model
     from graphport.manifest import ExportDirectory
-    from graphport.runtimes.generate import GenerationOptions, make_generator
+    from graphport.runtimes.model import load_model
     from graphport.verbosity import set_verbosity
 
     set_verbosity("warning")
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     ids = rng.integers(5, CONFIG["vocab_size"], (1, args.prompt), dtype=np.int64)
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    options = GenerationOptions(max_new_tokens=args.new_tokens, eos_token_id=[], pad_token_id=0)
+    prompt = torch.from_numpy(ids)
+    # graphport.load(...).generate(): transformers' generate() on the runtime, as
+    # `graphport generate` runs it; every step is timed (no end token cuts it short).
+    greedy = {
+        "max_new_tokens": args.new_tokens,
+        "min_new_tokens": args.new_tokens,
+        "do_sample": False,
+        "pad_token_id": 0,
+    }
+
+    def loaded(model: object) -> np.ndarray:
+        with torch.no_grad():
+            out = model.generate(prompt, attention_mask=torch.ones_like(prompt), **greedy)
+        return out[:, args.prompt :].numpy()
 
     with tempfile.TemporaryDirectory(prefix="graphport-generation-") as tmp:
         checkpoint = Path(tmp) / "checkpoint"
@@ -135,20 +148,18 @@ def main() -> int:
         }
         variants = {"transformers eager generate()": run_eager}
         for name in ("onnxruntime", "openvino"):
-            generator = make_generator(directory, name, runtime_options[name])
-            variants[f"graphport {name} fp32"] = lambda g=generator: (
-                g.generate(feeds, options).tokens
-            )
+            model = load_model(directory, name, **runtime_options[name])
+            variants[f"graphport {name} fp32"] = lambda m=model: loaded(m)
         kernels: dict[str, str] = {}
         logits_cosine: dict[str, tuple[float, float]] = {}
         fp32_logits = prompt_logits(directory, ids, args.threads)
         for method in [] if args.no_int4 else args.int4.split(","):
             int4_dir, kernel = quantize_int4(directory, Path(tmp) / f"int4-{method}", method)
-            generator = make_generator(int4_dir, "onnxruntime", runtime_options["onnxruntime"])
+            model = load_model(int4_dir, "onnxruntime", **runtime_options["onnxruntime"])
             default = " (default)" if method == DEFAULT_INT4_METHOD else ""
             paths = "+".join(g["path"] for g in kernel["groups"])
             name = f"graphport onnxruntime int4 {method}{default}, block 32, {paths}"
-            variants[name] = lambda g=generator: g.generate(feeds, options).tokens
+            variants[name] = lambda m=model: loaded(m)
             kernels[name] = kernel["summary"]
             cosines = row_cosines(prompt_logits(int4_dir, ids, args.threads), fp32_logits)
             logits_cosine[name] = (float(cosines.min()), float(cosines.mean()))

@@ -10,8 +10,8 @@ and against the raw runtime session, side by side in one run.
    The target is under 5 %.
 3. A 125M Llama-style random decoder (benchmarks/generation.py's): 32 new tokens after a
    32-token prompt, greedy and beam 4, with transformers' eager ``generate()``, with
-   ``graphport.load(OUT).generate()`` (transformers' generate on the runtime) and with
-   ``graphport generate``'s numpy loop (greedy only).
+   ``graphport.load(OUT).generate()`` (transformers' generate on the runtime, which
+   ``graphport generate`` runs too).
 
 Every variant runs with the same thread count; rounds are interleaved and the medians
 reported. Usage (from the repository root):
@@ -143,8 +143,6 @@ def decoder(root: Path, threads: int, rounds: int, new_tokens: int) -> list[str]
     import transformers
 
     import graphport
-    from graphport.manifest import ExportDirectory
-    from graphport.runtimes.generate import GenerationOptions, make_generator
 
     sys.path.insert(0, str(Path(__file__).parent))
     from generation import build_checkpoint
@@ -155,7 +153,6 @@ def decoder(root: Path, threads: int, rounds: int, new_tokens: int) -> list[str]
     graphport.export_model(checkpoint, out, validate=False)
     eager = transformers.AutoModelForCausalLM.from_pretrained(checkpoint).eval()
     model = graphport.load(out, runtime="onnxruntime", threads=threads)
-    loop = make_generator(ExportDirectory(out), "onnxruntime", {"threads": threads})
     ids = torch.from_numpy(np.random.default_rng(0).integers(3, 32000, (1, 32)))
     mask = torch.ones_like(ids)
     common = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "pad_token_id": 0}
@@ -167,21 +164,12 @@ def decoder(root: Path, threads: int, rounds: int, new_tokens: int) -> list[str]
 
         return call
 
-    options = GenerationOptions(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
     variants = {
         "eager generate() greedy": run(
             "eager greedy", lambda: eager.generate(ids, attention_mask=mask, **common)
         ),
         "graphport.load generate() greedy": run(
             "load greedy", lambda: model.generate(ids, attention_mask=mask, **common)
-        ),
-        "graphport generate (numpy loop) greedy": run(
-            "loop greedy",
-            lambda: (
-                loop.generate(
-                    {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}, options
-                ).tokens
-            ),
         ),
         "eager generate() beam 4": run(
             "eager beam",
@@ -196,7 +184,7 @@ def decoder(root: Path, threads: int, rounds: int, new_tokens: int) -> list[str]
     with torch.inference_mode():
         medians = interleave(variants, rounds)
     same = {
-        "greedy": results["eager greedy"] == results["load greedy"] == results["loop greedy"],
+        "greedy": results["eager greedy"] == results["load greedy"],
         "beam 4": results["eager beam"] == results["load beam"],
     }
     base = {

@@ -22,7 +22,8 @@ from graphport.exporters.cache_layout import CacheLayout, UnsupportedCacheError
 from graphport.manifest import ExportDirectory
 from graphport.models.registry import export_config
 from graphport.models.tiny import save_tiny_checkpoint
-from graphport.runtimes.generate import make_generator
+from graphport.runtimes import get_runtime_class
+from graphport.runtimes.model import empty_past
 
 WINDOW = 8
 # Small, and with special tokens inside the small vocabulary.
@@ -98,15 +99,16 @@ def test_a_sliding_layer_keeps_its_window_as_transformers_does(tmp_path: Path):
     )
     out = tmp_path / "out"
     export_model(checkpoint, out, runtimes=["onnxruntime"])
-    generator = make_generator(ExportDirectory(out), "onnxruntime")
+    directory = ExportDirectory(out)
+    runtime = get_runtime_class("onnxruntime")(directory)
     prompt = np.arange(5, 17, dtype=np.int64)[None]  # 12 tokens: past the window
     feeds = {
         "input_ids": prompt,
         "attention_mask": np.ones_like(prompt),
         "position_ids": np.arange(12)[None],
-        **generator.empty_past(1),
+        **empty_past(directory.manifest.kv_cache, 1),
     }
-    present = generator.runtime.run(feeds)
+    present = runtime.run(feeds)
     assert present["present.0.key"].shape[2] == WINDOW - 1  # the sliding layer
     assert present["present.1.key"].shape[2] == 12  # the global one keeps every position
 

@@ -1,5 +1,6 @@
-"""Encoder-decoder exports: an encoder and a decoder graph, and generation on them that
-gives transformers' greedy ``generate()`` tokens, on onnxruntime and on OpenVINO.
+"""Encoder-decoder exports: an encoder and a decoder graph, and transformers'
+``generate()`` on them (``graphport.load``, which ``graphport generate`` runs) that gives
+eager's greedy tokens, on onnxruntime and on OpenVINO.
 
 Each family is a tiny random model built here, saved with the generation settings its
 real checkpoints use (forced tokens, banned words, Whisper's prompt and suppressed
@@ -19,18 +20,11 @@ import torch
 from conftest import save_word_tokenizer
 
 from graphport.api.export import ExportResult, export_model
+from graphport.api.generate import generate_text
 from graphport.manifest import ExportDirectory
 from graphport.models.tiny import tiny_model
-from graphport.runtimes.generate import (
-    DETECT_LANGUAGE,
-    DecodingRules,
-    GenerationOptions,
-    Seq2SeqGenerator,
-    eager_generate,
-    generate_text,
-    make_generator,
-    whisper_prompt,
-)
+from graphport.runtimes.generate import eager_generate
+from graphport.runtimes.model import load_model
 
 RUNTIMES = {"onnxruntime", "openvino"}
 
@@ -183,112 +177,46 @@ def test_whisper_and_images_feed_the_decoder_no_encoder_mask(exported):
         assert manifest.kv_cache["encoder_attention_mask"] is False
 
 
-def test_whisper_prompt_detects_the_language_per_input(exported):
+def test_whisper_detects_the_language_per_input(exported):
     from transformers import WhisperForConditionalGeneration
 
     directory = ExportDirectory(exported("whisper").path)
-    generator = make_generator(directory, "onnxruntime")
-    assert isinstance(generator, Seq2SeqGenerator)
-    assert generator.prompt == [3, DETECT_LANGUAGE, WHISPER_TASKS["transcribe"], 125]
-    features = np.random.default_rng(1).uniform(-1, 1, (4, 16, 32)).astype(np.float32)
-    prompt = generator.start_tokens(generator.encode({"input_features": features}))
-    model = WhisperForConditionalGeneration.from_pretrained(directory.manifest.source["path"])
+    model = load_model(directory, "onnxruntime")
+    features = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, (4, 16, 32)))
+    features = features.float()
+    eager = WhisperForConditionalGeneration.from_pretrained(directory.manifest.source["path"])
     with torch.no_grad():
-        output = model.eval().generate(
-            torch.from_numpy(features), max_new_tokens=1, return_dict_in_generate=True
-        )
-    np.testing.assert_array_equal(prompt, output.sequences[:, :4].numpy())
-    assert set(prompt[:, 1]) <= set(WHISPER_LANGUAGES.values())
+        expected = eager.eval().generate(features, max_new_tokens=4)
+        actual = model.generate(features, max_new_tokens=4)
+    assert torch.equal(actual, expected)
+    languages = eager.generate(features, max_new_tokens=1, return_dict_in_generate=True)
+    assert set(languages.sequences[:, 1].tolist()) <= set(WHISPER_LANGUAGES.values())
 
 
 @pytest.mark.parametrize(
-    ("settings", "expected"),
+    "settings",
     [
-        ({}, [3]),
-        ({"no_timestamps_token_id": 125}, [3, 125]),
-        (
-            {
-                "lang_to_id": WHISPER_LANGUAGES,
-                "task_to_id": WHISPER_TASKS,
-                "no_timestamps_token_id": 125,
-                "forced_decoder_ids": [[1, 121], [2, 124]],
-            },
-            [3, 121, 124, 125],
-        ),
-        (
-            {
-                "lang_to_id": WHISPER_LANGUAGES,
-                "task_to_id": WHISPER_TASKS,
-                "language": "de",
-                "task": "translate",
-            },
-            [3, 122, 124],
-        ),
-        (
-            {"lang_to_id": WHISPER_LANGUAGES, "task_to_id": WHISPER_TASKS, "language": "english"},
-            [3, 120, 123],
-        ),
+        {"no_timestamps_token_id": 125},
+        {"forced_decoder_ids": [[1, 121], [2, 124]]},
+        {"language": "de", "task": "translate"},
+        {"language": "english"},
     ],
 )
-def test_whisper_prompt_matches_transformers(settings: dict[str, Any], expected: list[int]):
-    model = tiny_model("whisper", "automatic-speech-recognition")
-    config = model.generation_config
-    config.return_timestamps = False  # as generate() sets it before building the prompt
-    for key, value in settings.items():
-        setattr(config, key, value)
-    assert whisper_prompt(config, 3) == expected
-    features = torch.zeros(1, 16, 32)
-    theirs = model._retrieve_init_tokens(features, 1, config, model.config, 32, {})
-    assert theirs[0].tolist() == expected
+def test_whisper_language_and_task_prompts_match_transformers(settings: dict[str, Any], exported):
+    from transformers import WhisperForConditionalGeneration
 
-
-def test_decoding_rules_match_transformers_processors():
-    from transformers import (
-        ForcedBOSTokenLogitsProcessor,
-        ForcedEOSTokenLogitsProcessor,
-        LogitsProcessorList,
-        MinLengthLogitsProcessor,
-        NoBadWordsLogitsProcessor,
-        NoRepeatNGramLogitsProcessor,
-        SuppressTokensAtBeginLogitsProcessor,
-        SuppressTokensLogitsProcessor,
-    )
-
-    rng = np.random.default_rng(0)
-    rules = DecodingRules(
-        no_repeat_ngram_size=2,
-        bad_words_ids=((7,), (4, 9)),
-        min_length=6,
-        forced_eos_token_id=(2,),
-        suppress_tokens=(11,),
-        begin_suppress_tokens=(12, 13),
-        eos_token_id=(2,),
-    )
-    theirs = LogitsProcessorList(
-        [
-            NoRepeatNGramLogitsProcessor(2),
-            NoBadWordsLogitsProcessor([[7], [4, 9]], eos_token_id=2),
-            MinLengthLogitsProcessor(6, 2),
-            ForcedEOSTokenLogitsProcessor(8, 2),
-            SuppressTokensLogitsProcessor([11]),
-            SuppressTokensAtBeginLogitsProcessor([12, 13], 3),
-        ]
-    )
-    for length in range(3, 8):
-        sequences = rng.integers(0, 16, (4, length))
-        sequences[0, -1] = 4  # completes the banned bigram (4, 9) next
-        scores = rng.standard_normal((4, 16)).astype(np.float32)
-        ours = rules.bind(3, 5).apply(scores, sequences)
-        expected = theirs(torch.from_numpy(sequences), torch.from_numpy(scores.copy())).numpy()
-        np.testing.assert_array_equal(ours, expected)
-    bos = DecodingRules(forced_bos_token_id=5).bind(1, 4)
-    scores = rng.standard_normal((2, 16)).astype(np.float32)
-    expected = ForcedBOSTokenLogitsProcessor(5)(
-        torch.zeros(2, 1, dtype=torch.long), torch.from_numpy(scores.copy())
-    )
-    np.testing.assert_array_equal(
-        bos.apply(scores, np.zeros((2, 1), dtype=np.int64)), expected.numpy()
-    )
+    directory = ExportDirectory(exported("whisper").path)
+    model = load_model(directory, "openvino")
+    eager = WhisperForConditionalGeneration.from_pretrained(directory.manifest.source["path"])
+    for config in (model.generation_config, eager.generation_config):
+        config.forced_decoder_ids = None
+        for key, value in settings.items():
+            setattr(config, key, value)
+    features = torch.from_numpy(np.random.default_rng(2).uniform(-1, 1, (2, 16, 32))).float()
+    with torch.no_grad():
+        expected = eager.eval().generate(features, max_new_tokens=6)
+        actual = model.generate(features, max_new_tokens=6)
+    assert torch.equal(actual, expected)
 
 
 def test_generate_text_right_pads_an_encoder_input(exported):
@@ -296,8 +224,7 @@ def test_generate_text_right_pads_an_encoder_input(exported):
 
     directory = ExportDirectory(exported("bart").path)
     prompts = ["w5 w6 w7 w8 w9", "w20 w21"]
-    options = GenerationOptions(max_new_tokens=14, eos_token_id=[2], pad_token_id=1)
-    result, texts = generate_text(directory, prompts, "openvino", options)
+    result = generate_text(directory, prompts, "openvino", max_new_tokens=14)
     tokenizer = AutoTokenizer.from_pretrained(directory.path)
     encoded = tokenizer(prompts, padding=True, return_tensors="np")
     inputs = {k: encoded[k] for k in ("input_ids", "attention_mask")}
@@ -305,5 +232,6 @@ def test_generate_text_right_pads_an_encoder_input(exported):
     source = directory.manifest.source["path"]
     model = AutoModelForSeq2SeqLM.from_pretrained(source).eval()
     expected = eager_generate(model, inputs, 14, pad_token_id=1)
-    np.testing.assert_array_equal(result.tokens, expected)
-    assert len(texts) == 2
+    # bart's rules (forced BOS, no repeated trigram, minimum length) from its config.
+    np.testing.assert_array_equal(np.array(result.tokens), expected)
+    assert len(result.texts) == 2
