@@ -12,6 +12,8 @@ and against the raw runtime session, side by side in one run.
    32-token prompt, greedy and beam 4, with transformers' eager ``generate()``, with
    ``graphport.load(OUT).generate()`` (transformers' generate on the runtime, which
    ``graphport generate`` runs too).
+4. A Whisper-tiny-shaped random speech recognizer on 10 s of audio: eager ``generate()``
+   against ``graphport.load(OUT).generate()`` on onnxruntime and OpenVINO.
 
 Every variant runs with the same thread count; rounds are interleaved and the medians
 reported. Usage (from the repository root):
@@ -206,26 +208,116 @@ def decoder(root: Path, threads: int, rounds: int, new_tokens: int) -> list[str]
     return lines
 
 
+# Whisper-tiny's shape and special token ids (random weights; no tokenizer is needed to
+# time generate() on features).
+WHISPER = {
+    "d_model": 384,
+    "encoder_layers": 4,
+    "decoder_layers": 4,
+    "encoder_attention_heads": 6,
+    "decoder_attention_heads": 6,
+    "encoder_ffn_dim": 1536,
+    "decoder_ffn_dim": 1536,
+    "num_mel_bins": 80,
+    "vocab_size": 51865,
+    "max_source_positions": 1500,
+    "max_target_positions": 448,
+    "decoder_start_token_id": 50258,
+    "eos_token_id": 50257,
+    "pad_token_id": 50257,
+    "bos_token_id": 50257,
+}
+WHISPER_GENERATION = {
+    "lang_to_id": {"<|en|>": 50259},
+    "task_to_id": {"transcribe": 50359, "translate": 50358},
+    "no_timestamps_token_id": 50363,
+    "is_multilingual": True,
+    "language": "en",
+    "task": "transcribe",
+}
+
+
+def whisper(root: Path, threads: int, rounds: int, new_tokens: int) -> list[str]:
+    """Speech recognition of 10 s of audio: eager generate() against graphport.load on
+    both runtimes, Whisper's own generation rules on each."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    import graphport
+
+    torch.manual_seed(0)
+    config = WhisperConfig(**WHISPER, architectures=["WhisperForConditionalGeneration"])
+    eager = WhisperForConditionalGeneration(config).eval()
+    for key, value in WHISPER_GENERATION.items():
+        setattr(eager.generation_config, key, value)
+    eager.generation_config._from_model_config = False
+    checkpoint = root / "whisper"
+    eager.save_pretrained(checkpoint)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(checkpoint)
+    out = root / "whisper-export"
+    graphport.export_model(checkpoint, out, validate=False)
+    audio = (0.3 * np.sin(2 * np.pi * 440 * np.arange(160000) / 16000)).astype(np.float32)
+    extractor = WhisperFeatureExtractor.from_pretrained(checkpoint)
+    features = torch.from_numpy(
+        extractor(audio, sampling_rate=16000, return_tensors="np")["input_features"]
+    )
+    kwargs = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens}
+    models = {
+        "eager generate()": eager,
+        "graphport.load onnxruntime": graphport.load(out, "onnxruntime", threads=threads),
+        "graphport.load openvino": graphport.load(out, "openvino", threads=threads),
+    }
+    tokens: dict[str, list[int]] = {}
+
+    def call(name: str) -> Callable[[], None]:
+        def run() -> None:
+            tokens[name] = models[name].generate(features, **kwargs).reshape(-1).tolist()
+
+        return run
+
+    with torch.inference_mode():
+        medians = interleave({name: call(name) for name in models}, rounds)
+    base = medians["eager generate()"]
+    lines = [
+        f"### Whisper-tiny-shaped ASR, 10 s of audio (one 30 s window), {new_tokens} tokens",
+        "",
+        "| variant | s (median) | x eager | tokens identical to eager |",
+        "|---|---|---|---|",
+    ]
+    for name, seconds in medians.items():
+        same = tokens[name] == tokens["eager generate()"]
+        lines.append(
+            f"| {name} | {seconds:.3f} | {base / seconds:.2f} | {'yes' if same else 'NO'} |"
+        )
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument(
+        "--parts", default="minilm,decoder,whisper", help="Comma-separated parts to run."
+    )
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     root = Path(tempfile.mkdtemp(prefix="graphport-api-bench-"))
     try:
+        parts = args.parts.split(",")
         lines = [
             f"Command: `.venv/bin/python benchmarks/python_api.py --threads {args.threads} "
-            f"--rounds {args.rounds}`",
-            "",
-            *minilm(root, args.threads, args.rounds),
-            "",
-            *decoder(root, args.threads, args.rounds, args.new_tokens),
+            f"--rounds {args.rounds} --parts {args.parts}`",
         ]
+        if "minilm" in parts:
+            lines += ["", *minilm(root, args.threads, args.rounds)]
+        if "decoder" in parts:
+            lines += ["", *decoder(root, args.threads, args.rounds, args.new_tokens)]
+        if "whisper" in parts:
+            lines += ["", *whisper(root, args.threads, args.rounds, args.new_tokens)]
     finally:
         shutil.rmtree(root, ignore_errors=True)
     text = "\n".join(lines) + "\n"

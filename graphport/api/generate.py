@@ -145,6 +145,8 @@ def generate_text(
         )
     seconds = time.perf_counter() - start
     sequences, steps = output.sequences, len(output.scores)
+    if steps:
+        _warn_out_of_vocabulary(defaults["eos_token_id"], output.scores[0].shape[-1])
     if kwargs.get("num_beams", model.generation_config.num_beams or 1) > 1:
         # Beams that end early leave fewer columns than steps: cut the prompt off instead.
         new = sequences[:, width.width or 0 :]
@@ -153,6 +155,24 @@ def generate_text(
     tokens = new.tolist()
     texts = [tokenizer.decode(row, skip_special_tokens=True) for row in tokens]
     return GeneratedText(tokens, texts, steps, seconds, list(defaults["eos_token_id"]))
+
+
+_warned: set[tuple[int, ...]] = set()
+
+
+def _warn_out_of_vocabulary(eos: Sequence[int], vocab_size: int) -> None:
+    """Say once that end ids the logits cannot hold are ignored (as transformers' logits
+    processors ignore them: a small model that kept a big tokenizer's eos id never ends)."""
+    outside = tuple(sorted(int(i) for i in eos if not 0 <= int(i) < vocab_size))
+    if outside and outside not in _warned:
+        _warned.add(outside)
+        logger.warning(
+            "End-of-sequence id(s) %s are outside the model's vocabulary of %d tokens, so no "
+            "row can end on them; they are ignored, as transformers ignores them. Fix "
+            "eos_token_id in the generation config if the model should stop early.",
+            ", ".join(map(str, outside)),
+            vocab_size,
+        )
 
 
 _CHECKED = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "num_beams")

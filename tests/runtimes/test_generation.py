@@ -247,7 +247,7 @@ def test_cli_generate_needs_a_tokenizer(gpt2_export: Path, tmp_path: Path):
 
 
 def test_eos_outside_the_vocabulary_is_ignored_as_transformers_does(
-    gpt2_export: Path, eager, tmp_path: Path
+    gpt2_export: Path, eager, tmp_path: Path, caplog
 ):
     # A small decoder that kept GPT-2's end token 50256 over a vocabulary of 128; the
     # minimum length bans the end token at the first steps, which indexed past the logits.
@@ -265,3 +265,4 @@ def test_eos_outside_the_vocabulary_is_ignored_as_transformers_does(
         eager, ids, np.ones_like(ids), max_new_tokens=6, eos_token_id=50256, min_new_tokens=2
     )
     assert json.loads(result.stdout)["token_ids"] == expected[0].tolist()
+    assert "outside the model's vocabulary of 128 tokens" in caplog.text
