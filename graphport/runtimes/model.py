@@ -432,9 +432,14 @@ def _generation_config(export_dir: ExportDirectory, config: PretrainedConfig) ->
     from transformers import GenerationConfig
 
     try:
-        return GenerationConfig.from_pretrained(export_dir.path, local_files_only=True)
+        generation = GenerationConfig.from_pretrained(export_dir.path, local_files_only=True)
     except OSError:
-        return GenerationConfig.from_model_config(config)
+        generation = GenerationConfig.from_model_config(config)
+    if export_dir.manifest.kv_cache:
+        # The graph takes and returns its cache whatever the config says (pix2struct's says
+        # use_cache false): without it generate() would feed one token and no past.
+        generation.use_cache = True
+    return generation
 
 
 def model_class(directory: ExportDirectory) -> type[RuntimeModel]:

@@ -84,15 +84,19 @@ class RuntimeEncoder(torch.nn.Module):
         attention_mask: Any = None,
         input_features: Any = None,
         pixel_values: Any = None,
+        flattened_patches: Any = None,
         output_attentions: Any = None,
         output_hidden_states: Any = None,
         return_dict: Any = None,
     ) -> BaseModelOutput:
+        # Named parameters, not **kwargs: generate() passes the encoder only the inputs
+        # its forward names (pix2struct's encoder takes flattened_patches).
         given = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "input_features": input_features,
             "pixel_values": pixel_values,
+            "flattened_patches": flattened_patches,
         }
         feeds = {n: to_array(v) for n, v in given.items() if v is not None}
         if "attention_mask" not in self.runtime.input_names:
@@ -153,6 +157,7 @@ class RuntimeModelForSeq2SeqLM(RuntimeModel, GenerationMixin):
         input_features: Any = None,
         pixel_values: Any = None,
         decoder_attention_mask: Any = None,
+        flattened_patches: Any = None,
         **inputs: Any,
     ) -> ModelOutput:
         cache = inputs.pop("past_key_values", None) if cache is None else cache
@@ -184,6 +189,7 @@ class RuntimeModelForSeq2SeqLM(RuntimeModel, GenerationMixin):
                 attention_mask=attention_mask,
                 input_features=input_features,
                 pixel_values=pixel_values,
+                flattened_patches=flattened_patches,
             )
         elif isinstance(encoder_outputs, (tuple, list)):
             encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs[0])
