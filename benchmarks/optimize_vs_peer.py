@@ -527,7 +527,7 @@ def build_variants(
             "quantize_export openvino-int8-static --calibration (16 other sentences) on O2; "
             "OpenVinoRuntime f32",
         ),
-        ("graphport int4", "int4", "int4", "quantize_export int4-weight (HQQ, block 32)"),
+        ("graphport int4", "int4", "int4", "quantize_export int4-weight (rtn, block 32)"),
     )
     for name, key, precision, how in gp_rows:
         directory, error, note = gp.get(key, (None, "not run", ""))
