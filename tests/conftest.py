@@ -100,3 +100,39 @@ def add_word_tokenizer(checkpoint: Path) -> Path:
         sep_token="[SEP]",
         mask_token="[MASK]",
     )
+
+
+# The tiny vocabulary as words: ``w5 w9`` -> [5, 9] (ids under 4 are special tokens).
+TINY_WORDS = {f"w{i}": i for i in range(4, 128)}
+
+
+def add_causal_tokenizer(checkpoint: Path) -> Path:
+    """A decoder's word-level tokenizer over the tiny vocabulary (pad 0, bos 1, eos 2)."""
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **TINY_WORDS}
+    return save_word_tokenizer(
+        checkpoint, vocab, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def add_seq2seq_tokenizer(checkpoint: Path) -> Path:
+    """An encoder-decoder's word-level tokenizer over the tiny vocabulary (``w5 w9`` ->
+    [5, 9, </s>]) that pads on the right, as encoder tokenizers do."""
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, **TINY_WORDS}
+    return save_word_tokenizer(
+        checkpoint,
+        vocab,
+        template="$A </s>",
+        bos_token="<s>",
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        padding_side="right",
+    )
+
+
+def add_image_processor(checkpoint: Path, size: int = 32) -> Path:
+    """A ViT image processor resizing to the tiny vision models' ``size`` x ``size``."""
+    from transformers import ViTImageProcessor
+
+    ViTImageProcessor(size={"height": size, "width": size}).save_pretrained(checkpoint)
+    return checkpoint

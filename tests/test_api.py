@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import add_word_tokenizer, save_word_tokenizer
+from conftest import add_causal_tokenizer, add_image_processor, add_word_tokenizer
 
 import graphport
 from graphport.api.export import export_model
@@ -21,18 +21,6 @@ from graphport.errors import ManifestError, RuntimeUnavailableError, UsageError
 from graphport.manifest import ExportDirectory
 
 RUNTIMES = ["onnxruntime", "openvino"]
-
-
-def add_causal_tokenizer(checkpoint: Path) -> Path:
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, 128)}}
-    return save_word_tokenizer(
-        checkpoint, vocab, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
-
-
-def add_image_processor(checkpoint: Path) -> Path:
-    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(checkpoint)
-    return checkpoint
 
 
 # name -> (model type, task, the preprocessor it gets, the pipeline input)

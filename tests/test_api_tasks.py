@@ -15,7 +15,7 @@ import pytest
 import torch
 import transformers
 from click.testing import CliRunner
-from conftest import add_word_tokenizer, save_word_tokenizer
+from conftest import add_causal_tokenizer, add_word_tokenizer
 
 import graphport
 from graphport.api.export import export_model
@@ -97,13 +97,6 @@ PIPELINES: dict[str, tuple[str, str, Callable[[Path], Path], str, dict[str, Any]
         {},
     ),
 }
-
-
-def add_causal_tokenizer(checkpoint: Path) -> Path:
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, 128)}}
-    return save_word_tokenizer(
-        checkpoint, vocab, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
 
 
 # name -> (model type, task, preprocessor) of the other exports this module uses

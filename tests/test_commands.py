@@ -20,11 +20,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import (
+    add_causal_tokenizer,
+    add_image_processor,
+    add_seq2seq_tokenizer,
+    add_word_tokenizer,
+)
 
 from graphport.cli import cli
 from graphport.models.tiny import save_tiny_checkpoint, tiny_model
 from graphport.verbosity import set_verbosity
-from tests.conftest import add_word_tokenizer, save_word_tokenizer
 
 OK, NA = "ok", "n/a"
 
@@ -93,34 +98,6 @@ def ok(*args: str | Path) -> str:
 
 
 # ---- the exports ----------------------------------------------------------------------
-
-
-def add_causal_tokenizer(checkpoint: Path) -> Path:
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, 128)}}
-    return save_word_tokenizer(
-        checkpoint, vocab, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
-
-
-def add_seq2seq_tokenizer(checkpoint: Path) -> Path:
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, 128)}}
-    return save_word_tokenizer(
-        checkpoint,
-        vocab,
-        template="$A </s>",
-        bos_token="<s>",
-        pad_token="<pad>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        padding_side="right",
-    )
-
-
-def add_image_processor(checkpoint: Path, size: int = 32) -> Path:
-    from transformers import ViTImageProcessor
-
-    ViTImageProcessor(size={"height": size, "width": size}).save_pretrained(checkpoint)
-    return checkpoint
 
 
 def add_audio_feature_extractor(checkpoint: Path) -> Path:

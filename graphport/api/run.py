@@ -3,8 +3,9 @@
 
 Rules:
 
-1. Each input is a text, an image file or an audio file (by suffix); files are opened
-   here (images with PIL, audio decoded and resampled to the feature extractor's rate).
+1. Each input is a text, an image file or an audio file (by suffix). The pipelines open
+   files themselves; only the zero-shot ones, which take two kinds of input, get them
+   opened here (images with PIL, audio decoded and resampled to the extractor's rate).
 2. A feature-extraction export is read as embeddings with their cosine similarities
    (``graphport.runtimes.predict.embed``): no pipeline returns sentence embeddings. A
    two-tower export given texts and images (or audio) classifies each file against the
@@ -69,11 +70,14 @@ def predict(
         from graphport.runtimes.generate import generation_defaults
 
         generate["max_new_tokens"] = generation_defaults(directory)["max_new_tokens"]
-    readings = [_jsonable(pipe(_open(directory, item), **generate)) for item in inputs]
+    # Image and audio file paths go to the pipeline as they are: it opens images, and
+    # graphport.pipeline decodes audio files itself (api/inputs.py).
+    readings = [_jsonable(pipe(item, **generate)) for item in inputs]
     return Prediction(directory.manifest.task, runtime, list(inputs), {}, readings)
 
 
 def _open(directory: ExportDirectory, item: str) -> Any:
+    """A file for a zero-shot pipeline, opened (rule 1)."""
     kind = input_kind(item)
     if kind == "image":
         from PIL import Image

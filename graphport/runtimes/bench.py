@@ -36,8 +36,8 @@ def bench_feeds(
     config: OnnxConfig, batch_size: int, sequence_length: int | None
 ) -> dict[str, np.ndarray]:
     """Dummy feeds for one graph at the asked sizes; a KV-cache decoder gets an empty
-    past (a prompt's first step), an encoder-decoder's decoder one token on the trace's
-    past."""
+    past (a prompt's first step); an encoder-decoder's decoder keeps the trace's decoder
+    length and past, with the encoder length set to ``sequence_length``."""
     sizes = {**config.trace_shapes().sizes, "batch": batch_size}
     if sequence_length is None and config.modality == "text":
         sequence_length = 128

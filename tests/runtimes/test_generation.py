@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import save_word_tokenizer
+from conftest import add_causal_tokenizer
 
 from graphport.api.export import export_model
 from graphport.api.generate import generate_text
@@ -27,14 +27,6 @@ from graphport.runtimes.generate import left_pad
 from graphport.validators.parity import GenerationCheck
 
 VOCAB = 128
-
-
-def add_causal_tokenizer(checkpoint: Path) -> Path:
-    """A word-level tokenizer whose words are the tiny vocabulary: ``w5 w9`` -> [5, 9]."""
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, VOCAB)}}
-    return save_word_tokenizer(
-        checkpoint, vocab, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import add_word_tokenizer, save_word_tokenizer
+from conftest import add_causal_tokenizer, add_word_tokenizer
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 from transformers.modeling_outputs import CausalLMOutputWithPast, MaskedLMOutput
 
@@ -22,13 +22,6 @@ from graphport.manifest import ExportDirectory
 from graphport.runtimes.model import RuntimeModelForCausalLM
 
 RUNTIMES = ["onnxruntime", "openvino"]
-
-
-def add_causal_tokenizer(checkpoint: Path) -> Path:
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, 128)}}
-    return save_word_tokenizer(
-        checkpoint, vocab, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import add_word_tokenizer, save_word_tokenizer
+from conftest import add_image_processor, add_seq2seq_tokenizer, add_word_tokenizer
 from transformers import EncoderDecoderCache
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
@@ -76,20 +76,6 @@ CASES = {
 }
 
 
-def add_seq2seq_tokenizer(checkpoint: Path) -> None:
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, 128)}}
-    save_word_tokenizer(
-        checkpoint,
-        vocab,
-        template="$A </s>",
-        bos_token="<s>",
-        pad_token="<pad>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        padding_side="right",
-    )
-
-
 def add_whisper_preprocessors(checkpoint: Path) -> None:
     """A byte-level WhisperTokenizer over the tiny vocabulary and a 1 s feature extractor."""
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
@@ -105,12 +91,6 @@ def add_whisper_preprocessors(checkpoint: Path) -> None:
     tokenizer.add_special_tokens({"additional_special_tokens": specials})
     tokenizer.save_pretrained(checkpoint)
     WhisperFeatureExtractor(feature_size=16, chunk_length=1).save_pretrained(checkpoint)
-
-
-def add_image_processor(checkpoint: Path) -> None:
-    from transformers import ViTImageProcessor
-
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(checkpoint)
 
 
 def add_clap_feature_extractor(checkpoint: Path) -> None:

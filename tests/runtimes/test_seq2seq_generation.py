@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import save_word_tokenizer
+from conftest import add_seq2seq_tokenizer
 
 from graphport.api.export import ExportResult, export_model
 from graphport.api.generate import generate_text
@@ -83,22 +83,6 @@ CASES = {
 }
 
 
-def add_word_tokenizer(checkpoint: Path) -> None:
-    """A word-level tokenizer over the tiny vocabulary (``w5 w9`` -> [5, 9, </s>]) that
-    pads on the right, as encoder tokenizers do."""
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, 128)}}
-    save_word_tokenizer(
-        checkpoint,
-        vocab,
-        template="$A </s>",
-        bos_token="<s>",
-        pad_token="<pad>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        padding_side="right",
-    )
-
-
 def save_checkpoint(case: Case, path: Path) -> Path:
     model = tiny_model(case.model_type, case.task, **case.config)
     for key, value in case.generation.items():
@@ -107,7 +91,7 @@ def save_checkpoint(case: Case, path: Path) -> Path:
     model.generation_config._from_model_config = False
     model.save_pretrained(path)
     if case.tokenizer:
-        add_word_tokenizer(path)
+        add_seq2seq_tokenizer(path)
     return path
 
 
