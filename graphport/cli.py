@@ -826,16 +826,18 @@ def sweep(
     def progress(done: int, total: int, result: Any) -> None:
         why = f": {result.category}" if result.category else ""
         click.echo(
-            f"[{done}/{total}] {result.model_type}: {result.status}{why} ({result.seconds:.0f} s)",
+            f"[{done}/{total}] {result.model_type} {result.task}: {result.status}{why} "
+            f"({result.seconds:.0f} s)",
             err=True,
         )
 
     results = run_sweep(
         output, cache, _split(only), jobs, timeout, max_memory, rerun, progress=progress
     )
-    table = counts([r for rows in results.values() for r in rows])
+    rows = [r for rows in results.values() for r in rows]
+    table = counts(rows)
     summary = ", ".join(f"{status.value} {sum(table[status].values())}" for status in Status)
-    click.echo(f"Wrote {output} ({len(results)} model types: {summary})")
+    click.echo(f"Wrote {output} ({len(results)} model types, {len(rows)} tasks: {summary})")
 
 
 def main() -> None:

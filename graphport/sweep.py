@@ -2,15 +2,18 @@
 matrix (``docs/SUPPORTED.md``) from the results.
 
 For each model type in transformers' ``MODEL_MAPPING_NAMES``, a tiny seeded random model is
-built (the family's tiny config, or the generic shrink for unregistered types), exported
-for feature extraction, and validated on onnxruntime and OpenVINO against eager.
+built (the family's tiny config, or the generic shrink for unregistered types) for each task
+the sweep covers (``sweep_tasks``): feature extraction, and, where transformers has a causal
+or sequence-to-sequence LM class for the type, generation with the KV cache. Each is
+exported and validated on onnxruntime and OpenVINO against eager; the generation tasks also
+check greedy tokens against transformers' ``generate()``.
 
-Each model type runs in a process of its own, under a wall-clock timeout and a memory cap:
+Each (model type, task) runs in a process of its own, under a wall-clock timeout and a memory cap:
 some models hang while tracing or take all memory, and one must not take the sweep down.
 Processes are forked from a server that has imported torch and transformers once, which
-saves seconds per model type. Results are cached per model type in a JSON file, so an
-interrupted sweep resumes where it stopped and ``--only`` re-runs a subset; the matrix is
-always written from the whole cache.
+saves seconds per model type. Results are cached per model type and task in a JSON file,
+so an interrupted sweep resumes where it stopped and ``--only`` re-runs a subset; the
+matrix is always written from the whole cache.
 
 A failure is classified into a reason category by the rules in ``REASON_RULES`` (first
 match wins), so the matrix can count failures by cause.
@@ -70,6 +73,7 @@ class SweepResult:
     seconds: float = 0.0
     strategy: str | None = None  # the exporter that produced the graph
     tiny: str | None = None  # the tiny config used: the family's, or a generic shrink level
+    generation: bool | None = None  # greedy tokens equal to eager's on every runtime
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -106,6 +110,7 @@ REASON_RULES: tuple[tuple[str, str], ...] = (
     ("graph contract", r"graph (inputs|outputs) are"),
     ("runtime error", r"(onnxruntime|openvino) / [^/]*: "),
     ("outputs differ", r"values off|vectors below cosine|NaN"),
+    ("generation differs", r"tokens differ from transformers"),
 )
 
 _PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:/[\w.@+~-]+){2,}/?")
@@ -166,7 +171,7 @@ def root_cause(error: BaseException) -> str:
 
 
 def sweep_task(model_type: str) -> str:
-    """The task a sweep exports: feature extraction, unless a family lacks it."""
+    """The encoder task a sweep exports: feature extraction, unless a family lacks it."""
     from graphport.exporters.tasks import Task
     from graphport.models.registry import get_registration
 
@@ -176,22 +181,45 @@ def sweep_task(model_type: str) -> str:
     return tasks[0].value
 
 
+GENERATION_TASKS = ("text-generation-with-past", "text2text-generation-with-past")
+
+
+def sweep_tasks(model_type: str) -> list[str]:
+    """Every task a sweep exports for ``model_type``: its encoder task, then generation with
+    the KV cache where transformers has a causal-LM (or seq2seq-LM) class for the type."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+    )
+
+    try:
+        tasks = [sweep_task(model_type)]
+    except Exception:  # the row says why; no generation row without a registration
+        return ["feature-extraction"]
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        tasks.append("text-generation-with-past")
+    elif model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
+        tasks.append("text2text-generation-with-past")
+    return list(dict.fromkeys(tasks))
+
+
 def _build(model_type: str, task: str, seed: int) -> tuple[Any, str]:
     """A tiny model: the family's, or the first generic shrink level whose model runs on
     the inputs the generic config derives for it."""
     from graphport.exporters.generic import GenericOnnxConfig, check_generic_support
-    from graphport.exporters.tasks import Task
+    from graphport.exporters.tasks import parse_task
     from graphport.models.registry import get_registration
     from graphport.models.tiny import build_generic_tiny_model, tiny_model
 
+    base, _ = parse_task(task)
     if not get_registration(model_type).generic:
-        return tiny_model(model_type, task, seed), "family"
-    check_generic_support(model_type, Task(task))
+        return tiny_model(model_type, base.value, seed), "family"
+    check_generic_support(model_type, base)
 
     def runs(model: Any) -> None:
-        GenericOnnxConfig(model.config, task).resolve(model)
+        GenericOnnxConfig(model.config, base).resolve(model)
 
-    level, model = build_generic_tiny_model(model_type, task, seed, check=runs)
+    level, model = build_generic_tiny_model(model_type, base, seed, check=runs)
     return model, level
 
 
@@ -290,11 +318,18 @@ def _export(result: SweepResult, workdir: Path) -> None:
         _record_report(result, export.report)
         if result.strategy != "torch.export":
             result.reason = one_line(f"exported by the {result.strategy} fallback")
+        if result.task in GENERATION_TASKS and result.generation is None:
+            result.status = Status.PARITY_FAILED  # a generation row proves generation
+            result.category = "generation not checked"
+            result.reason = "the export has no KV cache, so greedy generation was not checked"
 
 
 def _record_report(result: SweepResult, report: Any) -> None:
     if report is None:
         return
+    checks = getattr(report, "generation", None)
+    if checks:
+        result.generation = all(g.passed for g in checks)
     for runtime in SWEEP_RUNTIMES:
         cases = [r for r in report.results if r.runtime == runtime]
         if cases:
@@ -320,6 +355,7 @@ def _worker(model_type: str, task: str | None, seed: int, result_file: str) -> N
 @dataclasses.dataclass
 class _Running:
     model_type: str
+    task: str
     process: Any
     result_file: Path
     started: float
@@ -335,7 +371,7 @@ def _rss_bytes(pid: int) -> int | None:
 
 
 def _killed(
-    model_type: str, status: Status, category: str, reason: str, seconds: float
+    model_type: str, task: str, status: Status, category: str, reason: str, seconds: float
 ) -> SweepResult:
     from graphport.models.registry import get_registration
 
@@ -346,7 +382,7 @@ def _killed(
         family, generic = "-", False
     return SweepResult(
         model_type,
-        "feature-extraction",
+        task,
         family,
         generic,
         status,
@@ -357,7 +393,7 @@ def _killed(
 
 
 def run_isolated(
-    model_types: Sequence[str],
+    model_types: Sequence[str | tuple[str, str]],
     jobs: int = 2,
     timeout: float = 300.0,
     max_memory_gb: float = 6.0,
@@ -365,7 +401,8 @@ def run_isolated(
     start_method: str = "forkserver",
     on_result: Callable[[SweepResult], None] | None = None,
 ) -> list[SweepResult]:
-    """Run each model type in its own process, ``jobs`` at a time.
+    """Run each model type (or ``(model type, task)``; a bare type runs its encoder task)
+    in its own process, ``jobs`` at a time.
 
     A process past ``timeout`` seconds or ``max_memory_gb`` of resident memory is killed
     and its model type recorded as failed to export (timeout / out of memory); one that
@@ -374,20 +411,28 @@ def run_isolated(
     context = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
         context.set_forkserver_preload(_PRELOAD)
-    pending = list(model_types)
+    pending = [(job, None) if isinstance(job, str) else job for job in model_types]
     running: list[_Running] = []
     results: list[SweepResult] = []
     limit = max_memory_gb * 2**30
     with tempfile.TemporaryDirectory(prefix="graphport-sweep-results-") as scratch:
         while pending or running:
             while pending and len(running) < max(1, jobs):
-                model_type = pending.pop(0)
+                model_type, task = pending.pop(0)
                 result_file = Path(scratch) / f"{len(results) + len(running)}.json"
                 process = context.Process(
-                    target=_worker, args=(model_type, None, seed, str(result_file)), daemon=True
+                    target=_worker, args=(model_type, task, seed, str(result_file)), daemon=True
                 )
                 process.start()
-                running.append(_Running(model_type, process, result_file, time.monotonic()))
+                running.append(
+                    _Running(
+                        model_type,
+                        task or "feature-extraction",
+                        process,
+                        result_file,
+                        time.monotonic(),
+                    )
+                )
             time.sleep(0.2)
             for job in list(running):
                 result = _check(job, timeout, limit)
@@ -416,12 +461,12 @@ def _check(job: _Running, timeout: float, limit: float) -> SweepResult | None:
             return None
         process.kill()
         process.join()
-        return _killed(job.model_type, Status.EXPORT_FAILED, category, reason, elapsed)
+        return _killed(job.model_type, job.task, Status.EXPORT_FAILED, category, reason, elapsed)
     process.join()
     if job.result_file.is_file():
         return SweepResult.from_dict(json.loads(job.result_file.read_text(encoding="utf-8")))
     reason = f"the process died without a result (exit code {process.exitcode})"
-    return _killed(job.model_type, Status.EXPORT_FAILED, "crashed", reason, elapsed)
+    return _killed(job.model_type, job.task, Status.EXPORT_FAILED, "crashed", reason, elapsed)
 
 
 # ---- the cache ---------------------------------------------------------------------------
@@ -510,20 +555,27 @@ def run_sweep(
     if results and not only:  # model types transformers dropped leave the matrix
         known = set(all_model_types())
         results = {m: r for m, r in results.items() if m in known}
-    selected = select_model_types(only, results, rerun)
+    fresh = bool(only) or rerun  # else only the (model type, task) rows not cached yet
+    selected = [
+        (model_type, task)
+        for model_type in select_model_types(only, {}, rerun)
+        for task in sweep_tasks(model_type)
+        if fresh or not any(r.task == task for r in results.get(model_type, []))
+    ]
     done = 0
 
     def record(result: SweepResult) -> None:
         nonlocal done
         done += 1
-        results[result.model_type] = [result]
+        rows = [r for r in results.get(result.model_type, []) if r.task != result.task]
+        results[result.model_type] = sorted([*rows, result], key=lambda r: r.task)
         save_cache(cache, results)
         if progress is not None:
             progress(done, len(selected), result)
 
     if selected and jobs == 0:  # in this process, for debugging: no isolation
-        for model_type in selected:
-            record(run_one(model_type))
+        for model_type, task in selected:
+            record(run_one(model_type, task))
     elif selected:
         run_isolated(
             selected, jobs, timeout, max_memory_gb, start_method=start_method, on_result=record
@@ -550,16 +602,27 @@ def counts(results: Sequence[SweepResult]) -> dict[Status, Counter[str]]:
     return table
 
 
+_TASK_TITLES = {
+    "text-generation-with-past": "generation with the KV cache (causal LMs)",
+    "text2text-generation-with-past": "generation with the KV cache (encoder-decoders)",
+}
+
+
+def _task_group(task: str) -> str:
+    return _TASK_TITLES.get(task, "encoder task (feature extraction, or the family's first)")
+
+
 def render_matrix(results: Sequence[SweepResult], versions: dict[str, str] | None = None) -> str:
-    """SUPPORTED.md: a header, the counts, then one row per model type and task."""
-    rows = sorted(results, key=lambda r: (r.model_type, r.task))
+    """SUPPORTED.md: a header, the counts per task, then one row per model type and task."""
+    rows = sorted(results, key=lambda r: (r.model_type, r.task in GENERATION_TASKS, r.task))
     versions = versions if versions is not None else sweep_versions()
     stack = ", ".join(
         f"{k} {versions[k]}"
         for k in ("transformers", "torch", "onnxruntime", "openvino")
         if k in versions
     )
-    table = counts(rows)
+    model_types = {r.model_type for r in rows}
+    validated = {r.model_type for r in rows if r.status is Status.VALIDATED}
     lines = [
         "# Supported model types",
         "",
@@ -568,32 +631,43 @@ def render_matrix(results: Sequence[SweepResult], versions: dict[str, str] | Non
         "",
         "Generated by `graphport sweep`: every model type transformers has a model class "
         "for, as a tiny seeded random model, exported to ONNX and validated against eager "
-        "PyTorch on onnxruntime and OpenVINO at shapes other than the trace shapes. Model "
-        "types a family registers use its export config; the others use the generic path, "
-        "which derives the graph's inputs from the model's forward signature and config. "
-        f"Do not edit by hand. Stack: {stack}.",
+        "PyTorch on onnxruntime and OpenVINO at shapes other than the trace shapes. Where "
+        "transformers has a causal-LM or seq2seq-LM class for the type, a second row exports "
+        "it for generation with its KV cache and also checks greedy tokens against "
+        "transformers' `generate()` (a prompt alone and a padded batch) on both runtimes. "
+        "Model types a family registers use its export config; the others use the generic "
+        "path, which derives the graph's inputs from the model's forward signature and "
+        f"config. Do not edit by hand. Stack: {stack}.",
         "",
-        f"**{len(rows)} model types**",
-        "",
+        f"**{len(model_types)} model types, {len(validated)} validated for at least one task**",
     ]
-    for status in Status:
-        total = sum(table[status].values())
-        detail = ", ".join(f"{k} {v}" for k, v in table[status].most_common())
-        lines.append(f"- {status.value}: **{total}**" + (f" ({detail})" if detail else ""))
+    groups: dict[str, list[SweepResult]] = {}
+    for r in rows:
+        groups.setdefault(_task_group(r.task), []).append(r)
+    for title, group in groups.items():
+        table = counts(group)
+        lines += ["", f"{title}, {len(group)} model types:", ""]
+        for status in Status:
+            total = sum(table[status].values())
+            detail = ", ".join(f"{k} {v}" for k, v in table[status].most_common())
+            lines.append(f"- {status.value}: **{total}**" + (f" ({detail})" if detail else ""))
     lines += [
         "",
-        "| model type | task | export config | onnxruntime | openvino | status | reason |",
-        "|---|---|---|---|---|---|---|",
+        "| model type | task | export config | onnxruntime | openvino | greedy generation "
+        "| status | reason |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         path = "generic" if r.generic else f"family: {r.family}"
         reason = f"{r.category}: {r.reason}" if r.category else (r.reason or "")
+        generation = _MARK[r.generation] if r.task in GENERATION_TASKS else ""
         cells = [
             f"`{r.model_type}`",
             r.task,
             path,
             _MARK[r.runtimes.get("onnxruntime")],
             _MARK[r.runtimes.get("openvino")],
+            generation,
             r.status.value,
             reason.replace("|", "\\|"),
         ]
