@@ -74,6 +74,7 @@ class SweepResult:
     strategy: str | None = None  # the exporter that produced the graph
     tiny: str | None = None  # the tiny config used: the family's, or a generic shrink level
     generation: bool | None = None  # greedy tokens equal to eager's on every runtime
+    swept: str | None = None  # the UTC date the row was run
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -256,6 +257,7 @@ def run_one(model_type: str, task: str | None = None, seed: int = 0) -> SweepRes
     from graphport.models.registry import get_registration
 
     start = time.perf_counter()
+    today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     try:
         registration = get_registration(model_type)
         task = task or sweep_task(model_type)
@@ -263,11 +265,19 @@ def run_one(model_type: str, task: str | None = None, seed: int = 0) -> SweepRes
         text = one_line(f"{type(e).__name__}: {e}")
         task = task or "feature-extraction"
         return SweepResult(
-            model_type, task, "-", False, Status.BUILD_FAILED, category=classify(text), reason=text
+            model_type,
+            task,
+            "-",
+            False,
+            Status.BUILD_FAILED,
+            category=classify(text),
+            reason=text,
+            swept=today,
         )
     result = SweepResult(
         model_type, task, registration.family, registration.generic, Status.BUILD_FAILED
     )
+    result.swept = today
     workdir = Path(tempfile.mkdtemp(prefix="graphport-sweep-"))
     try:
         try:
@@ -389,6 +399,7 @@ def _killed(
         category=category,
         reason=reason,
         seconds=round(seconds, 1),
+        swept=datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
     )
 
 
@@ -641,6 +652,14 @@ def render_matrix(results: Sequence[SweepResult], versions: dict[str, str] | Non
         "",
         f"**{len(model_types)} model types, {len(validated)} validated for at least one task**",
     ]
+    dates = Counter(r.swept or "unknown" for r in rows)
+    if len(dates) > 1:  # a matrix refreshed in parts says which rows are how old
+        lines += [
+            "",
+            "Rows by the date they were swept: "
+            + ", ".join(f"{date} {n}" for date, n in sorted(dates.items()))
+            + ".",
+        ]
     groups: dict[str, list[SweepResult]] = {}
     for r in rows:
         groups.setdefault(_task_group(r.task), []).append(r)
