@@ -1,6 +1,7 @@
 """Validators: compare runtime outputs with the eager model and judge parity."""
 
 from graphport.validators.compare import OutputDiff, compare_output
+from graphport.validators.html import render_html, write_html
 from graphport.validators.parity import CaseResult, ParityReport, check_contract, validate_export
 
 __all__ = [
@@ -9,5 +10,7 @@ __all__ = [
     "ParityReport",
     "check_contract",
     "compare_output",
+    "render_html",
     "validate_export",
+    "write_html",
 ]

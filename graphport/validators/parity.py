@@ -150,6 +150,13 @@ class ParityReport:
     def write(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
+    def write_html(self, path: str | Path, manifest: Mapping[str, Any] | None = None) -> Path:
+        """The report as one self-contained HTML page (``graphport.validators.html``);
+        ``manifest`` defaults to the one in the export directory."""
+        from graphport.validators.html import write_html
+
+        return write_html(self, path, manifest)
+
     def table(self) -> str:
         """A plain-text table, one row per runtime x case x output.
 
