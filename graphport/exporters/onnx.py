@@ -32,6 +32,11 @@ from graphport.exporters.signature import dynamic_shapes_for
 
 logger = logging.getLogger(__name__)
 
+# The node metadata torch.export writes with the module path of each node (a list of the
+# dotted paths of the enclosing modules, then the op); kept in saved graphs so parity
+# failures can be localized to a module (graphport/validators/localize.py).
+MODULE_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+
 # Protobuf cannot hold a message over 2 GiB; above this many bytes of weights the graph is
 # saved with its tensors in a side file (model.onnx_data).
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26
@@ -281,15 +286,22 @@ def _cast_floats(inputs: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[st
 
 
 def select_outputs(model: ir.Model, outputs: Mapping[str, Mapping[int, str]]) -> None:
-    """Keep only ``outputs`` (in that order), drop dead nodes and per-node trace metadata,
-    name the dynamic axes."""
+    """Keep only ``outputs`` (in that order), drop dead nodes and per-node trace metadata
+    but the module scopes, name the dynamic axes."""
     by_name = {value.name: value for value in model.graph.outputs}
     model.graph.outputs.clear()
     model.graph.outputs.extend(by_name[name] for name in outputs)
     RemoveUnusedNodesPass()(model)
-    # The exporter annotates every node with its Python stack trace and module path: useful
-    # while debugging the exporter, but several KB per node in a shipped graph.
+    # The exporter annotates every node with its Python stack trace, FX node and class
+    # hierarchy: several KB per node in a shipped graph. Only the module path stays.
+    scopes = {
+        node: node.metadata_props[MODULE_SCOPES_KEY]
+        for node in ir.traversal.RecursiveGraphIterator(model.graph)
+        if MODULE_SCOPES_KEY in node.metadata_props
+    }
     ClearMetadataAndDocStringPass()(model)
+    for node, scope in scopes.items():
+        node.metadata_props[MODULE_SCOPES_KEY] = scope
     for value in model.graph.outputs:
         shape = value.shape
         if shape is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -103,6 +103,17 @@ class Runtime(abc.ABC):
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run the graph; returns every output by name, in manifest order."""
         return self._run_impl(self.check_feeds(feeds))
+
+    def run_with_intermediates(
+        self, feeds: Mapping[str, Any], values: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """Run the graph with the named intermediate values exposed as extra outputs;
+        returns the outputs and those of ``values`` the runtime still computes (values it
+        fused away or folded are absent). Used to localize a parity failure."""
+        raise UsageError(
+            f"The {self.name} runtime cannot expose intermediate values; localize on "
+            "onnxruntime or OpenVINO."
+        )
 
     @abc.abstractmethod
     def _load(self) -> None: ...

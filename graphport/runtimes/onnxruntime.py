@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,22 +39,48 @@ class OnnxRuntime(Runtime):
                 f"{', '.join(available)}."
             )
 
-    def _load(self) -> None:
+    def _session(self, model: str | bytes) -> Any:
         import onnxruntime as ort
 
-        self.check_options(self.options)
-        providers = self._providers(self.options)
         options = ort.SessionOptions()
         if self.options.get("threads"):
             options.intra_op_num_threads = int(self.options["threads"])
         options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(
-                str(self.export_dir.graph_path(self.spec.name)), options, providers=providers
-            )
+            return ort.InferenceSession(model, options, providers=self._providers(self.options))
         except Exception as e:
             raise RuntimeUnavailableError(f"onnxruntime could not load the graph: {e}") from e
+
+    def _load(self) -> None:
+        self.check_options(self.options)
+        self.session = self._session(str(self.export_dir.graph_path(self.spec.name)))
         self.providers = self.session.get_providers()
+
+    def run_with_intermediates(
+        self, feeds: Mapping[str, Any], values: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """A copy of the graph with ``values`` added to its outputs, run once (Polygraphy's
+        "mark all" approach: onnxruntime cannot fetch values that are not outputs)."""
+        import onnx
+
+        path = self.export_dir.graph_path(self.spec.name)
+        if path.suffix != ".onnx":
+            return super().run_with_intermediates(feeds, values)
+        model = onnx.load(str(path))
+        produced = {out for node in model.graph.node for out in node.output}
+        present = {o.name for o in model.graph.output}
+        extra = [v for v in dict.fromkeys(values) if v in produced and v not in present]
+        model.graph.output.extend(onnx.ValueInfoProto(name=v) for v in extra)
+        names = [*self.output_names, *extra]
+        checked = self.check_feeds(feeds)
+        if model.ByteSize() < 2**31 - 2**20:
+            session = self._session(model.SerializeToString())
+        else:  # protobuf's 2 GiB limit: the copy goes to disk with its weights beside it
+            with tempfile.TemporaryDirectory() as scratch:
+                copy = Path(scratch) / path.name
+                onnx.save(model, str(copy), save_as_external_data=True)
+                session = self._session(str(copy))
+        return dict(zip(names, session.run(names, checked), strict=True))
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self.session.run(self.output_names, feeds)

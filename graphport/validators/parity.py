@@ -14,7 +14,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,13 @@ from graphport.exporters.config import OnnxConfig, ShapeSet
 from graphport.manifest import ExportDirectory
 from graphport.validators.compare import OutputDiff, compare_output
 from graphport.validators.generation import GenerationCheck, check_generation
+from graphport.validators.localize import (
+    LayerDiff,
+    ModuleOutput,
+    eager_module_outputs,
+    graph_module_values,
+    localize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +56,28 @@ class CaseResult:
     outputs: list[OutputDiff]
     seconds: float
     error: str | None = None
+    # With localization (graphport/validators/localize.py): the first module whose output
+    # leaves tolerance (when the case fails), every matched module in execution order, and
+    # {"matched": modules matched to graph values, "modules": modules with a float output}.
+    first_divergence: dict[str, Any] | None = None
+    layers: list[LayerDiff] = dataclasses.field(default_factory=list)
+    localized: dict[str, int] | None = None
 
     @property
     def passed(self) -> bool:
         return self.error is None and all(o.passed for o in self.outputs)
+
+
+@dataclasses.dataclass
+class CrossRuntimeDiff:
+    """Two runtimes' outputs against each other on one case (the worst output), judged
+    with the same tolerance as against eager."""
+
+    a: str
+    b: str
+    case: str
+    max_abs: float
+    passed: bool
 
 
 @dataclasses.dataclass
@@ -71,6 +96,7 @@ class ParityReport:
     per_output_atol: dict[str, float] = dataclasses.field(default_factory=dict)
     cosine: float | None = None
     generation: list[GenerationCheck] = dataclasses.field(default_factory=list)
+    cross_runtime: list[CrossRuntimeDiff] = dataclasses.field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -209,7 +235,92 @@ class ParityReport:
                 f"generation  {g.runtime}  {g.case}: {len(g.expected)} x {steps} greedy tokens "
                 f"against transformers' generate(): {verdict}"
             )
+        lines += self._localization_lines()
+        lines += self._cross_runtime_lines()
         return "\n".join(lines)
+
+    def _localization_lines(self, rows: int = 10) -> list[str]:
+        """The first divergence and a short per-layer table of every failing result; for
+        an export judged by cosine (quantized), each runtime's layers ranked by cosine
+        against fp32 eager, on its worst case: where the error accumulates."""
+        lines = []
+        for r in self.results:
+            if r.localized is None:
+                continue
+            where = f"{r.runtime} / {r.case}"
+            counted = f"{r.localized['matched']} of {r.localized['modules']} modules matched"
+            if r.passed:
+                continue
+            first = r.first_divergence
+            if first is None:
+                lines.append(f"localize  {where}: no matched module leaves tolerance ({counted})")
+                continue
+            lines.append(
+                f"first divergence  {where}: {first['module']} ({first['module_type']}, "
+                f"node {first['onnx_node']}): max abs {first['max_abs']:.3g}, mean abs "
+                f"{first['mean_abs']:.3g}, cosine {first['cosine']:.6f} ({counted})"
+            )
+            index = next(i for i, layer in enumerate(r.layers) if not layer.passed)
+            lines += _layer_rows(r.layers[max(0, index - 2) : index - 2 + rows])
+        if self.cosine is not None:
+            worst: dict[str, CaseResult] = {}
+            for r in self.results:
+                if r.layers and (
+                    r.runtime not in worst
+                    or _min_cosine(r.layers) < _min_cosine(worst[r.runtime].layers)
+                ):
+                    worst[r.runtime] = r
+            for r in worst.values():
+                assert r.localized is not None
+                lines.append(
+                    f"error budget per layer  {r.runtime} / {r.case}: cosine against fp32 "
+                    f"eager, worst first ({r.localized['matched']} of "
+                    f"{r.localized['modules']} modules matched)"
+                )
+                ranked = sorted(r.layers, key=lambda layer: _nan_low(layer.cosine))
+                lines += _layer_rows(ranked[:rows])
+        return lines
+
+    def _cross_runtime_lines(self) -> list[str]:
+        passed = {
+            (r.runtime, r.case): r.passed for r in self.results
+        }  # both must pass eager for a disagreement to be news
+        lines = []
+        for d in self.cross_runtime:
+            if d.passed:
+                continue
+            both = passed.get((d.a, d.case)) and passed.get((d.b, d.case))
+            lines.append(
+                f"cross-runtime  {d.a} vs {d.b}  {d.case}: max abs {d.max_abs:.3g} beyond "
+                "tolerance" + (" although both pass against eager" if both else "")
+            )
+        return lines
+
+
+def _nan_low(value: float) -> float:
+    return value if np.isfinite(value) else -np.inf
+
+
+def _min_cosine(layers: Sequence[LayerDiff]) -> float:
+    return min(_nan_low(layer.cosine) for layer in layers)
+
+
+def _layer_rows(layers: Sequence[LayerDiff]) -> list[str]:
+    header = ("module", "type", "onnx node", "max abs", "mean abs", "cosine", "ok")
+    rows = [header] + [
+        (
+            layer.module,
+            layer.module_type,
+            layer.onnx_node,
+            f"{layer.max_abs:.2e}",
+            f"{layer.mean_abs:.2e}",
+            f"{layer.cosine:.6f}",
+            "yes" if layer.passed else "NO",
+        )
+        for layer in layers
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -306,12 +417,12 @@ def _run_case(
     atol: float,
     rtol: float,
     cosine: float | None,
-) -> CaseResult:
+) -> tuple[CaseResult, dict[str, np.ndarray]]:
     start = time.perf_counter()
     try:
         actual = runtime.run(feeds)
     except Exception as e:
-        return CaseResult(runtime.name, label, sizes, [], time.perf_counter() - start, str(e))
+        return CaseResult(runtime.name, label, sizes, [], time.perf_counter() - start, str(e)), {}
     seconds = time.perf_counter() - start
     diffs = [
         compare_output(
@@ -325,7 +436,94 @@ def _run_case(
         )
         for out, ref in expected.items()
     ]
-    return CaseResult(runtime.name, label, sizes, diffs, seconds)
+    return CaseResult(runtime.name, label, sizes, diffs, seconds), actual
+
+
+def _intermediate_positions(
+    feeds: Mapping[str, np.ndarray],
+) -> Callable[[tuple[int, ...]], np.ndarray | None]:
+    """Which (batch, position) entries of an intermediate value are real tokens: a value
+    whose leading axes are the batch and the new positions is masked like an output."""
+    mask = feeds.get("attention_mask")
+    ids = feeds.get("input_ids")
+    new = ids.shape[1] if ids is not None and ids.ndim == 2 else None
+
+    def valid(shape: tuple[int, ...]) -> np.ndarray | None:
+        if mask is None or mask.ndim != 2 or len(shape) < 2 or shape[0] != mask.shape[0]:
+            return None
+        if shape[1] == mask.shape[1]:
+            return mask.astype(bool)
+        if new is not None and shape[1] == new <= mask.shape[1]:
+            return mask[:, mask.shape[1] - new :].astype(bool)
+        return None
+
+    return valid
+
+
+def _localize_case(
+    result: CaseResult,
+    runtime: Any,
+    feeds: dict[str, np.ndarray],
+    eager: Sequence[ModuleOutput],
+    candidates: Mapping[str, Sequence[tuple[str, str]]],
+    atol: float,
+    rtol: float,
+    cosine: float | None,
+) -> None:
+    """Fill the result's per-module rows and its first divergence (when it failed)."""
+    if result.error is not None or not candidates:
+        result.localized = {"matched": 0, "modules": len(eager)}
+        return
+    try:
+        found = localize(
+            runtime, feeds, eager, candidates, atol, rtol, cosine, _intermediate_positions(feeds)
+        )
+    except GraphportError as e:
+        logger.warning("Cannot localize on %s: %s", runtime.name, e)
+        result.localized = {"matched": 0, "modules": len(eager)}
+        return
+    result.layers = found.layers
+    result.localized = {"matched": found.matched, "modules": found.modules}
+    first = found.first_divergence
+    if not result.passed and first is not None:
+        result.first_divergence = first.divergence()
+
+
+def cross_runtime_diffs(
+    actual: Mapping[tuple[str, str], Mapping[str, np.ndarray]],
+    feeds: Mapping[str, Mapping[str, np.ndarray]],
+    outputs: Mapping[str, Mapping[int, str]],
+    per_output_atol: Mapping[str, float],
+    atol: float,
+    rtol: float,
+    cosine: float | None,
+) -> list[CrossRuntimeDiff]:
+    """Every pair of runtimes on every case both ran: ``actual[runtime, case]`` are the
+    outputs, ``feeds[case]`` the inputs (for the padding mask), ``outputs`` the axes."""
+    runtimes = list(dict.fromkeys(name for name, _ in actual))
+    diffs = []
+    for i, a in enumerate(runtimes):
+        for b in runtimes[i + 1 :]:
+            for case, case_feeds in feeds.items():
+                first, second = actual.get((a, case)), actual.get((b, case))
+                if not first or not second:
+                    continue
+                compared = [
+                    compare_output(
+                        name,
+                        first[name],
+                        second.get(name),
+                        per_output_atol.get(name, atol),
+                        rtol,
+                        _valid_positions(case_feeds, outputs.get(name, {}), first[name].shape),
+                        cosine,
+                    )
+                    for name in first
+                    if name in outputs
+                ]
+                worst = max((c.max_abs for c in compared if np.isfinite(c.max_abs)), default=0.0)
+                diffs.append(CrossRuntimeDiff(a, b, case, worst, all(c.passed for c in compared)))
+    return diffs
 
 
 def validate_export(
@@ -340,11 +538,15 @@ def validate_export(
     runtime_options: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int = 0,
     cosine: float | None = None,
+    localize: bool = False,
 ) -> ParityReport:
     """Validate every graph runtime against the eager model; returns the report.
 
     ``cosine`` (default: the manifest's ``tolerance.min_cosine``, set by quantization)
     judges outputs by their smallest cosine similarity to eager instead of by ``atol``.
+    ``localize`` compares every module's output as well (graphport/validators/localize.py):
+    each result gets its per-module rows and, when it fails, its first divergent module.
+    With several runtimes, each is compared with every other (``cross_runtime``).
     """
     from graphport.models.registry import export_config
     from graphport.runtimes import get_runtime_class
@@ -384,6 +586,8 @@ def validate_export(
     prefix = {g.name: f"{g.name} / " if len(graphs) > 1 else "" for g in graphs}
     cases: dict[str, list[tuple[str, dict[str, int], dict[str, np.ndarray]]]] = {}
     expected: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    modules: dict[tuple[str, str], list[ModuleOutput]] = {}
+    candidates: dict[str, dict[str, list[tuple[str, str]]]] = {}
     for graph in graphs:
         report.contract_problems += [
             prefix[graph.name] + problem
@@ -392,8 +596,17 @@ def validate_export(
         cases[graph.name] = _cases(directory, graph.config, shape_sets, seed)
         reference = TorchRuntime(directory, graph=graph.name, model=graph.module)
         for label, _, feeds in cases[graph.name]:
-            expected[graph.name, label] = reference.run(feeds)
+            if not localize:
+                expected[graph.name, label] = reference.run(feeds)
+                continue
+            # One eager run gives the outputs and, through hooks, every module's output.
+            modules[graph.name, label], expected[graph.name, label] = eager_module_outputs(
+                graph.module, feeds, reference.run
+            )
+        if localize:
+            candidates[graph.name] = _graph_candidates(directory, graph.name)
 
+    actual: dict[str, dict[tuple[str, str], dict[str, np.ndarray]]] = {}
     for name in runtimes:
         for graph in graphs:
             try:
@@ -410,20 +623,45 @@ def validate_export(
             report.runtimes[name] = runtime.describe()
             logger.info("Validating %s on %s", graph.name, report.runtimes[name])
             for label, sizes, feeds in cases[graph.name]:
-                report.results.append(
-                    _run_case(
+                result, outputs = _run_case(
+                    runtime,
+                    prefix[graph.name] + label,
+                    sizes,
+                    feeds,
+                    expected[graph.name, label],
+                    graph.config,
+                    per_output_atol,
+                    atol,
+                    rtol,
+                    cosine,
+                )
+                report.results.append(result)
+                if name != "torch":  # eager against eager proves nothing
+                    actual.setdefault(graph.name, {})[name, label] = outputs
+                if localize and name != "torch":
+                    _localize_case(
+                        result,
                         runtime,
-                        prefix[graph.name] + label,
-                        sizes,
                         feeds,
-                        expected[graph.name, label],
-                        graph.config,
-                        per_output_atol,
+                        modules[graph.name, label],
+                        candidates[graph.name],
                         atol,
                         rtol,
                         cosine,
                     )
-                )
+    for graph in graphs:
+        report.cross_runtime += [
+            dataclasses.replace(d, case=prefix[graph.name] + d.case)
+            for d in cross_runtime_diffs(
+                actual.get(graph.name, {}),
+                {label: feeds for label, _, feeds in cases[graph.name]},
+                graph.config.outputs,
+                per_output_atol,
+                atol,
+                rtol,
+                cosine,
+            )
+        ]
     # Tokens can only be expected to match where logits do to fp32 precision.
     if manifest.kv_cache and cosine is None and manifest.dtype == "fp32":
         # The eager reference against itself proves nothing about generation.
@@ -432,3 +670,20 @@ def validate_export(
             directory, eager, config, loaded, runtime_options, seed
         )
     return report
+
+
+def _graph_candidates(directory: ExportDirectory, graph: str) -> dict[str, list[tuple[str, str]]]:
+    """Module path -> candidate values of an ONNX graph; none for other formats (an IR
+    keeps tensor names but not the module scopes)."""
+    path = directory.graph_path(graph)
+    if path.suffix != ".onnx":
+        logger.warning("Cannot localize %s: only ONNX graphs carry module scopes.", path.name)
+        return {}
+    found = graph_module_values(path)
+    if not found:
+        logger.warning(
+            "Cannot localize %s: its nodes carry no module scopes (exported before graphport "
+            "kept them); export it again.",
+            path.name,
+        )
+    return found
