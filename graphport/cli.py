@@ -12,6 +12,7 @@ import json
 import logging
 import platform
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ def _transform_options(command: Any) -> Any:
                 help="Keep going when a pass breaks its parity budget (it is recorded).",
             ),
             click.option("--overwrite", is_flag=True, help="Replace DST if it exists."),
+            _html_option,
         ]
     ):
         command = option(command)
@@ -101,6 +103,41 @@ def _runtimes_option() -> Any:
         help="Comma-separated runtimes (onnxruntime, openvino, torchscript, aoti, tensorrt, "
         "torch); default: every installed runtime that runs the export's format.",
     )
+
+
+_html_option = click.option(
+    "--html",
+    "html_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the parity report as one self-contained HTML page to this file.",
+)
+
+
+def _check_html(html_file: Path | None) -> None:
+    if html_file is not None:
+        from graphport.validators.html import check_html_path
+
+        check_html_path(html_file)  # before the long work, not after it
+
+
+def _write_html(html_file: Path | None, report: Any) -> None:
+    if html_file is not None and report is not None:
+        from graphport.validators.html import write_html
+
+        write_html(report, html_file)
+
+
+@contextlib.contextmanager
+def _html_on_parity_error(html_file: Path | None) -> Iterator[None]:
+    """A failed report is the one most worth reading: write it before the error exits."""
+    from graphport.errors import ParityError
+
+    try:
+        yield
+    except ParityError as e:
+        _write_html(html_file, e.report)
+        raise
 
 
 @cli.command()
@@ -172,6 +209,7 @@ def _runtimes_option() -> Any:
     help="Calibration inputs for --quantize (see `graphport quantize --help`).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@_html_option
 def export(
     model: str,
     output: Path,
@@ -191,6 +229,7 @@ def export(
     quantize: str | None,
     calibration: Path | None,
     overwrite: bool,
+    html_file: Path | None,
 ) -> None:
     """Export MODEL (a checkpoint directory or cached hub id) into the directory OUTPUT,
     optionally optimized (-O) and quantized (--quantize) on the way."""
@@ -205,6 +244,9 @@ def export(
         raise UsageError("--optimize and --quantize rewrite ONNX graphs; drop --format.")
     if calibration is not None and quantize is None:
         raise UsageError("--calibration is for --quantize; add a quantization mode.")
+    if html_file is not None and no_validate:
+        raise UsageError("--html writes the parity report, which --no-validate skips; drop one.")
+    _check_html(html_file)
     check_output_path(output, overwrite)  # before the long work, not after it
     options = FormatOptions(
         openvino_fp16_weights=fp16_weights,
@@ -234,6 +276,7 @@ def export(
         except ParityError as e:
             if e.report is not None:
                 click.echo(e.report.table())
+            _write_html(html_file, e.report)
             raise
         manifest = result.manifest
         size = sum((exported / f).stat().st_size for f in manifest.files)
@@ -247,7 +290,13 @@ def export(
             + ("; validation skipped" if result.report is None else "; parity passed")
         )
         if transform:
-            _transform_export(exported, output, optimize, quantize, calibration, overwrite)
+            with _html_on_parity_error(html_file):
+                final = _transform_export(
+                    exported, output, optimize, quantize, calibration, overwrite
+                )
+            _write_html(html_file, final.report)
+        else:
+            _write_html(html_file, result.report)
 
 
 def _transform_export(
@@ -257,17 +306,20 @@ def _transform_export(
     mode: str | None,
     calibration: Path | None,
     overwrite: bool,
-) -> None:
+) -> Any:
+    """The optimize and quantize steps of ``export``; returns the last one's result."""
     from graphport.api.transform import optimize_export, quantize_export
 
-    current = exported
+    result = None
     if level is not None:
         target = output if mode is None else exported.parent / "optimized"
-        optimized = optimize_export(current, target, level=level, overwrite=overwrite)
-        _print_passes(optimized)
-        current = optimized.path
+        result = optimize_export(exported, target, level=level, overwrite=overwrite)
+        _print_passes(result)
     if mode is not None:
-        _print_passes(quantize_export(current, output, mode, calibration, overwrite=overwrite))
+        current = exported if result is None else result.path
+        result = quantize_export(current, output, mode, calibration, overwrite=overwrite)
+        _print_passes(result)
+    return result
 
 
 @cli.command()
@@ -284,6 +336,7 @@ def _transform_export(
     help="Write the JSON parity report to this file.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_html_option
 def validate(
     export_dir: Path,
     runtimes: str | None,
@@ -292,6 +345,7 @@ def validate(
     rtol: float | None,
     report_file: Path | None,
     as_json: bool,
+    html_file: Path | None,
 ) -> None:
     """Check an export against the eager model; exits 1 when a tolerance is exceeded."""
     from graphport.errors import ParityError
@@ -300,6 +354,7 @@ def validate(
     from graphport.validators.parity import validate_export
 
     directory = ExportDirectory(export_dir)
+    _check_html(html_file)
     names = runtimes or default_runtimes(directory.manifest)
     report = validate_export(
         directory,
@@ -312,6 +367,7 @@ def validate(
     directory.save_manifest()
     if report_file:
         report.write(report_file)
+    _write_html(html_file, report)
     click.echo(
         json.dumps(report.to_dict(), indent=2, allow_nan=False) if as_json else report.table()
     )
@@ -515,20 +571,24 @@ def optimize(
     runtimes: str | None,
     allow_budget_break: bool,
     overwrite: bool,
+    html_file: Path | None,
 ) -> None:
     """Optimize the graph of export SRC into a new export DST, checking parity per pass."""
     from graphport.api.transform import optimize_export
 
-    result = optimize_export(
-        src,
-        dst,
-        level,
-        target,
-        _split(runtimes),
-        allow_budget_break,
-        overwrite,
-    )
+    _check_html(html_file)
+    with _html_on_parity_error(html_file):
+        result = optimize_export(
+            src,
+            dst,
+            level,
+            target,
+            _split(runtimes),
+            allow_budget_break,
+            overwrite,
+        )
     _print_passes(result)
+    _write_html(html_file, result.report)
 
 
 @cli.command()
@@ -586,23 +646,27 @@ def quantize(
     runtimes: str | None,
     allow_budget_break: bool,
     overwrite: bool,
+    html_file: Path | None,
 ) -> None:
     """Quantize the graph of export SRC into a new export DST, checking parity."""
     from graphport.api.transform import quantize_export
 
-    result = quantize_export(
-        src,
-        dst,
-        mode,
-        calibration,
-        block_size,
-        method,
-        _split(runtimes),
-        allow_budget_break,
-        overwrite,
-        target_cosine,
-    )
+    _check_html(html_file)
+    with _html_on_parity_error(html_file):
+        result = quantize_export(
+            src,
+            dst,
+            mode,
+            calibration,
+            block_size,
+            method,
+            _split(runtimes),
+            allow_budget_break,
+            overwrite,
+            target_cosine,
+        )
     _print_passes(result)
+    _write_html(html_file, result.report)
 
 
 def _print_passes(result: Any) -> None:
