@@ -22,6 +22,12 @@ Rules, referred to by number below:
 3. The program takes token ids: the graph's inputs are ``input_ids`` and optionally
    ``attention_mask`` (fed ones) and ``token_type_ids`` (fed zeros), each an int32 or int64
    ``[batch, sequence]`` tensor. Other exports are refused at deploy time.
+6. It takes raw text where the backend runs a tokenizer graph: on OpenVINO, the export's
+   tokenizer converted by openvino-tokenizers (``model/openvino_tokenizer.xml``, checked
+   against the Python tokenizer, see ``graphport.deploy.tokenizer``) and the extension
+   library the package ships, copied to ``lib/`` so the program needs no Python. An export
+   whose tokenizer cannot be converted is deployed for ``--ids`` only, with a warning
+   saying why; libtorch (pt2) runs no tokenizer graph.
 4. Inputs are fed in the manifest's order (the .pt2 package takes them positionally) and
    outputs printed in its order, with names generated into ``model_io.h``.
 5. Nothing machine-specific goes into ``CMakeLists.txt``; ``build.sh`` records the Python
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import shlex
@@ -41,6 +48,7 @@ import textwrap
 from importlib import resources
 from pathlib import Path
 
+from graphport.deploy.tokenizer import convert_openvino
 from graphport.errors import UsageError
 from graphport.manifest import (
     MANIFEST_NAME,
@@ -60,6 +68,9 @@ FEEDS = {
 INPUT_BITS = {"int32": 32, "int64": 64}
 PRECISIONS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}  # OpenVINO's element type names
 PLACEHOLDER = re.compile(r"@[A-Z_]+@")
+LIBRARY_DIR = "lib"  # the tokenizer graph's extension library (rule 6)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +129,7 @@ def deploy_cpp(export_dir: Path, dest: Path, overwrite: bool = False) -> Path:
     }
     with staging_directory(dest) as staging:
         _copy_export(directory, staging / "model")
+        values["TEXT"] = textwrap.fill(_add_tokenizer(directory, backend, staging), 88)
         _write(staging / "main.cpp", _template("main.cpp"))
         _write(staging / "runtime.h", _template("runtime.h"))
         _write(staging / "model_io.h", _render(_template("model_io.h.in"), _model_io(manifest)))
@@ -128,6 +140,30 @@ def deploy_cpp(export_dir: Path, dest: Path, overwrite: bool = False) -> Path:
         _write(staging / "README.md", _render(_template("README.md.in"), values))
         move_into_place(staging, dest)
     return dest
+
+
+def _add_tokenizer(directory: ExportDirectory, backend: Backend, staging: Path) -> str:
+    """Write the tokenizer graph and its library (rule 6); the README's words on --text."""
+    if backend is not OPENVINO:
+        return f"{backend.runtime} runs no tokenizer graph, so this program takes `--ids` only."
+    conversion = convert_openvino(directory, staging / "model")
+    if conversion.graph is None:
+        if directory.has_tokenizer():
+            logger.warning(
+                "Deploying for --ids only: %s, so graphport_infer cannot take --text.",
+                conversion.reason,
+            )
+        return f"This program takes `--ids` only: {conversion.reason}."
+    library = staging / LIBRARY_DIR / conversion.graph.library.name
+    library.parent.mkdir()
+    shutil.copy2(conversion.graph.library, library)
+    return (
+        "`--text` encodes the text with `model/openvino_tokenizer.xml`, the export's tokenizer "
+        "converted by openvino-tokenizers (it ran on the extension library "
+        f"`{LIBRARY_DIR}/{library.name}`), exactly as the Python tokenizer does: special tokens "
+        f"added, truncated at {conversion.graph.max_length} tokens. It was checked against "
+        "the Python tokenizer on unicode text at deploy time."
+    )
 
 
 def check_deployable(manifest: Manifest) -> Backend:

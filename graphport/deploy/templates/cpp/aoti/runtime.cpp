@@ -1,7 +1,9 @@
 // libtorch AOTInductor backend of graphport_infer: a .pt2 package compiled for the CPU.
 #include <algorithm>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -47,5 +49,18 @@ std::vector<Output> Model::run(const std::vector<std::vector<int64_t>>& feeds) {
   }
   return outputs;
 }
+
+// libtorch runs no tokenizer graph: a pt2 deployment takes token ids only.
+struct Tokenizer::Impl {};
+
+std::string Tokenizer::find(const std::string&) { return ""; }
+
+Tokenizer::Tokenizer(const std::string&) {
+  throw std::runtime_error("the libtorch backend runs no tokenizer graph");
+}
+
+Tokenizer::~Tokenizer() = default;
+
+std::map<std::string, std::vector<int64_t>> Tokenizer::encode(const std::string&) { return {}; }
 
 }  // namespace graphport

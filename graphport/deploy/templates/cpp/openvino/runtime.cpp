@@ -1,6 +1,8 @@
 // OpenVINO backend of graphport_infer: ONNX graphs and OpenVINO IR, compiled for the CPU.
 #include <algorithm>
 #include <cstdint>
+#include <fstream>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -55,6 +57,53 @@ std::vector<double> head_of(const ov::Tensor& tensor) {
 }
 
 }  // namespace
+
+// openvino-tokenizers' IR, converted at deploy time; its operators are in the extension
+// library, whose path CMakeLists.txt compiles in (GRAPHPORT_TOKENIZERS_LIBRARY).
+constexpr const char* kTokenizerFile = "openvino_tokenizer.xml";
+
+struct Tokenizer::Impl {
+  ov::InferRequest request;
+  std::vector<std::string> outputs;
+};
+
+std::string Tokenizer::find(const std::string& model_dir) {
+  const std::string path = model_dir + "/" + kTokenizerFile;
+  return std::ifstream(path).good() ? path : "";
+}
+
+Tokenizer::Tokenizer(const std::string& model_dir) : impl_(std::make_unique<Impl>()) {
+  ov::Core core;
+  core.add_extension(GRAPHPORT_TOKENIZERS_LIBRARY);
+  ov::CompiledModel compiled = core.compile_model(model_dir + "/" + kTokenizerFile, "CPU");
+  impl_->request = compiled.create_infer_request();
+  for (const ov::Output<const ov::Node>& output : compiled.outputs()) {
+    impl_->outputs.push_back(output.get_any_name());
+  }
+}
+
+Tokenizer::~Tokenizer() = default;
+
+std::map<std::string, std::vector<int64_t>> Tokenizer::encode(const std::string& text) {
+  ov::Tensor input(ov::element::string, ov::Shape{1});  // a batch of one text
+  input.data<std::string>()[0] = text;
+  impl_->request.set_input_tensor(input);
+  impl_->request.infer();
+  std::map<std::string, std::vector<int64_t>> encoding;
+  for (const std::string& name : impl_->outputs) {
+    const ov::Tensor tensor = impl_->request.get_tensor(name);
+    std::vector<int64_t>& ids = encoding[name];
+    if (tensor.get_element_type() == ov::element::i64) {
+      ids.assign(tensor.data<int64_t>(), tensor.data<int64_t>() + tensor.get_size());
+    } else if (tensor.get_element_type() == ov::element::i32) {
+      ids.assign(tensor.data<int32_t>(), tensor.data<int32_t>() + tensor.get_size());
+    } else {
+      throw std::runtime_error("the tokenizer returned " + name + " of element type " +
+                               tensor.get_element_type().get_type_name());
+    }
+  }
+  return encoding;
+}
 
 Model::Model(const std::string& model_dir) : impl_(std::make_unique<Impl>()) {
   ov::Core core;
