@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import add_word_tokenizer
 
 from graphport.api.export import export_model
 from graphport.cli import cli
 from graphport.deploy import deploy
 from graphport.deploy.cpp import check_deployable
+from graphport.deploy.tokenizer import OPENVINO_FILE
 from graphport.errors import ManifestError, UsageError
 from graphport.exporters.tasks import Task
 from graphport.manifest import ExportDirectory, Manifest, TensorSpec
@@ -33,7 +35,15 @@ needs_toolchain = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def export(tiny_checkpoint, tmp_path_factory: pytest.TempPathFactory):
+def checkpoint(tiny_checkpoint, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT with a word-level tokenizer (max 128 positions)."""
+    path = tmp_path_factory.mktemp("cpp-checkpoint") / "bert"
+    shutil.copytree(tiny_checkpoint("bert"), path)
+    return add_word_tokenizer(path)
+
+
+@pytest.fixture(scope="module")
+def export(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
     """``export(fmt)`` -> a tiny BERT feature-extraction export, made once per format."""
     root = tmp_path_factory.mktemp("cpp-exports")
     cache: dict[str, Path] = {}
@@ -41,7 +51,22 @@ def export(tiny_checkpoint, tmp_path_factory: pytest.TempPathFactory):
     def make(fmt: str) -> Path:
         if fmt not in cache:
             cache[fmt] = root / fmt
-            export_model(tiny_checkpoint("bert"), cache[fmt], fmt=fmt, validate=False)
+            export_model(checkpoint, cache[fmt], fmt=fmt, validate=False)
+        return cache[fmt]
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def built(export, tmp_path_factory: pytest.TempPathFactory):
+    """``built(fmt)`` -> a fresh deployment of ``export(fmt)``, built once per format."""
+    root = tmp_path_factory.mktemp("cpp-projects")
+    cache: dict[str, Path] = {}
+
+    def make(fmt: str) -> Path:
+        if fmt not in cache:
+            cache[fmt] = deploy(export(fmt), root / fmt, "cpp")
+            build(cache[fmt])
         return cache[fmt]
 
     return make
@@ -63,13 +88,13 @@ def infer(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(program), *args], capture_output=True, text=True, check=False)
 
 
-def eager_last_hidden_state(checkpoint: Path) -> np.ndarray:
+def eager_last_hidden_state(checkpoint: Path, ids: list[int] = IDS) -> np.ndarray:
     model = load_model(load_checkpoint(checkpoint), Task.FEATURE_EXTRACTION)
-    ids = np.array([IDS], dtype=np.int64)
+    array = np.array([ids], dtype=np.int64)
     feeds = {
-        "input_ids": ids,
-        "attention_mask": np.ones_like(ids),
-        "token_type_ids": np.zeros_like(ids),
+        "input_ids": array,
+        "attention_mask": np.ones_like(array),
+        "token_type_ids": np.zeros_like(array),
     }
     return run_eager(model, feeds, ["last_hidden_state"])["last_hidden_state"]
 
@@ -79,32 +104,71 @@ def eager_last_hidden_state(checkpoint: Path) -> np.ndarray:
 
 @needs_toolchain
 @pytest.mark.parametrize("fmt", ["onnx", "pt2"])  # OpenVINO's C++ API; libtorch AOTInductor
-def test_program_matches_eager(fmt: str, export, tiny_checkpoint, tmp_path: Path):
-    project = deploy(export(fmt), tmp_path / "cpp", "cpp")
-    build(project)
+def test_program_matches_eager(fmt: str, built, checkpoint: Path, tmp_path: Path):
+    project = built(fmt)
 
     done = infer(project, "--ids", ",".join(map(str, IDS)), "--timings")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert set(result) == {"outputs", "timings"}
-    expected = eager_last_hidden_state(tiny_checkpoint("bert"))
+    expected = eager_last_hidden_state(checkpoint)
     output = result["outputs"]["last_hidden_state"]
     assert output["shape"] == list(expected.shape) == [1, len(IDS), 32]
     np.testing.assert_allclose(output["head"], expected.reshape(-1)[:8], atol=1e-3)
 
-    # --model reads the export from elsewhere: here, a moved copy.
-    moved = shutil.copytree(project / "model", tmp_path / "moved")
-    shutil.rmtree(project / "model")
-    done = infer(project, "--model", str(moved), "--ids", "2,17")
+    # --model reads the export from elsewhere: here, the project's own, moved away.
+    moved = (project / "model").rename(tmp_path / "moved")
+    try:
+        done = infer(project, "--model", str(moved), "--ids", "2,17")
+    finally:
+        moved.rename(project / "model")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["outputs"]["last_hidden_state"]["shape"] == [1, 2, 32]
 
     bad_ids = infer(project, "--ids", "2,x")
     assert bad_ids.returncode == 2
     assert "--ids takes comma-separated integers" in bad_ids.stderr
-    missing = infer(project, "--ids", "2")
+    missing = infer(project, "--model", str(tmp_path / "absent"), "--ids", "2")
     assert missing.returncode == 1
     assert missing.stderr.startswith("graphport_infer: ")
+
+
+TEXTS = [
+    "hello world text",
+    "Ünïcödé 東京 🙂 and a normal sentence",  # accents, CJK, emoji: [UNK] but one per word
+    "a b " * 100,  # 200 words: truncated at the 128 positions, [SEP] kept
+]
+
+
+@needs_toolchain
+def test_text_is_encoded_as_the_python_tokenizer_does(built, checkpoint: Path):
+    from transformers import AutoTokenizer
+
+    project = built("onnx")
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    for text in TEXTS:
+        done = infer(project, "--text", text)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        ids = tokenizer(text, truncation=True, max_length=128)["input_ids"]
+        assert result["input_ids"] == ids, text
+        expected = eager_last_hidden_state(checkpoint, ids)
+        output = result["outputs"]["last_hidden_state"]
+        assert output["shape"] == [1, len(ids), 32]
+        np.testing.assert_allclose(output["head"], expected.reshape(-1)[:8], atol=1e-3)
+    assert len(result["input_ids"]) == 128 and result["input_ids"][-1] == 3  # [SEP]
+
+
+@needs_toolchain
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_text_without_a_tokenizer_graph_is_refused(fmt: str, built, tmp_path: Path):
+    project = built(fmt)
+    model = shutil.copytree(project / "model", tmp_path / "model")
+    (model / OPENVINO_FILE).unlink(missing_ok=True)  # pt2 deployments have none
+    done = infer(project, "--model", str(model), "--text", "hello world")
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("so this deployment takes --ids only.")
+    assert done.stderr.count("\n") == 1 and not done.stdout
 
 
 # --- the generated project -----------------------------------------------------------------
@@ -122,6 +186,7 @@ def test_project_is_self_contained(fmt: str, model_file: str, runtime: str, expo
     source = export(fmt)
     project = deploy(source, tmp_path / "cpp", "cpp")
     names = {p.name for p in project.iterdir()}
+    on_openvino = fmt != "pt2"  # the tokenizer graph and its library: OpenVINO only
     assert names == {
         "CMakeLists.txt",
         "README.md",
@@ -131,12 +196,15 @@ def test_project_is_self_contained(fmt: str, model_file: str, runtime: str, expo
         "model_io.h",
         "runtime.cpp",
         "runtime.h",
-    }
+    } | ({"lib"} if on_openvino else set())
     copied = ExportDirectory(project / "model")  # the copy is an export directory itself
     assert copied.manifest.files == ExportDirectory(source).manifest.files
     for name in copied.manifest.files:
         assert (project / "model" / name).read_bytes() == (source / name).read_bytes()
     assert (project / "model" / model_file).is_file()
+    assert (project / "model" / OPENVINO_FILE).is_file() == on_openvino
+    assert (project / "lib" / "libopenvino_tokenizers.so").is_file() == on_openvino
+    assert not (source / OPENVINO_FILE).exists()  # the export itself is left as it was
     assert runtime in (project / "runtime.cpp").read_text()
 
     model_io = (project / "model_io.h").read_text()
@@ -161,7 +229,32 @@ def test_cli_writes_the_project(export, tmp_path: Path):
     result = CliRunner().invoke(cli, ["deploy", str(export("onnx")), str(dest), "--target", "cpp"])
     assert result.exit_code == 0, result.output
     assert f"Wrote {dest}" in result.output
-    assert "--ids 101,7592,2088,102" in (dest / "README.md").read_text()
+    readme = (dest / "README.md").read_text()
+    assert "--ids 101,7592,2088,102" in readme
+    assert "truncated at 128 tokens" in readme
+
+
+def test_a_tokenizer_openvino_tokenizers_cannot_convert_deploys_for_ids_only(
+    export, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    from tokenizers import pre_tokenizers
+    from transformers import AutoTokenizer
+
+    exported = shutil.copytree(export("onnx"), tmp_path / "out")
+    tokenizer = AutoTokenizer.from_pretrained(exported)
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.UnicodeScripts()  # unsupported
+    tokenizer.save_pretrained(exported)
+
+    with caplog.at_level("WARNING", logger="graphport"):
+        project = deploy(exported, tmp_path / "cpp", "cpp")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("Deploying for --ids only: openvino-tokenizers cannot convert it")
+    assert "UnicodeScripts" in warning and warning.count(". ") == 0
+    assert not (project / "model" / OPENVINO_FILE).exists() and not (project / "lib").exists()
+    assert (
+        "This program takes `--ids` only: openvino-tokenizers cannot"
+        in (project / "README.md").read_text()
+    )
 
 
 # --- refusals ------------------------------------------------------------------------------
