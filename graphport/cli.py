@@ -152,11 +152,14 @@ def _html_on_parity_error(html_file: Path | None) -> Iterator[None]:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["onnx", "openvino", "torchscript", "pt2", "ort", "tensorrt"]),
+    type=click.Choice(
+        ["onnx", "openvino", "torchscript", "pt2", "ort", "tensorrt", "executorch", "litert"]
+    ),
     default="onnx",
     show_default=True,
     help="onnx; openvino IR; torchscript (.pt, deprecated by torch); pt2 (AOTInductor); "
-    "ort (onnxruntime mobile); tensorrt (engine, needs TensorRT and a GPU).",
+    "ort (onnxruntime mobile); tensorrt (engine, needs TensorRT and a GPU); executorch "
+    "(.pte on XNNPACK); litert (.tflite).",
 )
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 18).")
 @click.option(
@@ -197,6 +200,13 @@ def _html_on_parity_error(html_file: Path | None) -> Iterator[None]:
     help="Then optimize the ONNX graph at this level for onnxruntime (as `graphport optimize`).",
 )
 @click.option(
+    "--max-cache-len",
+    type=click.IntRange(2, None),
+    default=None,
+    help="executorch: positions of a decoder's static KV cache (default 256, capped at the "
+    "model's positions).",
+)
+@click.option(
     "--quantize",
     type=click.Choice(QUANT_MODE_CHOICES),
     default=None,
@@ -225,6 +235,7 @@ def export(
     fp16_weights: bool,
     ort_target_platform: str | None,
     trt_profile: str | None,
+    max_cache_len: int | None,
     optimize: int | None,
     quantize: str | None,
     calibration: Path | None,
@@ -239,9 +250,17 @@ def export(
     from graphport.exporters.tensorrt import parse_profile_overrides
     from graphport.manifest import check_output_path, staging_directory
 
+    if fmt == "executorch" and optimize is None:
+        # ExecuTorch quantizes while lowering (torchao), not by rewriting an ONNX graph.
+        executorch_quantize, quantize = quantize, None
+    else:
+        executorch_quantize = None
     transform = optimize is not None or quantize is not None
     if transform and fmt != "onnx":
-        raise UsageError("--optimize and --quantize rewrite ONNX graphs; drop --format.")
+        raise UsageError(
+            "--optimize and --quantize rewrite ONNX graphs (executorch takes --quantize "
+            "int8-dynamic or int4-weight alone); drop --format."
+        )
     if calibration is not None and quantize is None:
         raise UsageError("--calibration is for --quantize; add a quantization mode.")
     if html_file is not None and no_validate:
@@ -252,6 +271,8 @@ def export(
         openvino_fp16_weights=fp16_weights,
         ort_target_platform=ort_target_platform,
         trt_profile=parse_profile_overrides(trt_profile),
+        quantize=executorch_quantize,
+        max_cache_len=max_cache_len,
     )
     with contextlib.ExitStack() as stack:
         # With transforms the plain export is an intermediate, staged beside OUTPUT.
@@ -418,9 +439,9 @@ def run(
 )
 @click.option(
     "--runtime",
-    type=click.Choice(["onnxruntime", "openvino"]),
-    default="onnxruntime",
-    show_default=True,
+    type=click.Choice(["onnxruntime", "openvino", "executorch", "litert"]),
+    default=None,
+    help="Default: onnxruntime for ONNX graphs, else the runtime of the export's format.",
 )
 @_providers_option
 @click.option(
@@ -449,7 +470,7 @@ def generate(
     export_dir: Path,
     prompts: tuple[str, ...],
     max_new_tokens: int | None,
-    runtime: str,
+    runtime: str | None,
     providers: str | None,
     sample: bool | None,
     temperature: float | None,

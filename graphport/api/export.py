@@ -75,6 +75,35 @@ def _kv_cache_contract(config: Any, dtype: str) -> dict[str, Any] | None:
     return contract
 
 
+def _executorch_graphs(
+    checkpoint: Any, task: Task, with_past: bool, options: FormatOptions
+) -> tuple[Any, FormatOptions]:
+    """An ExecuTorch decoder keeps its KV cache inside the program (static, batch 1), so
+    its graph has the contract of a decoder without a cache (runtimes/executorch.py)."""
+    from graphport.exporters.executorch import check_quantize
+
+    check_quantize(options.quantize)
+    if with_past and task is not Task.TEXT_GENERATION:
+        raise UsageError(
+            f"--format executorch exports decoder-only models with their KV cache, and "
+            f"{checkpoint.model_type} ({task.value}) is an encoder-decoder; export it with "
+            "--format onnx."
+        )
+    return get_onnx_config(checkpoint.config, task.value), dataclasses.replace(
+        options, static_cache=with_past
+    )
+
+
+def _quantized_budget(options: FormatOptions) -> dict[str, float]:
+    """The min cosine of a quantized ExecuTorch program: the ONNX budgets of its mode."""
+    if options.quantize is None:
+        return {}
+    from graphport.api.transform import BUDGETS
+    from graphport.exporters.executorch import QUANT_MODES
+
+    return {"min_cosine": BUDGETS[QUANT_MODES[options.quantize]]}
+
+
 def export_model(
     model: str | Path,
     output: str | Path,
@@ -124,6 +153,8 @@ def export_model(
     logger.info("Loading %s (%s, %s)", checkpoint.path, checkpoint.model_type, parsed_task.value)
     eager = load_model(checkpoint, parsed_task, dtype, dict(onnx_config.values_override or {}))
     options = dataclasses.replace(format_options or FormatOptions(), opset=opset)
+    if fmt == "executorch":
+        onnx_config, options = _executorch_graphs(checkpoint, parsed_task, with_past, options)
     try:
         graphs = onnx_config.sub_graphs(eager)
     except UnsupportedCacheError as e:
@@ -176,6 +207,7 @@ def export_model(
             tolerance={
                 "atol": atol if atol is not None else onnx_config.atol_for_validation,
                 "rtol": rtol if rtol is not None else onnx_config.rtol_for_validation,
+                **_quantized_budget(options),
             },
             versions=package_versions(),
             files=sorted({*(f for a in artifacts for f in a.files), *copied}),

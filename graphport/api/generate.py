@@ -94,7 +94,7 @@ def require_generative(directory: ExportDirectory) -> None:
 def generate_text(
     export_dir: str | Path | ExportDirectory,
     prompts: Sequence[str],
-    runtime: str = "onnxruntime",
+    runtime: str | None = None,
     runtime_options: Mapping[str, Any] | None = None,
     seed: int | None = None,
     **generate_kwargs: Any,
@@ -108,6 +108,10 @@ def generate_text(
     directory = (
         export_dir if isinstance(export_dir, ExportDirectory) else ExportDirectory(export_dir)
     )
+    if runtime is None:  # onnxruntime for ONNX graphs, else the format's runtime
+        from graphport.runtimes.predict import default_runtime
+
+        runtime = default_runtime(directory)
     kwargs = {k: v for k, v in generate_kwargs.items() if v is not None}
     check_options(**{k: kwargs.get(k) for k in _CHECKED})
     require_generative(directory)

@@ -24,7 +24,7 @@ from graphport.manifest import GraphSpec, TensorSpec
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "openvino", "torchscript", "pt2", "ort", "tensorrt")
+FORMATS = ("onnx", "openvino", "torchscript", "pt2", "ort", "tensorrt", "executorch", "litert")
 ONNX_BASED = frozenset({"onnx", "openvino", "ort", "tensorrt"})
 
 
@@ -44,6 +44,9 @@ class FormatOptions:
     openvino_fp16_weights: bool = False
     ort_target_platform: str | None = None
     trt_profile: Mapping[str, tuple[int, int, int]] | None = None
+    quantize: str | None = None  # executorch: int8-dynamic or int4-weight (torchao, XNNPACK)
+    static_cache: bool = False  # executorch: a decoder with its KV cache in the program
+    max_cache_len: int | None = None  # executorch: the static cache's positions
 
 
 def check_format(fmt: str) -> None:
@@ -53,6 +56,10 @@ def check_format(fmt: str) -> None:
         from graphport.exporters.tensorrt import require_tensorrt
 
         require_tensorrt()  # before any work: TensorRT and a GPU must be here
+    elif fmt == "litert":
+        from graphport.exporters.litert import require_litert
+
+        require_litert()
 
 
 def spec_from_eager(model: torch.nn.Module, config: OnnxConfig) -> GraphSpec:
@@ -149,6 +156,15 @@ def write_artifact(
             export_torchscript(model, config, directory / f"{name}.pt")
             spec.file = f"{name}.pt"
             info = {"strategy": "torch.jit.trace", "deprecated": DEPRECATION}
+        elif fmt == "executorch":
+            info = _write_executorch(model, config, directory / f"{name}.pte", options)
+            spec.file = f"{name}.pte"
+        elif fmt == "litert":
+            from graphport.exporters.litert import export_litert
+
+            logger.info("Converting with litert-torch")
+            info = export_litert(model, config, directory / f"{name}.tflite")
+            spec.file = f"{name}.tflite"
         else:
             from graphport.exporters.pt2 import export_pt2
 
@@ -160,6 +176,25 @@ def write_artifact(
     info["seconds"] = round(time.perf_counter() - start, 3)
     info["config_class"] = type(config).__name__
     return Artifact(spec, files, info, opset)
+
+
+def _write_executorch(
+    model: torch.nn.Module, config: OnnxConfig, path: Path, options: FormatOptions
+) -> dict[str, Any]:
+    from graphport.exporters import executorch
+
+    mode = options.quantize
+    if options.static_cache:
+        length = options.max_cache_len or executorch.DEFAULT_MAX_CACHE_LEN
+        limit = getattr(config.config, "max_position_embeddings", None)
+        length = min(length, int(limit)) if limit else length
+        logger.info("Lowering to ExecuTorch (XNNPACK) with a static KV cache of %d", length)
+        info = executorch.export_executorch_decoder(model, path, length, mode)
+    else:
+        logger.info("Lowering to ExecuTorch (XNNPACK)")
+        info = executorch.export_executorch(model, config, path, mode)
+    strategy = "torch.export + ExecuTorch XNNPACK"
+    return {"strategy": strategy, **info, "quantization": mode}
 
 
 def _remove(directory: Path, files: list[str]) -> None:

@@ -18,6 +18,8 @@ _ADAPTERS = {
     "torchscript": "graphport.runtimes.torchscript:TorchScriptRuntime",
     "aoti": "graphport.runtimes.aoti:AotiRuntime",
     "tensorrt": "graphport.runtimes.tensorrt:TensorRtRuntime",
+    "executorch": "graphport.runtimes.executorch:ExecuTorchRuntime",
+    "litert": "graphport.runtimes.litert:LiteRtRuntime",
     "torch": "graphport.runtimes.torch:TorchRuntime",
 }
 

@@ -663,7 +663,9 @@ def validate_export(
             )
         ]
     # Tokens can only be expected to match where logits do to fp32 precision.
-    if manifest.kv_cache and cosine is None and manifest.dtype == "fp32":
+    # An ExecuTorch decoder's cache is inside its program (runtimes/executorch.py).
+    cached = manifest.kv_cache or manifest.exporter.get("static_cache")
+    if cached and cosine is None and manifest.dtype == "fp32":
         # The eager reference against itself proves nothing about generation.
         loaded = [n for n in runtimes if report.runtimes.get(n) != "unavailable" and n != "torch"]
         report.generation = check_generation(
