@@ -89,10 +89,19 @@ def _transform_options(command: Any) -> Any:
             ),
             click.option("--overwrite", is_flag=True, help="Replace DST if it exists."),
             _html_option,
+            _localize_option,
         ]
     ):
         command = option(command)
     return command
+
+
+_localize_option = click.option(
+    "--localize",
+    is_flag=True,
+    help="Compare every module's output too: name the first PyTorch module whose output "
+    "leaves tolerance, and each module's error (one more run per runtime and case).",
+)
 
 
 def _runtimes_option() -> Any:
@@ -220,6 +229,7 @@ def _html_on_parity_error(html_file: Path | None) -> Iterator[None]:
 )
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @_html_option
+@_localize_option
 def export(
     model: str,
     output: Path,
@@ -241,6 +251,7 @@ def export(
     calibration: Path | None,
     overwrite: bool,
     html_file: Path | None,
+    localize: bool,
 ) -> None:
     """Export MODEL (a checkpoint directory or cached hub id) into the directory OUTPUT,
     optionally optimized (-O) and quantized (--quantize) on the way."""
@@ -293,6 +304,7 @@ def export(
                 overwrite=overwrite and not transform,
                 fmt=fmt,
                 format_options=options,
+                localize=localize,
             )
         except ParityError as e:
             if e.report is not None:
@@ -313,7 +325,7 @@ def export(
         if transform:
             with _html_on_parity_error(html_file):
                 final = _transform_export(
-                    exported, output, optimize, quantize, calibration, overwrite
+                    exported, output, optimize, quantize, calibration, overwrite, localize
                 )
             _write_html(html_file, final.report)
         else:
@@ -327,6 +339,7 @@ def _transform_export(
     mode: str | None,
     calibration: Path | None,
     overwrite: bool,
+    localize: bool = False,
 ) -> Any:
     """The optimize and quantize steps of ``export``; returns the last one's result."""
     from graphport.api.transform import optimize_export, quantize_export
@@ -334,11 +347,15 @@ def _transform_export(
     result = None
     if level is not None:
         target = output if mode is None else exported.parent / "optimized"
-        result = optimize_export(exported, target, level=level, overwrite=overwrite)
+        result = optimize_export(
+            exported, target, level=level, overwrite=overwrite, localize=localize
+        )
         _print_passes(result)
     if mode is not None:
         current = exported if result is None else result.path
-        result = quantize_export(current, output, mode, calibration, overwrite=overwrite)
+        result = quantize_export(
+            current, output, mode, calibration, overwrite=overwrite, localize=localize
+        )
         _print_passes(result)
     return result
 
@@ -358,6 +375,7 @@ def _transform_export(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_html_option
+@_localize_option
 def validate(
     export_dir: Path,
     runtimes: str | None,
@@ -367,6 +385,7 @@ def validate(
     report_file: Path | None,
     as_json: bool,
     html_file: Path | None,
+    localize: bool,
 ) -> None:
     """Check an export against the eager model; exits 1 when a tolerance is exceeded."""
     from graphport.errors import ParityError
@@ -383,6 +402,7 @@ def validate(
         atol=atol,
         rtol=rtol,
         runtime_options=_runtime_options(providers),
+        localize=localize,
     )
     directory.manifest.validation = report.summary()
     directory.save_manifest()
@@ -593,6 +613,7 @@ def optimize(
     allow_budget_break: bool,
     overwrite: bool,
     html_file: Path | None,
+    localize: bool,
 ) -> None:
     """Optimize the graph of export SRC into a new export DST, checking parity per pass."""
     from graphport.api.transform import optimize_export
@@ -607,6 +628,7 @@ def optimize(
             _split(runtimes),
             allow_budget_break,
             overwrite,
+            localize=localize,
         )
     _print_passes(result)
     _write_html(html_file, result.report)
@@ -655,6 +677,13 @@ def optimize(
     help="int8-dynamic with --calibration: keep the most sensitive layers (up to 4) in fp32 "
     "until every output vector on the calibration inputs reaches this cosine against fp32.",
 )
+@click.option(
+    "--report",
+    "budget_report",
+    is_flag=True,
+    help="The error budget per layer: each module's cosine against fp32 eager, worst first "
+    "(where the quantization error accumulates; --localize, ranked).",
+)
 @_transform_options
 def quantize(
     src: Path,
@@ -668,6 +697,8 @@ def quantize(
     allow_budget_break: bool,
     overwrite: bool,
     html_file: Path | None,
+    localize: bool,
+    budget_report: bool,
 ) -> None:
     """Quantize the graph of export SRC into a new export DST, checking parity."""
     from graphport.api.transform import quantize_export
@@ -685,6 +716,7 @@ def quantize(
             allow_budget_break,
             overwrite,
             target_cosine,
+            localize=localize or budget_report,
         )
     _print_passes(result)
     _write_html(html_file, result.report)

@@ -118,10 +118,12 @@ def export_model(
     runtime_options: Mapping[str, Mapping[str, Any]] | None = None,
     fmt: str = "onnx",
     format_options: FormatOptions | None = None,
+    localize: bool = False,
 ) -> ExportResult:
     """Export ``model`` (a checkpoint directory or cached hub id) into ``output``.
 
-    ``runtimes`` defaults to every installed runtime that can run the format.
+    ``runtimes`` defaults to every installed runtime that can run the format. ``localize``
+    compares every module's output in validation too (see ``validate_export``).
     """
     from graphport.runtimes import available_runtimes, parse_runtimes
 
@@ -226,6 +228,7 @@ def export_model(
                 reference_model=eager,
                 config=onnx_config,
                 runtime_options=runtime_options,
+                localize=localize,
             )
             report.export_dir = str(output)
             manifest.validation = report.summary()

@@ -36,6 +36,7 @@ import onnx_ir as ir
 from graphport.errors import ParityError, UsageError
 from graphport.graphs import DEFAULT_INT4_METHOD, QUANT_MODES
 from graphport.graphs.quantize import quiet_onnxruntime_tools
+from graphport.graphs.scopes import carry_scopes
 from graphport.manifest import (
     MANIFEST_NAME,
     ExportDirectory,
@@ -135,6 +136,7 @@ def _run(
     runtimes: Sequence[str] | None,
     allow_budget_break: bool,
     overwrite: bool,
+    localize: bool = False,
 ) -> TransformResult:
     from graphport.runtimes import default_runtimes, parse_runtimes
     from graphport.runtimes.torch import load_reference
@@ -158,6 +160,7 @@ def _run(
                 scratch = staging / f".{name}.{graph.name}.onnx"
                 with quiet_onnxruntime_tools():
                     graph_modified, graph_details = step(current, scratch)
+                carry_scopes(current, scratch)  # new nodes keep mapping to their modules
                 if graph.external_data:
                     (staging / graph.external_data).unlink(missing_ok=True)
                 scratch.replace(current)
@@ -178,6 +181,13 @@ def _run(
             check = validate_export(
                 ExportDirectory(staging), ["onnxruntime"], reference_model=reference
             )
+            if localize and not check.passed:  # say which module the pass broke
+                check = validate_export(
+                    ExportDirectory(staging),
+                    ["onnxruntime"],
+                    reference_model=reference,
+                    localize=True,
+                )
             record = {
                 "name": name,
                 "modified": modified,
@@ -204,7 +214,9 @@ def _run(
         )
         manifest.write(staging)
         names = parse_runtimes(runtimes or default_runtimes(manifest))
-        report = validate_export(ExportDirectory(staging), names, reference_model=reference)
+        report = validate_export(
+            ExportDirectory(staging), names, reference_model=reference, localize=localize
+        )
         report.export_dir = str(dst)
         _place(staging, dst, manifest, report)
     _check_budget(report, dst, f"its budget on {', '.join(names)}", allow_budget_break)
@@ -234,6 +246,7 @@ def optimize_export(
     runtimes: Sequence[str] | None = None,
     allow_budget_break: bool = False,
     overwrite: bool = False,
+    localize: bool = False,
 ) -> TransformResult:
     """O1: cleanup. O2: + onnxruntime fusions, then fused attention packed for the int8
     quantizer and the raw-mask kernels, and the fused norms and GELUs that onnxruntime's
@@ -284,6 +297,7 @@ def optimize_export(
         runtimes,
         allow_budget_break,
         overwrite,
+        localize,
     )
 
 
@@ -298,6 +312,7 @@ def quantize_export(
     allow_budget_break: bool = False,
     overwrite: bool = False,
     target_cosine: float | None = None,
+    localize: bool = False,
 ) -> TransformResult:
     """int8-dynamic, int8-static (QDQ, needs --calibration) or int4-weight (MatMulNBits)
     for onnxruntime; openvino-int8-static (needs --calibration), openvino-int8-weight and
@@ -306,7 +321,8 @@ def quantize_export(
     feed-forward activations in a small fp32 side path (graphs/outliers.py) and smooths
     the remaining activation outliers into the weights (graphs/smooth.py); given
     ``target_cosine``, it then keeps the most sensitive nodes in fp32 until its outputs
-    on the calibration inputs reach that cosine."""
+    on the calibration inputs reach that cosine. ``localize`` adds every module's error
+    against fp32 eager to the report: where the quantization error accumulates."""
     from graphport.graphs import quantize as q
 
     if mode not in QUANT_MODES:
@@ -314,10 +330,14 @@ def quantize_export(
     if mode == "openvino-int8-static":
         if calibration is None:
             raise UsageError(f"{mode} needs calibration inputs; pass --calibration FILE.")
-        return quantize_openvino_static(src, dst, calibration, allow_budget_break, overwrite)
+        return quantize_openvino_static(
+            src, dst, calibration, allow_budget_break, overwrite, localize
+        )
     if mode.startswith("openvino-"):
         bits = 8 if mode == "openvino-int8-weight" else 4
-        return compress_openvino_export(src, dst, bits, block_size, allow_budget_break, overwrite)
+        return compress_openvino_export(
+            src, dst, bits, block_size, allow_budget_break, overwrite, localize
+        )
     if target_cosine is not None:
         if mode != "int8-dynamic" or calibration is None:
             raise UsageError("A target cosine needs --mode int8-dynamic and --calibration.")
@@ -353,7 +373,7 @@ def quantize_export(
                 lambda s, d: (True, q.quantize_int4_weights(s, d, block_size, method, reader)),
             )
         ]
-    return _run(src, dst, steps, "onnxruntime", runtimes, allow_budget_break, overwrite)
+    return _run(src, dst, steps, "onnxruntime", runtimes, allow_budget_break, overwrite, localize)
 
 
 def _split_step(feeds: list[dict]) -> Step:
@@ -403,6 +423,7 @@ def compress_openvino_export(
     group_size: int = 64,
     allow_budget_break: bool = False,
     overwrite: bool = False,
+    localize: bool = False,
 ) -> TransformResult:
     """An OpenVINO IR export of SRC with NNCF-compressed weights, checked on OpenVINO
     against eager with the int8 / int4 budget."""
@@ -417,6 +438,7 @@ def compress_openvino_export(
         lambda onnx_path, xml_path: compress_weights(onnx_path, xml_path, bits, group_size),
         allow_budget_break,
         overwrite,
+        localize,
     )
 
 
@@ -426,6 +448,7 @@ def quantize_openvino_static(
     calibration: str | Path,
     allow_budget_break: bool = False,
     overwrite: bool = False,
+    localize: bool = False,
 ) -> TransformResult:
     """Static int8 for OpenVINO: split-outliers and smooth-activations on the ONNX graph
     (checked on onnxruntime like every fp32 pass), then NNCF's post-training
@@ -460,6 +483,7 @@ def quantize_openvino_static(
             lambda onnx_path, xml_path: quantize_static(onnx_path, xml_path, feeds),
             allow_budget_break,
             overwrite,
+            localize,
         )
 
 
@@ -471,6 +495,7 @@ def _openvino_export(
     convert: Callable[[Path, Path], dict[str, Any]],
     allow_budget_break: bool,
     overwrite: bool,
+    localize: bool = False,
 ) -> TransformResult:
     """SRC's graphs converted to IR by ``convert(onnx, xml)``, checked on OpenVINO
     against eager with the budget of ``precision``; SRC's passes are kept."""
@@ -498,7 +523,9 @@ def _openvino_export(
         manifest.tolerance = {**manifest.tolerance, "min_cosine": cosine}
         manifest.files = sorted(p.name for p in staging.iterdir() if p.is_file())
         manifest.write(staging)
-        report = validate_export(ExportDirectory(staging), ["openvino"], reference_model=reference)
+        report = validate_export(
+            ExportDirectory(staging), ["openvino"], reference_model=reference, localize=localize
+        )
         report.export_dir = str(dst)
         manifest.passes.append(
             {

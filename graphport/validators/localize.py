@@ -20,7 +20,6 @@ Rules, in order:
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from graphport.exporters.onnx import MODULE_SCOPES_KEY
+from graphport.graphs.scopes import node_modules
 from graphport.validators.compare import compare_output
 
 logger = logging.getLogger(__name__)
@@ -122,18 +121,6 @@ def eager_module_outputs(
     return recorded, result
 
 
-def _node_modules(node: Any) -> list[str]:
-    """A node's enclosing module paths, outermost first (the root and the op dropped)."""
-    text = node.metadata_props.get(MODULE_SCOPES_KEY)
-    if not text:
-        return []
-    try:
-        scopes = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return []
-    return [s for s in scopes[1:-1] if isinstance(s, str) and s]
-
-
 def graph_module_values(path: str | Path) -> dict[str, list[tuple[str, str]]]:
     """Rule 2: for every module path, the (value, node) pairs that leave it, in graph order."""
     import onnx_ir as ir
@@ -141,14 +128,16 @@ def graph_module_values(path: str | Path) -> dict[str, list[tuple[str, str]]]:
     model = ir.load(path)
     outputs = {v.name for v in model.graph.outputs}
     nodes = list(model.graph)
-    modules = {id(node): set(_node_modules(node)) for node in nodes}
+    modules = {id(node): set(node_modules(node)) for node in nodes}
     candidates: dict[str, list[tuple[str, str]]] = {}
     for node in nodes:
-        inside = _node_modules(node)
+        inside = node_modules(node)
         for value in node.outputs:
             if value.name is None:
                 continue
-            readers = [modules.get(id(user), set()) for user, _ in value.uses()]
+            # A reader without a scope (a node a pass wrote) says nothing about where the
+            # value goes: a MatMul whose bias Add lost its scope does not leave its Linear.
+            readers = [modules[id(user)] for user, _ in value.uses() if modules.get(id(user))]
             for module in inside:
                 if value.name in outputs or any(module not in r for r in readers):
                     candidates.setdefault(module, []).append((value.name, node.name or ""))
@@ -208,7 +197,11 @@ def localize(
         best = None
         for value, node in options:
             actual = values.get(value)
-            if actual is None or actual.shape != module.value.shape:
+            if (
+                actual is None
+                or actual.shape != module.value.shape
+                or not np.issubdtype(actual.dtype, np.floating)
+            ):
                 continue
             diff = compare_output(
                 module.name,

@@ -244,12 +244,18 @@ class ParityReport:
         an export judged by cosine (quantized), each runtime's layers ranked by cosine
         against fp32 eager, on its worst case: where the error accumulates."""
         lines = []
+        summarized = set()
         for r in self.results:
             if r.localized is None:
                 continue
             where = f"{r.runtime} / {r.case}"
             counted = f"{r.localized['matched']} of {r.localized['modules']} modules matched"
             if r.passed:
+                if r.runtime not in summarized and all(layer.passed for layer in r.layers):
+                    summarized.add(r.runtime)
+                    lines.append(
+                        f"localize  {where}: every matched module within tolerance ({counted})"
+                    )
                 continue
             first = r.first_divergence
             if first is None:
@@ -580,6 +586,7 @@ def validate_export(
         atol,
         rtol,
         per_output_atol,
+        cosine,
     )
     # Each graph is validated on its own cases against its own eager module; a composite
     # export's case labels name the graph.
