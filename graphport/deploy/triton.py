@@ -27,6 +27,19 @@ Rules, referred to by number below:
    dynamic axis (text, audio) it gets ``max_batch_size: 0``. It runs on CPU only.
 5. A TensorRT engine serves batches up to its optimization profile's batch maximum.
 6. The pytorch_libtorch backend binds tensors by position, named ``<name>__<index>``.
+7. Raw text: where the export's graph takes token ids and onnxruntime-extensions converts
+   its tokenizer (checked against the Python tokenizer, see ``graphport.deploy.tokenizer``),
+   two more models are written: ``<model>_tokenizer``, that graph on the onnxruntime backend
+   with the custom-op library the package ships (``model_operations``), and
+   ``<model>_text``, an ensemble that takes a string ``TEXT`` and runs the tokenizer, then
+   the model. The tokenizer encodes one text per request, so both have ``max_batch_size:
+   0``; the model behind them keeps its own batching for id requests. Triton resolves
+   ``op_library_filename`` in its own file system: the path is the one inside the container
+   that the README's ``docker run`` mounts the repository at (``/models``).
+8. The library onnxruntime-extensions' wheel ships is a CPython extension module: it loads
+   only into a process that already has that Python's ``libpython`` (``tritonserver`` needs
+   ``LD_PRELOAD`` of it), or a native build of onnxruntime-extensions replaces it. The
+   README says so; graphport cannot check it without a Triton server.
 """
 
 from __future__ import annotations
@@ -41,12 +54,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from graphport.deploy.tokenizer import TokenizerGraph, convert_onnxruntime
 from graphport.errors import GraphportError, UsageError
 from graphport.manifest import MANIFEST_NAME, ExportDirectory, GraphSpec, Manifest, TensorSpec
 
 logger = logging.getLogger(__name__)
 
 VERSION = "1"
+CONTAINER_REPOSITORY = "/models"  # where the README's docker run mounts the repository
+TEXT_INPUT = "TEXT"
 MAX_QUEUE_DELAY_US = 100  # a short wait lets concurrent requests join one batch
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -67,6 +83,7 @@ BACKENDS = {  # rule 1
     "torchscript": Backend("pytorch_libtorch", "pytorch", "model.pt"),
 }
 OPENVINO_ONNX = Backend(None, "openvino", "model.onnx", default_model_filename="model.onnx")
+ENSEMBLE = Backend("ensemble", "", "")
 DATA_TYPES = {
     "bool": "TYPE_BOOL",
     "uint8": "TYPE_UINT8",
@@ -104,12 +121,18 @@ class TritonConfig:
     outputs: list[TritonTensor]
     parameters: dict[str, str] = dataclasses.field(default_factory=dict)
     cpu_only: bool = False
+    op_library: str | None = None  # model_operations' custom-op library (rule 7)
+    # An ensemble's steps: (model name, {model input: ensemble tensor}, {output: tensor}).
+    steps: list[tuple[str, dict[str, str], dict[str, str]]] = dataclasses.field(
+        default_factory=list
+    )
 
     def to_pbtxt(self) -> str:
         lines = [f"name: {_quote(self.name)}"]
         if self.backend.platform:
             lines.append(f"platform: {_quote(self.backend.platform)}")
-        lines.append(f"backend: {_quote(self.backend.backend)}")
+        if self.backend.backend:  # an ensemble has a platform only
+            lines.append(f"backend: {_quote(self.backend.backend)}")
         if self.backend.default_model_filename:
             lines.append(f"default_model_filename: {_quote(self.backend.default_model_filename)}")
         lines.append(f"max_batch_size: {self.max_batch_size}")
@@ -124,7 +147,26 @@ class TritonConfig:
         for key, value in self.parameters.items():
             value_text = f"value {{ string_value: {_quote(value)} }}"
             lines.append(f"parameters {{\n  key: {_quote(key)}\n  {value_text}\n}}")
+        if self.op_library:
+            library = f"op_library_filename: {_quote(self.op_library)}"
+            lines.append(f"model_operations {{\n  {library}\n}}")
+        if self.steps:
+            lines.append(
+                "ensemble_scheduling {\n  step [\n"
+                + ",\n".join(_step_pbtxt(*step) for step in self.steps)
+                + "\n  ]\n}"
+            )
         return "\n".join(lines) + "\n"
+
+
+def _step_pbtxt(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
+    fields = [f"model_name: {_quote(model)}", "model_version: -1"]
+    for field, mapping in (("input_map", inputs), ("output_map", outputs)):
+        fields += [
+            f"{field} {{ key: {_quote(key)} value: {_quote(value)} }}"
+            for key, value in mapping.items()
+        ]
+    return "    {\n" + "".join(f"      {f}\n" for f in fields) + "    }"
 
 
 def _tensor_pbtxt(tensor: TritonTensor) -> str:
@@ -269,14 +311,95 @@ def deploy_triton(
     try:
         (staging / name).mkdir(mode=0o755)
         _write_model(export, config, staging / name)
-        if (dest / name).exists():
-            (dest / name).rename(staging / ".replaced")  # names never start with "."
-        (staging / name).rename(dest / name)
+        written = [name, *_write_text_models(export, config, staging)]
+        for index, model in enumerate([name, *text_model_names(name)]):
+            if (dest / model).exists():  # names never start with "."
+                (dest / model).rename(staging / f".replaced-{index}")
+        for model in written:
+            (staging / model).rename(dest / model)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     (dest / "README.md").write_text(repository_readme(dest), encoding="utf-8")
     logger.info("Wrote Triton model %s (%s) into %s", name, config.backend.backend, dest)
     return dest / name
+
+
+def text_model_names(name: str) -> tuple[str, str]:
+    """The tokenizer's and the text ensemble's model names for model ``name`` (rule 7)."""
+    return f"{name}_tokenizer", f"{name}_text"
+
+
+def _write_text_models(export: ExportDirectory, model: TritonConfig, staging: Path) -> list[str]:
+    """Write the tokenizer and text ensemble of rule 7 into ``staging``; their names, or
+    none (with the reason logged) where the model cannot take text."""
+    graph = export.manifest.graphs[0]
+    if "input_ids" not in {t.name for t in graph.inputs} or not export.has_tokenizer():
+        return []
+    tokenizer_name, text_name = text_model_names(model.name)
+    scratch = staging / ".tokenizer"
+    scratch.mkdir()
+    conversion = convert_onnxruntime(export, scratch)
+    reason = conversion.reason
+    if conversion.graph is not None:
+        missing = [t for t in graph.inputs if t.name not in conversion.graph.outputs]
+        wrong = [t for t in graph.inputs if t.dtype != "int64"]
+        if missing:
+            reason = f"its tokenizer graph returns no {missing[0].name}, which the model takes"
+        elif wrong:
+            reason = f"the model takes {wrong[0].name} as {wrong[0].dtype}, not int64"
+    if conversion.graph is None or reason:
+        logger.warning(
+            "Writing no text ensemble for %s: %s; clients send token ids.", model.name, reason
+        )
+        return []
+    tokenizer = _tokenizer_config(tokenizer_name, conversion.graph)
+    directory = staging / tokenizer_name
+    (directory / VERSION).mkdir(parents=True)
+    (scratch / conversion.graph.files[0]).rename(directory / VERSION / TOKENIZER.model_file)
+    shutil.copy2(conversion.graph.library, directory / conversion.graph.library.name)
+    (directory / "config.pbtxt").write_text(tokenizer.to_pbtxt(), encoding="utf-8")
+
+    backend = model.backend
+    outputs = [
+        TritonTensor(
+            s.name, DATA_TYPES[s.dtype], [d if isinstance(d, int) else -1 for d in s.shape]
+        )
+        for s in graph.outputs
+    ]
+    ensemble = TritonConfig(
+        text_name,
+        ENSEMBLE,
+        0,
+        [TritonTensor(TEXT_INPUT, DATA_TYPES["object"], [1])],
+        outputs,
+        steps=[
+            (tokenizer_name, {"text": TEXT_INPUT}, {n: n for n in conversion.graph.outputs}),
+            (
+                model.name,
+                {tensor_name(backend, s, i): s.name for i, s in enumerate(graph.inputs)},
+                {tensor_name(backend, s, i): s.name for i, s in enumerate(graph.outputs)},
+            ),
+        ],
+    )
+    (staging / text_name / VERSION).mkdir(parents=True)  # an ensemble's version is empty
+    (staging / text_name / "config.pbtxt").write_text(ensemble.to_pbtxt(), encoding="utf-8")
+    return [tokenizer_name, text_name]
+
+
+TOKENIZER = Backend("onnxruntime_onnx", "onnxruntime", "model.onnx")
+
+
+def _tokenizer_config(name: str, graph: TokenizerGraph) -> TritonConfig:
+    """One text in, ``[1, sequence]`` int64 encodings out (rule 7)."""
+    return TritonConfig(
+        name,
+        TOKENIZER,
+        0,
+        [TritonTensor("text", DATA_TYPES["object"], [1])],
+        [TritonTensor(n, DATA_TYPES["int64"], [1, -1]) for n in graph.outputs],
+        cpu_only=True,
+        op_library=f"{CONTAINER_REPOSITORY}/{name}/{graph.library.name}",
+    )
 
 
 def _default_name(path: Path) -> str:
@@ -319,8 +442,9 @@ def repository_readme(dest: Path) -> str:
         "Written by `graphport deploy --target triton`. Serve it with Triton Inference Server:",
         "",
         "```sh",
-        f"docker run --rm -p 8000:8000 -p 8001:8001 -v {dest.resolve()}:/models \\",
-        "  nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models",
+        f"docker run --rm -p 8000:8000 -p 8001:8001 -v {dest.resolve()}:{CONTAINER_REPOSITORY} \\",
+        f"  nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver "
+        f"--model-repository={CONTAINER_REPOSITORY}",
         "```",
         "",
         "Each model directory holds `config.pbtxt`, the graph in version directory `1/`, and "
@@ -365,6 +489,19 @@ def _model_section(name: str, export: ExportDirectory) -> list[str]:
         "- outputs:",
         *rows(graph.outputs),
     ]
+    tokenizer_name, text_name = text_model_names(name)
+    if (export.path.parent / text_name / "config.pbtxt").is_file():  # rule 7
+        library = next((export.path.parent / tokenizer_name).glob("*.so"), None)
+        lines.append(
+            f"- raw text: `{text_name}` takes `{TEXT_INPUT}` (one string, shape [1]) and returns "
+            f"these outputs: an ensemble of `{tokenizer_name}` (the tokenizer as "
+            "onnxruntime-extensions' ONNX graph, encoding as the Python tokenizer does) and "
+            f"this model. `{tokenizer_name}` loads the custom-op library "
+            f"`{library.name if library else '(missing)'}` from the repository mounted at "
+            f"`{CONTAINER_REPOSITORY}`; the wheel builds it as a CPython extension, so start "
+            "tritonserver with that Python's libpython in `LD_PRELOAD`, or put a native build "
+            "of onnxruntime-extensions in its place."
+        )
     if manifest.format == "tensorrt":
         built = manifest.exporter.get("tensorrt") or {}
         lines.append(
@@ -385,4 +522,5 @@ __all__ = [
     "deploy_triton",
     "model_config",
     "repository_readme",
+    "text_model_names",
 ]

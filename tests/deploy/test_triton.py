@@ -291,3 +291,92 @@ def test_other_bad_inputs(exports: dict[str, Path], tmp_path: Path):
     manifest.graphs[0].outputs[0].dtype = "float8_e4m3fn"
     with pytest.raises(UsageError, match="dtype float8_e4m3fn, which Triton has no data type"):
         model_config(manifest, "bert")
+
+
+# --- raw text: the tokenizer graph in an ensemble ------------------------------------------
+
+TEXTS = ["hello world", "Ünïcödé 東京 🙂 text", "hellos worlds " * 100]  # the last > 128
+
+
+@pytest.fixture(scope="module")
+def wordpiece_export(exports: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT export with a BertTokenizer (WordPiece, lowercasing, accents stripped)."""
+    from transformers import BertTokenizer
+
+    export = tmp_path_factory.mktemp("wordpiece") / "bert"
+    shutil.copytree(exports["bert"], export)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "unicode", "text"]
+    words += ["##s", "東", "京"]
+    BertTokenizer(vocab={w: i for i, w in enumerate(words)}).save_pretrained(export)
+    return export
+
+
+def test_text_ensemble_runs_the_tokenizer_graph_then_the_model(
+    schema, wordpiece_export: Path, tmp_path: Path
+):
+    import numpy as np
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    repo = tmp_path / "repo"
+    deploy(wordpiece_export, repo, "triton", model_name="bert")
+    assert files(repo) == {"README.md", "bert", "bert_tokenizer", "bert_text"}
+    encodings = ["input_ids", "attention_mask", "token_type_ids"]
+
+    tokenizer = parse(schema, repo / "bert_tokenizer")
+    assert (tokenizer.platform, tokenizer.backend, tokenizer.max_batch_size) == (
+        "onnxruntime_onnx",
+        "onnxruntime",
+        0,
+    )
+    assert tensors(schema, tokenizer.input) == {"text": ("TYPE_STRING", [1])}
+    assert tensors(schema, tokenizer.output) == {n: ("TYPE_INT64", [1, -1]) for n in encodings}
+    (library,) = tokenizer.model_operations.op_library_filename
+    assert library.startswith("/models/bert_tokenizer/")  # inside the README's container
+    library_file = repo / "bert_tokenizer" / Path(library).name
+    assert library_file.is_file() and files(repo / "bert_tokenizer" / "1") == {"model.onnx"}
+
+    ensemble = parse(schema, repo / "bert_text")
+    assert (ensemble.platform, ensemble.backend, ensemble.max_batch_size) == ("ensemble", "", 0)
+    assert tensors(schema, ensemble.input) == {"TEXT": ("TYPE_STRING", [1])}
+    assert tensors(schema, ensemble.output) == {"last_hidden_state": ("TYPE_FP32", [-1, -1, 32])}
+    first, second = ensemble.ensemble_scheduling.step
+    assert (first.model_name, dict(first.input_map)) == ("bert_tokenizer", {"text": "TEXT"})
+    assert dict(first.output_map) == {n: n for n in encodings}
+    assert (second.model_name, dict(second.input_map)) == ("bert", {n: n for n in encodings})
+    assert dict(second.output_map) == {"last_hidden_state": "last_hidden_state"}
+    assert "`bert_text` takes `TEXT`" in (repo / "README.md").read_text()
+
+    # The tokenizer graph as written encodes as the Python tokenizer does, truncation and
+    # stripped accents included ("Ünïcödé" -> "unicode").
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(str(library_file))
+    session = ort.InferenceSession(repo / "bert_tokenizer" / "1" / "model.onnx", options)
+    reference = AutoTokenizer.from_pretrained(wordpiece_export)
+    for text in TEXTS:
+        got = session.run(encodings, {"text": np.array([text], dtype=object)})
+        expected = reference(text, truncation=True, max_length=128)
+        for name, value in zip(encodings, got, strict=True):
+            assert value.tolist() == [expected[name]], (text, name)
+    assert expected["input_ids"][-1] == 3 and len(expected["input_ids"]) == 128
+    assert reference(TEXTS[1])["input_ids"][1] == 7  # unicode
+
+
+def test_tokenizer_onnxruntime_extensions_cannot_convert_gets_no_ensemble(
+    exports: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    with caplog.at_level(logging.WARNING, logger="graphport.deploy.triton"):
+        deploy(exports["bert"], tmp_path / "repo", "triton")  # a word-level tokenizer
+    assert files(tmp_path / "repo") == {"README.md", "bert"}
+    assert "Writing no text ensemble for bert: onnxruntime-extensions cannot convert it" in (
+        caplog.text
+    )
+
+
+def test_redeploying_without_a_tokenizer_removes_the_old_ensemble(
+    exports: dict[str, Path], wordpiece_export: Path, tmp_path: Path
+):
+    repo = tmp_path / "repo"
+    deploy(wordpiece_export, repo, "triton", model_name="bert")
+    deploy(exports["bert"], repo, "triton", model_name="bert", overwrite=True)
+    assert files(repo) == {"README.md", "bert"}
