@@ -95,6 +95,8 @@ class SweepResult:
 # category. Timeouts, memory kills and crashes are set by the runner, not matched here.
 REASON_RULES: tuple[tuple[str, str], ...] = (
     ("model class unavailable", r"ImportError|No module named|requires the .* librar"),
+    ("task not supported", r"does not support the task"),
+    ("cache not carried", r"UnsupportedCacheError|cannot be exported with one"),
     ("unsupported main input", r"main input is"),
     ("forward needs other inputs", r"forward requires|gives no size for"),
     ("config rejects small sizes", r"No tiny config"),
@@ -213,15 +215,36 @@ def _build(model_type: str, task: str, seed: int) -> tuple[Any, str]:
     from graphport.models.tiny import build_generic_tiny_model, tiny_model
 
     base, _ = parse_task(task)
+    overrides = _head_overrides(model_type, base)
     if not get_registration(model_type).generic:
-        return tiny_model(model_type, base.value, seed), "family"
+        return tiny_model(model_type, base.value, seed, **overrides), "family"
     check_generic_support(model_type, base)
 
     def runs(model: Any) -> None:
         GenericOnnxConfig(model.config, base).resolve(model)
 
-    level, model = build_generic_tiny_model(model_type, base, seed, check=runs)
+    level, model = build_generic_tiny_model(model_type, base, seed, check=runs, **overrides)
     return model, level
+
+
+def _head_overrides(model_type: str, task: Any) -> dict[str, Any]:
+    """Config values a checkpoint of the task's head has: an encoder family's causal-LM head
+    (BertLMHeadModel, ErnieForCausalLM...) is saved with ``is_decoder=True``, without which
+    it attends both ways and returns no cache."""
+    import inspect
+
+    from transformers import AutoConfig
+
+    from graphport.exporters.tasks import Task
+
+    if task is not Task.TEXT_GENERATION:
+        return {}
+    try:
+        config_class = type(AutoConfig.for_model(model_type))
+    except Exception:
+        return {}
+    takes = "is_decoder" in inspect.signature(config_class.__init__).parameters
+    return {"is_decoder": True} if takes else {}
 
 
 def _build_failure(error: Exception) -> tuple[Status, str, str]:
