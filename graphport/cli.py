@@ -168,7 +168,7 @@ def _html_on_parity_error(html_file: Path | None) -> Iterator[None]:
     show_default=True,
     help="onnx; openvino IR; torchscript (.pt, deprecated by torch); pt2 (AOTInductor); "
     "ort (onnxruntime mobile); tensorrt (engine, needs TensorRT and a GPU); executorch "
-    "(.pte on XNNPACK); litert (.tflite).",
+    "(.pte on XNNPACK); litert (refused: litert-torch converts at fixed shapes only).",
 )
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 18).")
 @click.option(
@@ -459,7 +459,7 @@ def run(
 )
 @click.option(
     "--runtime",
-    type=click.Choice(["onnxruntime", "openvino", "executorch", "litert"]),
+    type=click.Choice(["onnxruntime", "openvino", "executorch"]),
     default=None,
     help="Default: onnxruntime for ONNX graphs, else the runtime of the export's format.",
 )

@@ -159,12 +159,6 @@ def write_artifact(
         elif fmt == "executorch":
             info = _write_executorch(model, config, directory / f"{name}.pte", options)
             spec.file = f"{name}.pte"
-        elif fmt == "litert":
-            from graphport.exporters.litert import export_litert
-
-            logger.info("Converting with litert-torch")
-            info = export_litert(model, config, directory / f"{name}.tflite")
-            spec.file = f"{name}.tflite"
         else:
             from graphport.exporters.pt2 import export_pt2
 

@@ -1,51 +1,31 @@
-"""LiteRT (.tflite, the TensorFlow Lite successor) through litert-torch.
+"""LiteRT (.tflite) through litert-torch: refused, with the measured reason.
 
-litert-torch captures the model with torch.export and lowers it to a .tflite flatbuffer
-that ai-edge-litert's interpreter (and Android's LiteRT) runs. The program is converted at
-the trace shapes; the runtime adapter resizes its inputs per call. Inputs are positional
-in the manifest's order, outputs in its order.
+litert-torch 0.10.0 (with ai-edge-litert 2.3.0) installs beside torch 2.13 and converts a
+tiny BERT at its trace shapes (max abs 9.5e-7 against eager), but:
+
+1. with ``dynamic_shapes`` its converter fails (``'<=' not supported between instances of
+   'int' and 'Node'``), and
+2. the static program cannot be resized: ai-edge-litert's interpreter fails in the first
+   RESHAPE at any other batch or sequence length (``num_input_elements !=
+   num_output_elements``).
+
+graphport validates every export at shapes other than the trace shapes (the validation
+contract), so a .tflite that runs at one shape only is not written. README.md, Formats,
+says the same.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import warnings
-from pathlib import Path
-from typing import Any
+from graphport.errors import UnsupportedModelError
 
-import torch
-
-from graphport.errors import ExportError, RuntimeUnavailableError
-from graphport.exporters.config import OnnxConfig
-from graphport.exporters.signature import wrap_for_tracing
-
-INSTALL = (
-    "install the edge extra (`pip install graphport[edge]`, litert-torch and ai-edge-litert "
-    "beside torch 2.13)"
+REASON = (
+    "--format litert is not available: litert-torch 0.10.0 converts only at the trace shapes "
+    "(its dynamic_shapes conversion fails under torch 2.13 and the .tflite cannot be resized), "
+    "so the graph could not be validated at other batch sizes and lengths; use --format "
+    "executorch (XNNPACK, on Android and iOS) or --format ort --ort-target-platform arm."
 )
 
 
 def require_litert() -> None:
-    """Before any work: litert-torch must be importable."""
-    if importlib.util.find_spec("litert_torch") is None:
-        raise RuntimeUnavailableError(
-            f"--format litert needs litert-torch, which is not installed; {INSTALL}, or "
-            "pick --format executorch for on-device PyTorch."
-        )
-
-
-def export_litert(model: torch.nn.Module, config: OnnxConfig, path: Path) -> dict[str, Any]:
-    import litert_torch
-
-    wrapper, inputs = wrap_for_tracing(model, config)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            converted = litert_torch.convert(wrapper, inputs)
-            converted.export(str(path))
-    except Exception as e:
-        raise ExportError(
-            "litert-torch could not convert the model: "
-            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}."
-        ) from e
-    return {"strategy": "torch.export + litert-torch"}
+    """Before any work: refuse with the reason."""
+    raise UnsupportedModelError(REASON)

@@ -19,7 +19,6 @@ _ADAPTERS = {
     "aoti": "graphport.runtimes.aoti:AotiRuntime",
     "tensorrt": "graphport.runtimes.tensorrt:TensorRtRuntime",
     "executorch": "graphport.runtimes.executorch:ExecuTorchRuntime",
-    "litert": "graphport.runtimes.litert:LiteRtRuntime",
     "torch": "graphport.runtimes.torch:TorchRuntime",
 }
 
