@@ -330,3 +330,36 @@ def test_cli_reports_a_refusal_in_one_line(export, tmp_path: Path):
     )
     assert result.exit_code == 2
     assert "error: The cpp target cannot run torchscript exports" in result.output
+
+
+@needs_toolchain
+@pytest.mark.slow
+@pytest.mark.demo
+def test_minilm_takes_text_as_a_user_would(minilm_dir: Path, tmp_path: Path, request):
+    """export, deploy, build and run --text on the real MiniLM (about a minute: `-m slow`)."""
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("exports and builds the real MiniLM; select it with -m slow")
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    runner = CliRunner()
+    out, project = tmp_path / "minilm-out", tmp_path / "minilm-cpp"
+    for args in (["export", str(minilm_dir), str(out)], ["deploy", str(out), str(project)]):
+        result = runner.invoke(cli, [*args, *(["--target", "cpp"] if args[0] == "deploy" else [])])
+        assert result.exit_code == 0, result.output
+    build(project)
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
+    model = AutoModel.from_pretrained(minilm_dir).eval()
+    for text in ["Ünïcödé 東京 🙂 and a normal sentence", "the quick brown fox " * 200]:
+        done = infer(project, "--text", text)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        encoded = tokenizer(text, truncation=True, return_tensors="pt")
+        assert result["input_ids"] == encoded["input_ids"][0].tolist()
+        with torch.no_grad():
+            expected = model(**encoded).last_hidden_state.numpy()
+        output = result["outputs"]["last_hidden_state"]
+        assert output["shape"] == list(expected.shape)
+        np.testing.assert_allclose(output["head"], expected.reshape(-1)[:8], atol=1e-4)
+    assert len(result["input_ids"]) == 512
