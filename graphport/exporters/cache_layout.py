@@ -1,4 +1,5 @@
-"""The KV-cache layout of a causal LM, read from the cache its eager model returns.
+"""The KV-cache layout of a causal LM or an encoder-decoder, read from the cache its eager
+model returns.
 
 Configs name their sizes in many ways (``num_key_value_heads``, ``n_head_kv``, per-layer
 lists...), and some layers keep less than the whole past: transformers' ``DynamicCache``
@@ -7,6 +8,11 @@ sliding-window layer and a ``DynamicLayer`` (every position) for a global one. S
 layout is not read from config names: the model runs once on a few tokens with
 ``use_cache=True`` (``CacheLayout.read``) and each layer of the cache it returns gives its
 kind, its number of KV heads and its head dim.
+
+An encoder-decoder returns an ``EncoderDecoderCache``: ``CacheLayout.read_encoder_decoder``
+runs the model once on the encoder inputs it is given and three decoder tokens, and reads
+the self-attention half (the decoder graph's past) and the cross-attention half (recorded,
+though the decoder graph recomputes it from the encoder's output at every step).
 
 Only layers that hold plain (batch, kv heads, positions, head dim) keys and values can be
 a graph's past; a cache of any other kind (recurrent or linear-attention states, quantized
@@ -64,7 +70,11 @@ class LayerShape:
 
 @dataclasses.dataclass(frozen=True)
 class CacheLayout:
+    """Every layer's cache shape; ``cross_layers`` is an encoder-decoder's cross-attention
+    half (empty for a causal LM), ``layers`` its self-attention half."""
+
     layers: tuple[LayerShape, ...]
+    cross_layers: tuple[LayerShape, ...] = ()
 
     @property
     def num_layers(self) -> int:
@@ -115,24 +125,24 @@ class CacheLayout:
             "head_dim": first.head_dim,
         }
         if not self.uniform:
-            contract["layers"] = [
-                {k: v for k, v in dataclasses.asdict(layer).items() if v is not None}
-                for layer in self.layers
-            ]
+            contract["layers"] = [_entry(layer) for layer in self.layers]
             if self.windows:
                 contract["sliding_window"] = (
                     "a layer with a sliding_window keeps its last sliding_window - 1 positions: "
                     "its past and present are that long at most"
                 )
+        if self.cross_layers:
+            contract["cross_attention_layers"] = [_entry(layer) for layer in self.cross_layers]
         return contract
 
     @classmethod
     def from_contract(cls, contract: Mapping[str, Any]) -> CacheLayout:
         """The layout a manifest's kv_cache entry records."""
+        cross = tuple(LayerShape(**layer) for layer in contract.get("cross_attention_layers", ()))
         if contract.get("layers"):
-            return cls(tuple(LayerShape(**layer) for layer in contract["layers"]))
+            return cls(tuple(LayerShape(**layer) for layer in contract["layers"]), cross)
         layer = LayerShape(int(contract["num_kv_heads"]), int(contract["head_dim"]))
-        return cls((layer,) * int(contract["num_layers"]))
+        return cls((layer,) * int(contract["num_layers"]), cross)
 
     @classmethod
     def read(cls, model: torch.nn.Module, input_ids: Sequence[int] | None = None) -> CacheLayout:
@@ -154,6 +164,57 @@ class CacheLayout:
                 "-with-past."
             ) from e
         return cls(tuple(_layer_shape(model, i, layer, len(ids)) for i, layer in _layers(cache)))
+
+    @classmethod
+    def read_encoder_decoder(
+        cls, model: torch.nn.Module, encoder_inputs: Mapping[str, torch.Tensor]
+    ) -> CacheLayout:
+        """Run ``model``'s encoder on ``encoder_inputs`` (one row), then the model on its
+        ``last_hidden_state`` alone and three decoder tokens with ``use_cache=True``, as the
+        decoder graph runs it, and read both halves of the ``EncoderDecoderCache`` it
+        returns."""
+        from transformers import EncoderDecoderCache
+        from transformers.modeling_outputs import BaseModelOutput
+
+        from graphport.exporters.kv_cache import output_cache
+
+        decoder_ids = torch.full((1, DRY_RUN_TOKENS), min(5, _vocab_size(model) - 1))
+        try:
+            with torch.no_grad():
+                encoded = model.get_encoder()(**encoder_inputs)[0]
+                # What the decoder graph is fed: the encoder graph's one output.
+                kwargs: dict[str, Any] = {"encoder_outputs": BaseModelOutput(encoded)}
+                if "attention_mask" in encoder_inputs:
+                    kwargs["attention_mask"] = encoder_inputs["attention_mask"]
+                output = model(**kwargs, decoder_input_ids=decoder_ids, use_cache=True)
+            cache = output_cache(output)
+        except Exception as e:
+            raise UnsupportedCacheError(
+                f"{type(model).__name__} fails on a dry run of its decoder on the encoder's "
+                f"last_hidden_state with use_cache=True ({_first_line(e)}), so graphport cannot "
+                "export its decoder with a KV cache."
+            ) from e
+        if not isinstance(cache, EncoderDecoderCache):
+            raise UnsupportedCacheError(
+                f"{type(model).__name__} returns a {type(cache).__name__} as its cache, not an "
+                "EncoderDecoderCache of self- and cross-attention layers, so graphport cannot "
+                "make it the decoder graph's past."
+            )
+        encoder_positions = int(encoded.shape[1])
+        return cls(
+            tuple(
+                _layer_shape(model, i, layer, DRY_RUN_TOKENS)
+                for i, layer in _layers(cache.self_attention_cache)
+            ),
+            tuple(
+                _layer_shape(model, i, layer, encoder_positions)
+                for i, layer in _layers(cache.cross_attention_cache)
+            ),
+        )
+
+
+def _entry(layer: LayerShape) -> dict[str, int]:
+    return {k: v for k, v in dataclasses.asdict(layer).items() if v is not None}
 
 
 def _layers(cache: Any) -> list[tuple[int, Any]]:

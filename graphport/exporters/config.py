@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from graphport.errors import UnsupportedModelError
+from graphport.errors import ExportError, UnsupportedModelError
 from graphport.exporters.cache_layout import CacheLayout, UnsupportedCacheError
 from graphport.exporters.tasks import Task, parse_task
 
@@ -582,6 +582,12 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
     length, free in the decoder graph even where the encoder fixes it), ``decoder_sequence``
     and ``past_decoder_sequence``.
 
+    The decoder's cache is sized by a dry run of the eager model (``read_cache_layout``,
+    at ``sub_graphs``), not by config names: its encoder on the family's dummy encoder
+    input, then the model on three decoder tokens, whose ``EncoderDecoderCache`` gives the
+    layer count, KV heads and head dims of both halves (``CacheLayout.read_encoder_decoder``).
+    A later command takes the layout the manifest records (``adopt_kv_cache_contract``).
+
     A family that lists ``feature-extraction`` also exports the bare model (``T5Model``,
     ``BartModel``...) as one graph, ``model``, with no KV cache: the encoder's inputs,
     ``decoder_input_ids`` and, where the model takes it, ``decoder_attention_mask`` ->
@@ -620,6 +626,8 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
         {"batch": 1, "sequence": 13, "decoder_sequence": 4},
         {"batch": 3, "sequence": 29, "decoder_sequence": 11},
     )
+    # The encoder input of the dry run that reads the cache layout.
+    dry_run_sizes: ClassVar[dict[str, int]] = {"batch": 1, "encoder_sequence": 4}
     graph: str | None = None
 
     def __init__(
@@ -701,26 +709,35 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
 
     @property
     def num_layers(self) -> int:
-        return _first_int(
-            self.decoder_config, ("decoder_layers", "num_decoder_layers", "n_layer", "num_layers")
-        )
-
-    @property
-    def num_attention_heads(self) -> int:
-        return _first_int(
-            self.decoder_config,
-            ("decoder_attention_heads", "num_heads", "n_head", "num_attention_heads"),
-        )
+        return self._layout().num_layers
 
     @property
     def num_kv_heads(self) -> int:
-        return self.num_attention_heads
+        return self._layout().layers[0].num_kv_heads
 
     @property
     def head_dim(self) -> int:
-        config = self.decoder_config
-        explicit = getattr(config, "d_kv", None) or getattr(config, "head_dim", None)
-        return int(explicit or config.hidden_size // self.num_attention_heads)
+        return self._layout().layers[0].head_dim
+
+    def _layout(self) -> CacheLayout:
+        if self.cache_layout is None:
+            raise ExportError(
+                f"The decoder cache of model type {self._config.model_type!r} is sized by a dry "
+                "run of its model, and none has run yet; call sub_graphs(model) first (or "
+                "adopt_kv_cache_contract with an export's manifest entry)."
+            )
+        return self.cache_layout
+
+    def read_cache_layout(self, model: torch.nn.Module) -> None:
+        """Both halves of the model's ``EncoderDecoderCache``, from one dry run on the
+        family's dummy encoder input; a model without one cannot be exported to generate."""
+        feeds = self.for_graph("encoder").dummy_inputs(ShapeSet(dict(self.dry_run_sizes)))
+        try:
+            self.cache_layout = CacheLayout.read_encoder_decoder(model, feeds)
+        except UnsupportedCacheError as e:
+            # Not an UnsupportedCacheError: without its cache the export could not generate,
+            # so there is no export without one to fall back to.
+            raise UnsupportedModelError(str(e)) from e
 
     @property
     def vocab_size(self) -> int:
@@ -832,18 +849,17 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
         }
         if self.uses_encoder_attention_mask:
             feeds["encoder_attention_mask"] = _right_padding_mask((batch, encoder_length), rng)
-        past = (batch, self.num_kv_heads, sizes.get("past_decoder_sequence", 0), self.head_dim)
+        past = sizes.get("past_decoder_sequence", 0)
         for name in self.decoder_inputs:
             if name.startswith("past_key_values."):
-                feeds[name] = rng.standard_normal(past, dtype=np.float32)
+                layer = self._layout().layers[int(name.split(".")[1])]
+                shape = layer.shape(batch, past, value=name.endswith(".value"))
+                feeds[name] = rng.standard_normal(shape, dtype=np.float32)
         return feeds
 
     def _random_ids(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         low = min(5, self.vocab_size - 1)
         return rng.integers(low, self.vocab_size, size=shape, dtype=np.int64)
-
-    def adopt_kv_cache_contract(self, contract: Mapping[str, Any]) -> None:
-        pass  # the decoder's sizes come from its config (see num_layers)
 
     def kv_cache_contract(self) -> dict[str, Any] | None:
         contract = super().kv_cache_contract()
@@ -881,6 +897,8 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
             return [SubGraph("model", model, self)]
         from graphport.exporters.kv_cache import Seq2SeqDecoderWithCache, Seq2SeqEncoder
 
+        if self.use_past:
+            self.read_cache_layout(model)
         encoder, decoder = self.for_graph("encoder"), self.for_graph("decoder")
         layers = self.num_layers if self.use_past else 0
         return [
@@ -894,14 +912,6 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
 def _as_sequence(axes: Axes) -> Axes:
     """An encoder's axes with ``encoder_sequence`` named ``sequence`` (the bare model's)."""
     return {i: "sequence" if name == "encoder_sequence" else name for i, name in axes.items()}
-
-
-def _first_int(config: Any, names: tuple[str, ...]) -> int:
-    for name in names:
-        value = getattr(config, name, None)
-        if value is not None:
-            return int(value)
-    raise AttributeError(f"the model config has none of {', '.join(names)}")
 
 
 def _right_padding_mask(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

@@ -26,10 +26,11 @@ from graphport.exporters.tasks import Task
 CACHE_ARGUMENTS = ("cache", "past_key_values")
 
 
-def takes_cache(model_type: str) -> bool:
-    """Whether the causal-LM class of ``model_type`` takes a cache in its forward."""
+def takes_cache(model_type: str, task: Task = Task.TEXT_GENERATION) -> bool:
+    """Whether the ``task`` class (the causal LM by default) of ``model_type`` takes a cache
+    in its forward."""
     try:
-        cls = model_class(model_type, Task.TEXT_GENERATION)
+        cls = model_class(model_type, task)
     except UnsupportedModelError:
         return False
     return any(name in inspect.signature(cls.forward).parameters for name in CACHE_ARGUMENTS)

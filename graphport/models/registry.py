@@ -137,6 +137,10 @@ def get_onnx_config(model_config: Any, task: Task | str) -> OnnxConfig:
         from graphport.exporters.generic_decoder import GenericDecoderOnnxConfig
 
         config_class = GenericDecoderOnnxConfig  # the cache layout a dry run reads
+    if registration.generic and parsed is Task.TEXT2TEXT_GENERATION:
+        from graphport.exporters.generic_seq2seq import GenericSeq2SeqOnnxConfig
+
+        config_class = GenericSeq2SeqOnnxConfig  # an encoder and a decoder graph
     return config_class(model_config, task=parsed, use_past=with_past)
 
 
@@ -170,6 +174,15 @@ def resolve_task(checkpoint: Any, task: str | Task | None) -> tuple[Task, bool]:
         return parse_task(task)
     registration = get_registration(checkpoint.model_type)
     inferred = infer_task(checkpoint.model_type, checkpoint.architectures, registration.tasks)
+    if registration.generic and inferred not in (None, *GENERATIVE_TASKS):
+        # A head that also generates (MvpForConditionalGeneration fills masks too) is
+        # exported to generate, as the families' seq2seq heads are.
+        generative = infer_task(
+            checkpoint.model_type,
+            checkpoint.architectures,
+            [t for t in registration.tasks if t in GENERATIVE_TASKS],
+        )
+        inferred = generative if generative in GENERATIVE_TASKS else inferred
     if inferred is None:
         logger.info(
             "config.architectures (%s) names no known head; using feature-extraction.",
@@ -188,8 +201,8 @@ def resolve_task(checkpoint: Any, task: str | Task | None) -> tuple[Task, bool]:
     with_past = inferred in GENERATIVE_TASKS and issubclass(
         registration.config_class, OnnxConfigWithPast
     )
-    if registration.generic and inferred is Task.TEXT_GENERATION:
+    if registration.generic and inferred in (Task.TEXT_GENERATION, Task.TEXT2TEXT_GENERATION):
         from graphport.exporters.generic_decoder import takes_cache
 
-        with_past = takes_cache(checkpoint.model_type)
+        with_past = takes_cache(checkpoint.model_type, inferred)
     return inferred, with_past

@@ -52,6 +52,7 @@ from graphport.runtimes.model import (
     RuntimeModel,
     _generation_config,
     _store_present,
+    empty_past,
     to_array,
 )
 
@@ -219,10 +220,8 @@ class RuntimeModelForSeq2SeqLM(RuntimeModel, GenerationMixin):
         )
 
     def _past(self, cache: Any, past_length: int, batch: int) -> dict[str, np.ndarray]:
-        if past_length == 0:
-            shape = (batch, int(self.kv_cache["num_kv_heads"]), 0, int(self.kv_cache["head_dim"]))
-            empty = np.zeros(shape, dtype=np.dtype(self.kv_cache.get("dtype", "float32")))
-            return {name.format(i): empty for i in range(self.num_layers) for name in PAST}
+        if past_length == 0:  # per layer where the contract lists layers
+            return empty_past(self.kv_cache, batch)
         feeds = {}
         for i, layer in enumerate(cache.layers[: self.num_layers]):
             feeds[PAST[0].format(i)] = to_array(layer.keys)
