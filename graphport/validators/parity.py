@@ -244,7 +244,8 @@ class ParityReport:
         an export judged by cosine (quantized), each runtime's layers ranked by cosine
         against fp32 eager, on its worst case: where the error accumulates."""
         lines = []
-        summarized = set()
+        summarized: set[str] = set()
+        tabled: set[str] = set()
         for r in self.results:
             if r.localized is None:
                 continue
@@ -266,6 +267,9 @@ class ParityReport:
                 f"node {first['onnx_node']}): max abs {first['max_abs']:.3g}, mean abs "
                 f"{first['mean_abs']:.3g}, cosine {first['cosine']:.6f} ({counted})"
             )
+            if r.runtime in tabled:  # one table per runtime: the cases mostly agree
+                continue
+            tabled.add(r.runtime)
             index = next(i for i, layer in enumerate(r.layers) if not layer.passed)
             lines += _layer_rows(r.layers[max(0, index - 2) : index - 2 + rows])
         if self.cosine is not None:
