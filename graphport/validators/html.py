@@ -36,7 +36,7 @@ FAIL_COLOUR = "#d64541"
 
 # Chart geometry (SVG user units; the SVG scales to the page width).
 CHART_WIDTH, CHART_HEIGHT = 1100, 300
-CHART_LEFT, CHART_RIGHT, CHART_TOP, CHART_BOTTOM = 64, 84, 28, 48
+CHART_LEFT, CHART_RIGHT, CHART_TOP, CHART_BOTTOM = 64, 84, 44, 48
 
 # Keys of a pass record shown in their own columns; the others are the pass's details.
 PASS_COLUMNS = ("name", "modified", "seconds", "budget", "parity")
@@ -504,7 +504,7 @@ def _chart(
         group = _group(module)
         if group != previous_group:  # a tick and label where a block starts
             previous_group = group
-            chars = max(3, int(step * _group_size(layers, i) / 6.6))
+            chars = max(3, int((step * _group_size(layers, i) - 8) / 6.6))
             label = group if len(group) <= chars else group[: chars - 1] + "…"
             parts.append(
                 f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{bottom}" y2="{bottom + 8}" '
@@ -528,13 +528,16 @@ def _chart(
         if first is not None and module == first:
             cx = x + step / 2
             label = f"first divergence: {module}"
-            # Rough text width at 12 px: flip the label left where it would leave the plot.
-            anchor = "end" if cx + 8 + 7 * len(label) > CHART_WIDTH - CHART_RIGHT else "start"
+            # In the top margin, above every bar, with a leader down to this one. Rough
+            # text width at 12 px: the label turns left where it would leave the plot.
+            anchor = "end" if cx + 7 * len(label) > CHART_WIDTH - CHART_RIGHT else "start"
             parts.append(
+                f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="20" y2="{top - 12:.1f}" '
+                f'stroke="{FAIL_COLOUR}" stroke-dasharray="2 2"/>'
                 f'<path d="M{cx - 5:.1f},{top - 12:.1f} L{cx + 5:.1f},{top - 12:.1f} '
                 f'L{cx:.1f},{top - 4:.1f} Z" fill="{FAIL_COLOUR}"/>'
-                f'<text x="{cx + (-8 if anchor == "end" else 8):.1f}" y="{max(12.0, top - 6):.1f}" '
-                f'font-size="12" font-weight="700" fill="{FAIL_COLOUR}" text-anchor="{anchor}">'
+                f'<text x="{cx + (4 if anchor == "end" else -4):.1f}" y="15" font-size="12" '
+                f'font-weight="700" fill="{FAIL_COLOUR}" text-anchor="{anchor}">'
                 f"{_e(label)}</text>"
             )
     if threshold is not None and threshold > 0:

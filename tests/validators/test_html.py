@@ -329,7 +329,10 @@ def test_writing_never_leaves_half_a_page(failed: dict, tmp_path: Path, monkeypa
     assert oct(target.stat().st_mode & 0o777) == "0o644"
 
 
-def _chromium() -> str:
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The chromium binary; session-scoped, so it is set up (or skips) before the module's
+    exports are built."""
     found = shutil.which("chromium")
     if found is None:
         if os.environ.get("CI") == "true":  # CI must have it: scripts/test.sh installs it
@@ -338,8 +341,7 @@ def _chromium() -> str:
     return found
 
 
-def test_the_page_renders_in_headless_chromium(failed: dict, tmp_path: Path):
-    chromium = _chromium()
+def test_the_page_renders_in_headless_chromium(chromium: str, failed: dict, tmp_path: Path):
     page = write_html(localised(failed["report"]), tmp_path / "report.html", failed["manifest"])
     common = [chromium, "--headless", "--disable-gpu", "--no-sandbox",
               f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
