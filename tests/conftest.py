@@ -136,3 +136,27 @@ def add_image_processor(checkpoint: Path, size: int = 32) -> Path:
 
     ViTImageProcessor(size={"height": size, "width": size}).save_pretrained(checkpoint)
     return checkpoint
+
+
+def perturb_initializer(export_dir: Path, module: str, op_type: str, change) -> None:
+    """Give the ``op_type`` node of ``module`` (its innermost scope) its own copy of its
+    initializer input, changed by ``change(array)``: initializers are shared between
+    layers when their values are equal, so the copy keeps the change to that layer."""
+    import onnx_ir as ir
+
+    from graphport.graphs.scopes import node_modules
+
+    path = export_dir / "model.onnx"
+    model = ir.load(path)
+    node = next(n for n in model.graph if n.op_type == op_type and node_modules(n)[-1:] == [module])
+    index, weight = next(
+        (i, v) for i, v in enumerate(node.inputs) if v is not None and v.is_initializer()
+    )
+    changed = ir.Value(
+        name=f"{weight.name}.perturbed",
+        const_value=ir.tensor(change(weight.const_value.numpy().copy())),
+    )
+    changed.shape, changed.type = weight.shape, weight.type
+    model.graph.register_initializer(changed)
+    node.replace_input_with(index, changed)
+    ir.save(model, path)

@@ -4,43 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnx_ir as ir
 import pytest
 from click.testing import CliRunner
 from conftest import add_causal_tokenizer
+from conftest import perturb_initializer as perturb
 
 from graphport.api.export import export_model
 from graphport.cli import cli
-from graphport.graphs.scopes import CarryScopesPass, node_modules
 from graphport.validators.localize import align_names
 from graphport.validators.parity import cross_runtime_diffs, validate_export
 
 RUNTIMES = "onnxruntime,openvino"
-
-
-def perturb(
-    export_dir: Path, module: str, op_type: str, change: Callable[[np.ndarray], np.ndarray]
-) -> None:
-    """Give the ``op_type`` node of ``module`` its own changed copy of its initializer
-    input (initializers are shared between layers when their values are equal)."""
-    path = export_dir / "model.onnx"
-    model = ir.load(path)
-    node = next(n for n in model.graph if n.op_type == op_type and node_modules(n)[-1:] == [module])
-    index, weight = next(
-        (i, v) for i, v in enumerate(node.inputs) if v is not None and v.is_initializer()
-    )
-    changed = ir.Value(
-        name=f"{weight.name}.perturbed",
-        const_value=ir.tensor(change(weight.const_value.numpy().copy())),
-    )
-    changed.shape, changed.type = weight.shape, weight.type
-    model.graph.register_initializer(changed)
-    node.replace_input_with(index, changed)
-    ir.save(model, path)
 
 
 def failed(result: dict) -> bool:
@@ -160,20 +137,3 @@ def test_eager_names_align_with_a_wrapped_trace():
     eager = ["model.layers.0", "model.layers.0.mlp", "lm_head"]
     graph = ["model.model.layers.0", "model.model.layers.0.mlp", "model.lm_head"]
     assert align_names(eager, graph) == dict(zip(eager, graph, strict=True))
-
-
-def test_scopes_are_carried_onto_rewritten_nodes():
-    scope = "['', 'encoder', 'encoder.dense', 'linear']"
-    x = ir.val("x", ir.DataType.FLOAT, [2])
-    before = ir.node("MatMul", [x, x], name="node_MatMul_7", metadata_props={})
-    before.metadata_props["pkg.torch.onnx.name_scopes"] = scope
-    before.outputs[0].name = "linear"
-    old = ir.Model(ir.Graph([x], before.outputs, nodes=[before]), ir_version=10)
-    y = ir.val("y", ir.DataType.FLOAT, [2])
-    quant = ir.node("MatMulInteger", [y, y], name="node_MatMul_7_quant")
-    cast = ir.node("Cast", quant.outputs, attributes={"to": 1}, name="val_cast")
-    scale = ir.node("Mul", [cast.outputs[0], y], name="scale_mul")
-    scale.outputs[0].name = "linear"
-    new = ir.Model(ir.Graph([y], scale.outputs, nodes=[quant, cast, scale]), ir_version=10)
-    CarryScopesPass(old)(new)
-    assert [node_modules(n) for n in new.graph] == [["encoder", "encoder.dense"]] * 3
