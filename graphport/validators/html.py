@@ -183,7 +183,8 @@ def _header(report: Mapping[str, Any], manifest: Mapping[str, Any] | None, passe
     if manifest:
         graph += [f"{manifest.get('format')} {manifest.get('dtype')}"]
         graph += [f"opset {manifest['opset']}"] if manifest.get("opset") else []
-        graph += [f"{len(manifest['passes'])} graph passes"] if manifest.get("passes") else []
+        count = len(manifest.get("passes") or [])
+        graph += [f"{count} graph pass{'es' if count > 1 else ''}"] if count else []
     return (
         f'<header><div id="verdict" class="verdict {verdict.lower()}">{verdict}</div>'
         f"<div><h1>Parity report: {_e(title)}</h1>"
@@ -318,7 +319,7 @@ def _first_divergence(report: Mapping[str, Any], passed: bool) -> str:
     ]
     if not rows:
         if passed:
-            text = "None: every output is within tolerance."
+            text = "None: every output is within tolerance." + _largest_error(report)
         elif any(r.get("localized") for r in report.get("results") or []):
             text = "No matched module leaves tolerance before the outputs do."
         else:
@@ -357,6 +358,30 @@ def _first_divergence(report: Mapping[str, Any], passed: bool) -> str:
         "<table><thead><tr><th>runtime</th><th>case</th><th>module</th><th>type</th>"
         '<th>ONNX node</th><th class="num">max abs</th><th class="num">mean abs</th>'
         f'<th class="num">cosine</th></tr></thead><tbody>{body}</tbody></table></div></section>'
+    )
+
+
+def _largest_error(report: Mapping[str, Any]) -> str:
+    """For a passing localised report (a quantized export within its budget): the module
+    with the largest error, where a user would look first to keep a layer in float."""
+    cosine = report.get("cosine") is not None
+    worst, where = None, None
+    for r in report.get("results") or []:
+        for layer in r.get("layers") or []:
+            key = "cosine" if cosine else "max_abs"
+            if layer.get(key) is None:
+                continue
+            error = 1.0 - layer[key] if cosine else layer[key]
+            if worst is None or error > worst[0]:
+                worst, where = (error, layer), r
+    if worst is None or where is None:
+        return ""
+    error, layer = worst
+    metric = "1 − cosine" if cosine else "max abs"
+    return (
+        f" Largest module error: <code>{_e(layer.get('module'))}</code> "
+        f"({_e(layer.get('module_type'))}), {metric} {_num(error, '.3g')} on "
+        f"{_e(where['runtime'])} / {_e(where['case'])}."
     )
 
 
@@ -419,7 +444,7 @@ def _outputs(report: Mapping[str, Any]) -> str:
             shape = "×".join(str(d) for d in o.get("expected_shape") or [])
             rows.append(
                 f'<tr{"" if ok else " class=bad"}><td class="nw">{_e(r["runtime"])}</td>'
-                f'<td class="nw">{_e(r["case"])}</td><td class="mono">{_e(o["name"])}</td>'
+                f'<td class="nw">{_e(r["case"])}</td><td class="nw mono">{_e(o["name"])}</td>'
                 f'<td class="num">{_e(shape)}</td>'
                 f'<td class="num">{_num(o.get("max_abs"))}</td>'
                 f'<td class="num">{_num(o.get("mean_abs"))}</td>'

@@ -289,11 +289,29 @@ def html_escaped(text: str) -> str:
     )
 
 
-def test_a_quantized_report_charts_one_minus_cosine(failed: dict):
-    data = localised(failed["report"])
+def test_a_passing_quantized_report_charts_one_minus_cosine(exported: tuple[Path, Path]):
+    # A cosine-judged export within its budget, whose modules still carry error.
+    data = localised(json.loads((exported[0] / "parity.json").read_text()))
     data["cosine"] = 0.95
-    elements = parse(render_html(data, failed["manifest"]))
+    for result in data["results"]:
+        result["first_divergence"] = None
+    elements = parse(render_html(data, None))
+    assert elements.text["verdict"] == "PASS"
     assert "1 − cosine of each matched module" in elements.text["layers"]
+    error, module, kind, result = max(
+        (
+            1 - layer["cosine"],
+            layer["module"],
+            layer["module_type"],
+            f"{r['runtime']} / {r['case']}",
+        )
+        for r in data["results"]
+        for layer in r["layers"]
+    )
+    assert elements.text["first-divergence"] == (
+        "None: every output is within tolerance. Largest module error: "
+        f"{module} ({kind}), 1 − cosine {error:.3g} on {result}."
+    )
 
 
 def test_html_paths_that_cannot_be_written_are_refused_up_front(exported, tmp_path: Path):
