@@ -55,24 +55,32 @@ class OnnxRuntime(Runtime):
         self.check_options(self.options)
         self.session = self._session(str(self.export_dir.graph_path(self.spec.name)))
         self.providers = self.session.get_providers()
+        self._exposed: dict[Any, Any] = {}  # the graph with intermediates exposed, by values
 
     def run_with_intermediates(
         self, feeds: Mapping[str, Any], values: Sequence[str]
     ) -> dict[str, np.ndarray]:
         """A copy of the graph with ``values`` added to its outputs, run once (Polygraphy's
         "mark all" approach: onnxruntime cannot fetch values that are not outputs)."""
-        import onnx
-
         path = self.export_dir.graph_path(self.spec.name)
         if path.suffix != ".onnx":
             return super().run_with_intermediates(feeds, values)
+        key = tuple(dict.fromkeys(values))
+        cache = self._exposed  # every case asks for the same values: compiled once
+        if key not in cache:
+            cache.clear()
+            cache[key] = self._exposed_session(path, key)
+        session, names = cache[key]
+        return dict(zip(names, session.run(names, self.check_feeds(feeds)), strict=True))
+
+    def _exposed_session(self, path: Path, values: Sequence[str]) -> tuple[Any, list[str]]:
+        import onnx
+
         model = onnx.load(str(path))
         produced = {out for node in model.graph.node for out in node.output}
         present = {o.name for o in model.graph.output}
-        extra = [v for v in dict.fromkeys(values) if v in produced and v not in present]
+        extra = [v for v in values if v in produced and v not in present]
         model.graph.output.extend(onnx.ValueInfoProto(name=v) for v in extra)
-        names = [*self.output_names, *extra]
-        checked = self.check_feeds(feeds)
         if model.ByteSize() < 2**31 - 2**20:
             session = self._session(model.SerializeToString())
         else:  # protobuf's 2 GiB limit: the copy goes to disk with its weights beside it
@@ -80,7 +88,7 @@ class OnnxRuntime(Runtime):
                 copy = Path(scratch) / path.name
                 onnx.save(model, str(copy), save_as_external_data=True)
                 session = self._session(str(copy))
-        return dict(zip(names, session.run(names, checked), strict=True))
+        return session, [*self.output_names, *extra]
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self.session.run(self.output_names, feeds)

@@ -34,6 +34,7 @@ class OpenVinoRuntime(Runtime):
             )
         self.core = ov.Core()
         self.request = self._compile(self._read()).create_infer_request()
+        self._exposed: dict[Any, Any] = {}  # the graph with intermediates exposed, by values
 
     def _read(self) -> Any:
         try:
@@ -68,18 +69,22 @@ class OpenVinoRuntime(Runtime):
         """The model read again with a result added for every tensor named in ``values``
         (tensor names survive OpenVINO's conversion; folded ones are gone), compiled and
         run once."""
-        model = self._read()
-        wanted = set(values) - set(self.output_names)
-        ports = [
-            port
-            for op in model.get_ops()
-            if op.get_type_name() not in ("Result", "Constant", "Parameter")
-            for port in op.outputs()
-            if port.get_names() & wanted
-        ]
-        if ports:
-            model.add_outputs(ports)
-        results = self._compile(model).create_infer_request().infer(self.check_feeds(feeds))
+        wanted = frozenset(values) - set(self.output_names)
+        cache = self._exposed  # every case asks for the same values: compiled once
+        if wanted not in cache:
+            model = self._read()
+            ports = [
+                port
+                for op in model.get_ops()
+                if op.get_type_name() not in ("Result", "Constant", "Parameter")
+                for port in op.outputs()
+                if port.get_names() & wanted
+            ]
+            if ports:
+                model.add_outputs(ports)
+            cache.clear()
+            cache[wanted] = self._compile(model).create_infer_request()
+        results = cache[wanted].infer(self.check_feeds(feeds))
         return self._collect(results, [*self.output_names, *wanted])
 
     def describe(self) -> str:
