@@ -37,10 +37,26 @@ class Registration:
 
     @property
     def tasks(self) -> tuple[Task, ...]:
-        """Tasks the config declares and transformers has a head for, for this type."""
-        return tuple(
+        """Tasks the config declares and transformers has a head for, for this type (and
+        text generation where the family lends it to the generic KV-cache path)."""
+        declared = tuple(
             t for t in self.config_class.tasks if t.model_class_name(self.model_type) is not None
         )
+        if self.borrows_decoder:
+            declared += (Task.TEXT_GENERATION,)
+        return declared
+
+    @property
+    def borrows_decoder(self) -> bool:
+        """Whether a family that declares no causal-LM head generates through the generic
+        KV-cache path: an encoder family's decoder head (BertLMHeadModel, ErnieForCausalLM)
+        or a seq2seq family's decoder alone (BartForCausalLM), where transformers' class
+        takes a cache."""
+        if self.generic or Task.TEXT_GENERATION in self.config_class.tasks:
+            return False
+        from graphport.exporters.generic_decoder import takes_cache
+
+        return takes_cache(self.model_type)
 
 
 _REGISTRY: dict[str, Registration] = {}
@@ -133,7 +149,12 @@ def get_onnx_config(model_config: Any, task: Task | str) -> OnnxConfig:
             f"{', '.join(t.value for t in registration.tasks)}. Pass one of these with --task."
         )
     config_class = registration.config_class
-    if registration.generic and with_past and parsed is Task.TEXT_GENERATION:
+    borrowed = parsed is Task.TEXT_GENERATION and registration.borrows_decoder
+    if borrowed and not with_past:
+        from graphport.exporters.generic import GenericOnnxConfig
+
+        config_class = GenericOnnxConfig
+    if (registration.generic or borrowed) and with_past and parsed is Task.TEXT_GENERATION:
         from graphport.exporters.generic_decoder import GenericDecoderOnnxConfig
 
         config_class = GenericDecoderOnnxConfig  # the cache layout a dry run reads
@@ -201,7 +222,10 @@ def resolve_task(checkpoint: Any, task: str | Task | None) -> tuple[Task, bool]:
     with_past = inferred in GENERATIVE_TASKS and issubclass(
         registration.config_class, OnnxConfigWithPast
     )
-    if registration.generic and inferred in (Task.TEXT_GENERATION, Task.TEXT2TEXT_GENERATION):
+    generic = registration.generic or (
+        inferred is Task.TEXT_GENERATION and registration.borrows_decoder
+    )
+    if generic and inferred in (Task.TEXT_GENERATION, Task.TEXT2TEXT_GENERATION):
         from graphport.exporters.generic_decoder import takes_cache
 
         with_past = takes_cache(checkpoint.model_type, inferred)

@@ -127,3 +127,30 @@ def test_a_model_without_a_plain_cache_is_refused_with_the_reason():
 
     with pytest.raises(UnsupportedCacheError, match=r"returns a tuple as its cache, not a"):
         CacheLayout.read(NoCache(), [5, 6, 7])
+
+
+# A family that declares no causal-LM head lends it to the generic KV-cache path: an
+# encoder's decoder head (saved with is_decoder=True) and a seq2seq family's decoder alone.
+BORROWED = {
+    "bert": ("BertLMHeadModel", {"is_decoder": True}),
+    "bart": ("BartForCausalLM", {}),
+}
+
+
+@pytest.mark.parametrize("model_type", list(BORROWED))
+def test_a_family_without_a_causal_head_generates_through_the_generic_path(
+    model_type: str, tmp_path: Path
+):
+    architecture, overrides = BORROWED[model_type]
+    checkpoint = save_tiny_checkpoint(
+        model_type, tmp_path / "checkpoint", task="text-generation", **TINY, **overrides
+    )
+    out = tmp_path / "out"
+    export_model(checkpoint, out, runtimes=["onnxruntime"])  # task inferred from the head
+
+    manifest = ExportDirectory(out).manifest
+    assert manifest.source["architectures"] == [architecture]
+    assert (manifest.task, manifest.family) == ("text-generation", model_type)
+    assert manifest.kv_cache["num_layers"] == 2
+    generation = manifest.validation["generation"]
+    assert generation and all(g["first_difference"] is None for g in generation.values())
