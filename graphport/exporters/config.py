@@ -499,8 +499,8 @@ class OnnxConfigWithPast(OnnxConfig):
         for name in self.inputs:
             shape = self.input_shape(name, sizes)
             if name == "input_ids":
-                low = min(5, self._config.vocab_size - 1)
-                value = rng.integers(low, self._config.vocab_size, size=shape, dtype=np.int64)
+                low = min(5, self.text_vocab_size - 1)
+                value = rng.integers(low, self.text_vocab_size, size=shape, dtype=np.int64)
             elif name == "attention_mask":
                 value = mask
             elif name == "position_ids":
@@ -509,6 +509,13 @@ class OnnxConfigWithPast(OnnxConfig):
                 value = rng.standard_normal(shape, dtype=np.float32)
             feeds[name] = torch.from_numpy(np.ascontiguousarray(value))
         return feeds
+
+    @property
+    def text_vocab_size(self) -> int:
+        """The vocabulary token inputs are drawn from: the config's, or its text config's
+        (a vision-language model generating from text alone keeps it there)."""
+        size = getattr(self._config, "vocab_size", None)
+        return int(size if size is not None else self._config.get_text_config().vocab_size)
 
     def kv_cache_contract(self) -> dict[str, Any] | None:
         if not self.use_past:
@@ -530,7 +537,7 @@ class OnnxConfigWithPast(OnnxConfig):
         """Prompts generation is validated on: one alone, three of different lengths
         left-padded into one batch (random ids past the special tokens)."""
         rng = np.random.default_rng(seed)
-        low = min(5, self._config.vocab_size - 1)
+        low = min(5, self.text_vocab_size - 1)
         pad = getattr(self._config, "pad_token_id", None) or 0
         cases = []
         for label, lengths in (("single prompt", (9,)), ("padded batch of 3", (7, 3, 12))):
@@ -538,7 +545,7 @@ class OnnxConfigWithPast(OnnxConfig):
             ids = np.full((len(lengths), width), pad, dtype=np.int64)
             mask = np.zeros_like(ids)
             for row, length in enumerate(lengths):
-                ids[row, width - length :] = rng.integers(low, self._config.vocab_size, length)
+                ids[row, width - length :] = rng.integers(low, self.text_vocab_size, length)
                 mask[row, width - length :] = 1
             cases.append((label, {"input_ids": ids, "attention_mask": mask}))
         return cases
