@@ -702,11 +702,11 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
             return _right_padding_mask(shape, rng)
         raise NotImplementedError(f"{type(self).__name__} cannot make a dummy {name!r}.")
 
-    # ---- the decoder's cache dimensions -------------------------------------------------
+    # ---- the decoder: its vocabulary, and its cache from the dry run ---------------------
 
     @property
     def decoder_config(self) -> Any:
-        """The config that sizes the decoder: a composite model's ``decoder`` sub-config,
+        """The decoder's config (its vocabulary): a composite model's ``decoder`` sub-config,
         else the model's own (``get_text_config`` would rebuild T5's or BART's from
         defaults)."""
         from transformers import PretrainedConfig

@@ -1,11 +1,14 @@
 """Encoder-decoders: T5, BART and its relatives, Whisper, vision encoder-decoders.
 
 Each is exported as an ``encoder`` graph and a ``decoder`` graph with a self-attention KV
-cache (see ``OnnxSeq2SeqConfigWithPast``); what differs between families is only what the
-encoder takes (tokens, log-mel features, pixels) and whether the decoder masks the
-encoder's output (text encoders pad their input; Whisper's and images' are never padded).
-The bare models (``T5Model``, ``BartModel``, ``WhisperModel``...) are exported for
-feature-extraction as one graph returning both hidden states.
+cache (see ``OnnxSeq2SeqConfigWithPast``), whose layers, KV heads and head dims a dry run
+of the eager model reads (a model type without a family generates the same way, see
+``graphport.exporters.generic_seq2seq``). A family keeps only what that cannot infer:
+what the encoder takes (tokens, log-mel features, pixels) and whether the decoder masks
+the encoder's output (text encoders pad their input; Whisper's and images' are never
+padded), the bare models (``T5Model``, ``BartModel``, ``WhisperModel``...) exported for
+feature-extraction as one graph returning both hidden states, T5's tolerance, and the
+tiny configs tests build.
 
 The tiny overrides keep special tokens inside the tiny vocabulary and size every part the
 common defaults do not reach (decoder stacks, T5's head width, Whisper's mel bins). Their
