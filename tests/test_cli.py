@@ -257,7 +257,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path, Path], list[str]], int, str]] = {
         1,
         r"does not support the task 'image-classification'; it supports feature-extraction, "
         r"fill-mask, text-classification, token-classification, question-answering, "
-        r"multiple-choice\.",
+        r"multiple-choice, text-generation\.",
     ),
     "opset 9": (_export_with("--opset", "9"), 2, r"Opset 9 cannot be produced.*between 18 and"),
     "opset 99": (_export_with("--opset", "99"), 2, r"Opset 99 cannot be produced.*between 18 and"),
@@ -270,7 +270,8 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path, Path], list[str]], int, str]] = {
     "quantize a non-ONNX export": (
         _export_with("--format", "openvino", "--quantize", "int8-dynamic"),
         2,
-        r"--optimize and --quantize rewrite ONNX graphs; drop --format\.",
+        r"--optimize and --quantize rewrite ONNX graphs \(executorch takes --quantize .*\); "
+        r"drop --format\.",
     ),
     "calibration without quantize": (
         _export_with("-O", "2", "--calibration", "sentences.txt"),
