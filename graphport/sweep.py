@@ -111,9 +111,9 @@ REASON_RULES: tuple[tuple[str, str], ...] = (
     ("unsupported operator", r"[Uu]nsupported|not supported|No decomposition|not implemented"),
     ("tracing failed", r"failed at tracing|Every export strategy failed"),
     ("graph contract", r"graph (inputs|outputs) are"),
+    ("generation differs", r"tokens differ from transformers"),
     ("runtime error", r"(onnxruntime|openvino) / [^/]*: "),
     ("outputs differ", r"values off|vectors below cosine|NaN"),
-    ("generation differs", r"tokens differ from transformers"),
 )
 
 _PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:/[\w.@+~-]+){2,}/?")
