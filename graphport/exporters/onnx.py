@@ -145,10 +145,72 @@ def _torch_export(
         dynamic_shapes=dynamic_shapes,
         opset_version=opset,
         dynamo=True,
-        optimize=True,
+        optimize=False,  # optimize_graph below: the exporter's optimizer drops tiny epsilons
         verbose=False,
     )
+    optimize_graph(program.model)
     return program.model
+
+
+def _exact_rewrite_rules() -> tuple[Any, ...] | None:
+    """onnxscript's default rewrite rules, less its no-op rules that match their constant
+    only approximately (None where onnxscript no longer has them where they were).
+
+    Those rules take ``x + c`` for ``x + 0`` (and ``x * c`` for ``x * 1``) when ``c`` is
+    within an absolute 1e-8, so ``variance + 1e-8``, the epsilon of an RMSNorm (Helium's
+    default), was dropped and a zero vector, such as a padding token's zeroed embedding,
+    normalized to NaN, which attention then spread to every position of its row. The
+    runtimes' own graph optimizers remove exact no-ops. Dropout removal is exact and kept.
+    """
+    try:
+        from onnxscript.rewriter import _DEFAULT_REWRITE_RULES
+        from onnxscript.rewriter.rules.common import _no_op
+    except ImportError:
+        return None
+    kept = {id(_no_op.dropout_zero_rule), id(_no_op.dropout_inference_rule)}
+    approximate = {id(rule) for rule in _no_op.rules.rules} - kept
+    return tuple(rule for rule in _DEFAULT_REWRITE_RULES if id(rule) not in approximate)
+
+
+def optimize_graph(model: ir.Model) -> None:
+    """onnxscript's optimizer in place (inlining, constant folding, shape simplification,
+    its rewrite rules, dead code, initializer deduplication), as ``torch.onnx.export``'s
+    ``optimize=True`` runs it, but with ``_exact_rewrite_rules``."""
+    import onnxscript.optimizer
+    from onnx_ir.passes import common
+    from onnxscript.optimizer import constant_folding
+    from onnxscript.rewriter import RewritePass
+
+    rules = _exact_rewrite_rules()
+    if rules is None:
+        onnxscript.optimizer.optimize(model)
+        return
+    folding = constant_folding.FoldConstantsPass(
+        shape_inference=True,
+        input_size_limit=constant_folding.DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
+        output_size_limit=constant_folding.DEFAULT_CONSTANT_FOLD_OUTPUT_SIZE_LIMIT,
+    )
+    ir.passes.Sequential(
+        common.InlinePass(),
+        ir.passes.PassManager(
+            [
+                folding,
+                RewritePass(rules),
+                common.RemoveUnusedNodesPass(),
+                common.RemoveUnusedFunctionsPass(),
+                common.RemoveUnusedOpsetsPass(),
+            ],
+            steps=2,
+            early_stop=True,
+        ),
+        common.RemoveUnusedNodesPass(),
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        common.LiftSubgraphInitializersToMainGraphPass(),
+        common.DeduplicateInitializersPass(),
+        common.CommonSubexpressionEliminationPass(),
+        common.OutputFixPass(),
+        common.NameFixPass(),
+    )(model)
 
 
 def _torchscript_export(

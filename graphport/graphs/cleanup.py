@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 import onnx_ir as ir
-import onnxscript.optimizer
 from onnx_ir.passes import common as common_passes
+
+from graphport.exporters.onnx import optimize_graph
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,8 @@ class CleanupPass(ir.passes.InPlacePass):
 
     Rules, in order:
       1. fold constants and simplify shape computations (onnxscript's optimizer, which also
-         inlines local functions and removes dead code);
+         inlines local functions and removes dead code; without its approximate no-op
+         rules, see ``optimize_graph``);
       2. merge initializers with identical contents;
       3. eliminate common subexpressions and Identity nodes;
       4. drop nodes, functions and opset imports nothing uses.
@@ -28,7 +30,7 @@ class CleanupPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         before = _fingerprint(model)
-        onnxscript.optimizer.optimize(model)  # rule 1
+        optimize_graph(model)  # rule 1
         common_passes.DeduplicateHashedInitializersPass()(model)  # rule 2
         common_passes.CommonSubexpressionEliminationPass()(model)  # rule 3
         common_passes.IdentityEliminationPass()(model)

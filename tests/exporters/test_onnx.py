@@ -97,3 +97,33 @@ def test_fp16_export_keeps_integer_inputs():
     exported = export_to_onnx(model, get_onnx_config(model.config, "default"))
     assert exported.model.graph.inputs[0].dtype == ir.DataType.INT64
     assert exported.model.graph.outputs[0].dtype == ir.DataType.FLOAT16
+
+
+def test_a_tiny_epsilon_survives_graph_optimization():
+    """An RMSNorm's ``1 / sqrt(mean(x^2) + 1e-8)`` keeps its epsilon: onnxscript's no-op
+    rule would take ``+ 1e-8`` for ``+ 0``, and a zero vector would then give inf/NaN."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    from graphport.exporters.onnx import optimize_graph
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["eps"], value_float=1e-8),
+            helper.make_node("Add", ["x", "eps"], ["shifted"]),
+            helper.make_node("Sqrt", ["shifted"], ["root"]),
+            helper.make_node("Reciprocal", ["root"], ["y"]),
+        ],
+        "norm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+    def run(model: ir.Model) -> np.ndarray:
+        session = ort.InferenceSession(ir.serde.serialize_model(model).SerializeToString())
+        return session.run(None, {"x": np.zeros(2, np.float32)})[0]
+
+    model = ir.serde.deserialize_model(proto)
+    optimize_graph(model)  # onnxscript.optimizer.optimize gives [inf, inf] here
+    np.testing.assert_allclose(run(model), [1e4, 1e4], rtol=1e-3)
