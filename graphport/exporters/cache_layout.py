@@ -172,11 +172,12 @@ class CacheLayout:
         """Run ``model``'s encoder on ``encoder_inputs`` (one row), then the model on its
         ``last_hidden_state`` alone and three decoder tokens with ``use_cache=True``, as the
         decoder graph runs it, and read both halves of the ``EncoderDecoderCache`` it
-        returns."""
+        returns. A second step feeds two more tokens on that cache: the decoder graph takes
+        several new tokens on a past (ProphetNet's decoder takes one at most)."""
         from transformers import EncoderDecoderCache
         from transformers.modeling_outputs import BaseModelOutput
 
-        from graphport.exporters.kv_cache import output_cache
+        from graphport.exporters.kv_cache import cache_argument, output_cache
 
         decoder_ids = torch.full((1, DRY_RUN_TOKENS), min(5, _vocab_size(model) - 1))
         try:
@@ -186,21 +187,31 @@ class CacheLayout:
                 kwargs: dict[str, Any] = {"encoder_outputs": BaseModelOutput(encoded)}
                 if "attention_mask" in encoder_inputs:
                     kwargs["attention_mask"] = encoder_inputs["attention_mask"]
-                output = model(**kwargs, decoder_input_ids=decoder_ids, use_cache=True)
-            cache = output_cache(output)
+                cache = output_cache(model(**kwargs, decoder_input_ids=decoder_ids, use_cache=True))
+                if not isinstance(cache, EncoderDecoderCache):
+                    raise UnsupportedCacheError(
+                        f"{type(model).__name__} returns a {type(cache).__name__} as its cache, "
+                        "not an EncoderDecoderCache of self- and cross-attention layers, so "
+                        "graphport cannot make it the decoder graph's past."
+                    )
+                # Read before the second step extends the cache.
+                layout = cls._of_encoder_decoder(model, cache, int(encoded.shape[1]))
+                more = {"decoder_input_ids": decoder_ids[:, :2], cache_argument(model): cache}
+                model(**kwargs, **more, use_cache=True)
+        except UnsupportedCacheError:
+            raise
         except Exception as e:
             raise UnsupportedCacheError(
-                f"{type(model).__name__} fails on a dry run of its decoder on the encoder's "
-                f"last_hidden_state with use_cache=True ({_first_line(e)}), so graphport cannot "
-                "export its decoder with a KV cache."
+                f"{type(model).__name__} fails on a dry run of its decoder (three tokens, then "
+                "two more on their cache, fed the encoder's last_hidden_state, use_cache=True) "
+                f"with {_first_line(e)}, so graphport cannot export its decoder with a KV cache."
             ) from e
-        if not isinstance(cache, EncoderDecoderCache):
-            raise UnsupportedCacheError(
-                f"{type(model).__name__} returns a {type(cache).__name__} as its cache, not an "
-                "EncoderDecoderCache of self- and cross-attention layers, so graphport cannot "
-                "make it the decoder graph's past."
-            )
-        encoder_positions = int(encoded.shape[1])
+        return layout
+
+    @classmethod
+    def _of_encoder_decoder(
+        cls, model: torch.nn.Module, cache: Any, encoder_positions: int
+    ) -> CacheLayout:
         return cls(
             tuple(
                 _layer_shape(model, i, layer, DRY_RUN_TOKENS)

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from graphport.errors import ExportError, UnsupportedModelError
+from graphport.errors import ExportError, UnsupportedModelError, UsageError
 from graphport.exporters.cache_layout import CacheLayout, UnsupportedCacheError
 from graphport.exporters.tasks import Task, parse_task
 
@@ -905,6 +905,7 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
         from graphport.exporters.kv_cache import Seq2SeqDecoderWithCache, Seq2SeqEncoder
 
         if self.use_past:
+            _check_decoder_start(model)
             self.read_cache_layout(model)
         encoder, decoder = self.for_graph("encoder"), self.for_graph("decoder")
         layers = self.num_layers if self.use_past else 0
@@ -914,6 +915,19 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
                 "decoder", Seq2SeqDecoderWithCache(model, list(decoder.inputs), layers), decoder
             ),
         ]
+
+
+def _check_decoder_start(model: torch.nn.Module) -> None:
+    """Refuse, before anything is written, a checkpoint whose decoder generate() cannot
+    start (transformers needs a decoder start or BOS token in the generation config)."""
+    generation = getattr(model, "generation_config", None)
+    names = ("decoder_start_token_id", "bos_token_id")
+    if all(getattr(generation, name, None) is None for name in names):
+        raise UsageError(
+            f"The checkpoint's config names no {' or '.join(names)}, so generate() cannot "
+            "start its decoder; set decoder_start_token_id in config.json (T5-style models "
+            "start from their pad token) and export again."
+        )
 
 
 def _as_sequence(axes: Axes) -> Axes:

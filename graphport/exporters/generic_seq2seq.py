@@ -21,6 +21,14 @@ from graphport.exporters.tasks import Task
 # Where a config names no ``vocab_size``: FSMT's source and target vocabularies.
 _VOCABULARIES = ("src_vocab_size", "tgt_vocab_size")
 
+# Types whose encoder no graph can serve at every length, and why (a dry run would not
+# tell: they fail only once traced, on another length than the trace's).
+UNTRACEABLE_ENCODERS = {
+    "led": "LED's encoder pads its input to a multiple of attention_window and reshapes it "
+    "into a data-dependent number of chunks, which torch.export cannot trace and TorchScript "
+    "fixes to the traced length",
+}
+
 
 class GenericSeq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
     """A text-to-text model without a family, with the KV cache its eager model returns."""
@@ -35,6 +43,11 @@ class GenericSeq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
         use_past: bool = True,
     ) -> None:
         super().__init__(config, task, patching_specs, use_past)
+        if config.model_type in UNTRACEABLE_ENCODERS:
+            raise UnsupportedModelError(
+                f"{UNTRACEABLE_ENCODERS[config.model_type]}, so graphport cannot export model "
+                f"type {config.model_type!r} for {self.task.value}."
+            )
         if self.use_past and not takes_cache(config.model_type, Task.TEXT2TEXT_GENERATION):
             raise UnsupportedModelError(
                 f"Model type {config.model_type!r} has no family in graphport, and its "

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from graphport.api.export import export_model
-from graphport.errors import UnsupportedModelError
+from graphport.errors import UnsupportedModelError, UsageError
 from graphport.exporters.cache_layout import CacheLayout, UnsupportedCacheError
 from graphport.manifest import ExportDirectory
 from graphport.models.registry import export_config, get_onnx_config
@@ -83,13 +83,30 @@ def test_exports_with_its_cache_and_generates_as_eager(model_type: str, tmp_path
     assert len(tokens) > 4, "varied tokens test positions and the cache, not a constant"
 
 
-def test_a_decoder_that_cannot_take_the_encoder_output_alone_is_refused():
-    """Switch Transformers' decoder reads router logits off the encoder output it is
-    given, so the decoder graph (fed ``last_hidden_state``) cannot run it."""
-    model = tiny_model("switch_transformers", "text2text-generation")
-    config = get_onnx_config(model.config, "text2text-generation-with-past")
-    with pytest.raises(UnsupportedModelError, match=r"fails on a dry run of its decoder.*router"):
-        config.sub_graphs(model)
+# model type -> (tiny config overrides, the error the export fails with, its sentence).
+REFUSED: dict[str, tuple[dict[str, Any], type[Exception], str]] = {
+    # Its decoder reads router logits off the encoder output it is given, so the decoder
+    # graph (fed last_hidden_state alone) cannot run it.
+    "switch_transformers": (
+        {"decoder_start_token_id": 0},
+        UnsupportedModelError,
+        r"fails on a dry run of its decoder.*router_logits",
+    ),
+    # Its decoder takes one new token at most on a cache.
+    "prophetnet": ({}, UnsupportedModelError, r"fails on a dry run.*of length 1"),
+    # Its encoder reshapes into a data-dependent number of attention-window chunks.
+    "led": ({}, UnsupportedModelError, r"LED's encoder pads its input.*cannot export"),
+    # The tiny config names no decoder start (a real LongT5 checkpoint does).
+    "longt5": ({}, UsageError, r"names no decoder_start_token_id or bos_token_id"),
+}
+
+
+@pytest.mark.parametrize("model_type", list(REFUSED))
+def test_a_model_that_cannot_generate_through_the_graphs_is_refused(model_type: str):
+    overrides, error, message = REFUSED[model_type]
+    model = tiny_model(model_type, "text2text-generation", **overrides)
+    with pytest.raises(error, match=message):
+        get_onnx_config(model.config, "text2text-generation-with-past").sub_graphs(model)
 
 
 def test_a_cache_that_is_not_an_encoder_decoder_cache_is_refused():
