@@ -195,15 +195,12 @@ def resolve_task(checkpoint: Any, task: str | Task | None) -> tuple[Task, bool]:
         return parse_task(task)
     registration = get_registration(checkpoint.model_type)
     inferred = infer_task(checkpoint.model_type, checkpoint.architectures, registration.tasks)
-    if registration.generic and inferred not in (None, *GENERATIVE_TASKS):
-        # A head that also generates (MvpForConditionalGeneration fills masks too) is
-        # exported to generate, as the families' seq2seq heads are.
-        generative = infer_task(
-            checkpoint.model_type,
-            checkpoint.architectures,
-            [t for t in registration.tasks if t in GENERATIVE_TASKS],
-        )
-        inferred = generative if generative in GENERATIVE_TASKS else inferred
+    if registration.generic and inferred is Task.FILL_MASK:
+        # A seq2seq head that also fills masks (MvpForConditionalGeneration) is exported
+        # to generate, as the families' (BartForConditionalGeneration) are.
+        seq2seq = Task.TEXT2TEXT_GENERATION
+        if infer_task(checkpoint.model_type, checkpoint.architectures, [seq2seq]) is seq2seq:
+            inferred = seq2seq
     if inferred is None:
         logger.info(
             "config.architectures (%s) names no known head; using feature-extraction.",
