@@ -531,7 +531,7 @@ def generate(
         click.echo(text)
     click.echo(
         f"[{result.steps} steps, {len(result.texts)} prompt(s), "
-        f"{result.tokens_per_second:.1f} tokens/s on {runtime}]",
+        f"{result.tokens_per_second:.1f} tokens/s on {result.runtime}]",
         err=True,
     )
 

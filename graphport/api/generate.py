@@ -43,6 +43,7 @@ class GeneratedText:
     steps: int
     seconds: float
     eos_token_id: list[int] = dataclasses.field(default_factory=list)
+    runtime: str = ""  # the runtime that generated
 
     def trimmed(self, row: int) -> list[int]:
         """A row's new tokens up to and including its first end-of-sequence token."""
@@ -158,7 +159,7 @@ def generate_text(
         new = sequences[:, sequences.shape[1] - steps :]
     tokens = new.tolist()
     texts = [tokenizer.decode(row, skip_special_tokens=True) for row in tokens]
-    return GeneratedText(tokens, texts, steps, seconds, list(defaults["eos_token_id"]))
+    return GeneratedText(tokens, texts, steps, seconds, list(defaults["eos_token_id"]), runtime)
 
 
 _warned: set[tuple[int, ...]] = set()
