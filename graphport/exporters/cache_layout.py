@@ -147,7 +147,7 @@ class CacheLayout:
     @classmethod
     def read(cls, model: torch.nn.Module, input_ids: Sequence[int] | None = None) -> CacheLayout:
         """Run ``model`` once with ``use_cache=True`` and read the layout off its cache."""
-        from graphport.exporters.kv_cache import output_cache
+        from graphport.exporters.kv_cache import decoder_cache, output_cache
 
         ids = list(input_ids or ())[:DRY_RUN_TOKENS] or [min(5, _vocab_size(model) - 1)] * 3
         tokens = torch.tensor([ids], dtype=torch.long)
@@ -156,7 +156,7 @@ class CacheLayout:
                 output = model(
                     input_ids=tokens, attention_mask=torch.ones_like(tokens), use_cache=True
                 )
-            cache = output_cache(output)
+            cache = decoder_cache(output_cache(output))
         except Exception as e:
             raise UnsupportedCacheError(
                 f"{type(model).__name__} returns no KV cache on a dry run with use_cache=True "

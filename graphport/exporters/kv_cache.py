@@ -71,6 +71,17 @@ def output_cache(output: object) -> object:
     raise ValueError("the model returned no cache; was it called with use_cache=True?")
 
 
+def decoder_cache(cache: object) -> object:
+    """The self-attention half of an ``EncoderDecoderCache`` whose cross-attention half
+    holds nothing (a decoder-only head of an encoder family, such as Megatron-BERT's, keeps
+    its cache in one), else ``cache`` itself."""
+    from transformers import EncoderDecoderCache
+
+    if isinstance(cache, EncoderDecoderCache) and cache.cross_attention_cache.get_seq_length() == 0:
+        return cache.self_attention_cache
+    return cache
+
+
 class _WithCache(torch.nn.Module):
     """A positional wrapper of ``model`` whose inputs include the past of ``num_layers``
     layers and whose outputs are the logits and the present of each layer."""
@@ -183,7 +194,7 @@ class CausalLMWithCache(_WithCache):
             seen = named["attention_mask"].shape[-1] - named["input_ids"].shape[-1]
             cache = layered_cache(past, self.layout, seen)
         output = self.model(**named, **{self.cache_argument: cache}, use_cache=True)
-        return self.outputs(output.logits, output_cache(output))
+        return self.outputs(output.logits, decoder_cache(output_cache(output)))
 
 
 class Seq2SeqEncoder(torch.nn.Module):
