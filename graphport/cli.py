@@ -22,6 +22,7 @@ from graphport import __version__
 from graphport.errors import GraphportError
 from graphport.graphs import DEFAULT_INT4_METHOD, INT4_METHODS
 from graphport.graphs import QUANT_MODES as QUANT_MODE_CHOICES
+from graphport.sweep import GENERATION_TASKS
 from graphport.verbosity import set_verbosity
 
 logger = logging.getLogger("graphport.cli")
@@ -928,6 +929,13 @@ def _runtime_info(name: str) -> str:
     help="The support matrix to write (from every result in the cache).",
 )
 @click.option("--rerun", is_flag=True, help="Re-run the model types already in the cache.")
+@click.option(
+    "--task",
+    "tasks",
+    type=click.Choice(["feature-extraction", *GENERATION_TASKS]),
+    multiple=True,
+    help="Only these of each model type's tasks (repeatable; default: all it has).",
+)
 def sweep(
     only: str | None,
     jobs: int,
@@ -936,6 +944,7 @@ def sweep(
     cache: Path,
     output: Path,
     rerun: bool,
+    tasks: tuple[str, ...],
 ) -> None:
     """Export and validate a tiny model of every model type; write the support matrix."""
     from graphport.sweep import Status, counts, run_sweep
@@ -949,7 +958,15 @@ def sweep(
         )
 
     results = run_sweep(
-        output, cache, _split(only), jobs, timeout, max_memory, rerun, progress=progress
+        output,
+        cache,
+        _split(only),
+        jobs,
+        timeout,
+        max_memory,
+        rerun,
+        progress=progress,
+        tasks=tasks or None,
     )
     rows = [r for rows in results.values() for r in rows]
     table = counts(rows)

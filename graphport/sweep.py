@@ -578,9 +578,13 @@ def run_sweep(
     rerun: bool = False,
     start_method: str = "forkserver",
     progress: Callable[[int, int, SweepResult], None] | None = None,
+    tasks: Sequence[str] | None = None,
 ) -> dict[str, list[SweepResult]]:
     """Run the model types the arguments select, cache each result as it arrives, and
     write the support matrix from the whole cache; returns the cache's results.
+
+    ``tasks`` keeps only those of each type's ``sweep_tasks`` (to refresh the generation
+    rows alone, say).
 
     ``jobs`` processes run at a time; 0 runs the model types in this process, one after
     another, without timeout or memory cap (to debug one model type).
@@ -594,6 +598,7 @@ def run_sweep(
         (model_type, task)
         for model_type in select_model_types(only, {}, rerun)
         for task in sweep_tasks(model_type)
+        if not tasks or task in tasks
         if fresh or not any(r.task == task for r in results.get(model_type, []))
     ]
     done = 0

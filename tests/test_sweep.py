@@ -151,3 +151,12 @@ def test_a_causal_lm_gets_a_generation_row_with_greedy_parity(tmp_path: Path):
     assert "| `qwen3` | text-generation-with-past | generic | pass | pass | pass | validated |" in (
         output.read_text()
     )
+
+
+def test_task_selects_the_rows_that_run(tmp_path: Path):
+    output, cache = tmp_path / "SUPPORTED.md", tmp_path / "sweep.json"
+    # patchtst has no causal-LM class: no generation row to run, so nothing runs.
+    results = run_sweep(output, cache, only=[REFUSED], jobs=0, tasks=["text-generation-with-past"])
+    assert REFUSED not in results
+    results = run_sweep(output, cache, only=[REFUSED], jobs=0, tasks=["feature-extraction"])
+    assert [r.task for r in results[REFUSED]] == ["feature-extraction"]
