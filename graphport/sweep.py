@@ -96,6 +96,7 @@ class SweepResult:
 REASON_RULES: tuple[tuple[str, str], ...] = (
     ("model class unavailable", r"ImportError|No module named|requires the .* librar"),
     ("task not supported", r"does not support the task"),
+    ("checkpoint config incomplete", r"config names no|config of model type .* names no"),
     ("cache not carried", r"UnsupportedCacheError|cannot be exported with one"),
     ("unsupported main input", r"main input is"),
     ("forward needs other inputs", r"forward requires|gives no size for"),
@@ -230,21 +231,28 @@ def _build(model_type: str, task: str, seed: int) -> tuple[Any, str]:
 def _head_overrides(model_type: str, task: Any) -> dict[str, Any]:
     """Config values a checkpoint of the task's head has: an encoder family's causal-LM head
     (BertLMHeadModel, ErnieForCausalLM...) is saved with ``is_decoder=True``, without which
-    it attends both ways and returns no cache."""
+    it attends both ways and returns no cache; a seq2seq LM names the token its decoder
+    starts from (T5-style checkpoints their pad token), which a bare config may not."""
     import inspect
 
     from transformers import AutoConfig
 
     from graphport.exporters.tasks import Task
 
-    if task is not Task.TEXT_GENERATION:
-        return {}
     try:
-        config_class = type(AutoConfig.for_model(model_type))
+        config = AutoConfig.for_model(model_type)
     except Exception:
         return {}
-    takes = "is_decoder" in inspect.signature(config_class.__init__).parameters
-    return {"is_decoder": True} if takes else {}
+    if task is Task.TEXT_GENERATION:
+        takes = "is_decoder" in inspect.signature(type(config).__init__).parameters
+        return {"is_decoder": True} if takes else {}
+    if task is Task.TEXT2TEXT_GENERATION:
+        text = config.get_text_config(decoder=True)
+        if getattr(text, "decoder_start_token_id", None) is None and (
+            getattr(text, "bos_token_id", None) is None
+        ):
+            return {"decoder_start_token_id": getattr(text, "pad_token_id", None) or 0}
+    return {}
 
 
 def _build_failure(error: Exception) -> tuple[Status, str, str]:
