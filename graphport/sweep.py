@@ -202,7 +202,7 @@ def sweep_tasks(model_type: str) -> list[str]:
         return ["feature-extraction"]
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         tasks.append("text-generation-with-past")
-    elif model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
+    if model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
         tasks.append("text2text-generation-with-past")
     return list(dict.fromkeys(tasks))
 
@@ -627,8 +627,16 @@ def run_sweep(
         run_isolated(
             selected, jobs, timeout, max_memory_gb, start_method=start_method, on_result=record
         )
+    if not only:  # rows of tasks a type is no longer swept for leave the matrix
+        results = {m: _current(m, rows) for m, rows in results.items()}
+        save_cache(cache, results)
     write_matrix(output, [r for rows in results.values() for r in rows])
     return results
+
+
+def _current(model_type: str, rows: list[SweepResult]) -> list[SweepResult]:
+    tasks = sweep_tasks(model_type)
+    return [r for r in rows if r.task in tasks] or rows
 
 
 # ---- the matrix --------------------------------------------------------------------------
