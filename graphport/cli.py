@@ -203,18 +203,18 @@ def _html_on_parity_error(html_file: Path | None) -> Iterator[None]:
     help="tensorrt: axis ranges AXIS=MIN:OPT:MAX,..., e.g. batch=1:4:16,sequence=1:128:256.",
 )
 @click.option(
-    "-O",
-    "--optimize",
-    type=click.IntRange(1, 3),
-    default=None,
-    help="Then optimize the ONNX graph at this level for onnxruntime (as `graphport optimize`).",
-)
-@click.option(
     "--max-cache-len",
     type=click.IntRange(2, None),
     default=None,
     help="executorch: positions of a decoder's static KV cache (default 256, capped at the "
     "model's positions).",
+)
+@click.option(
+    "-O",
+    "--optimize",
+    type=click.IntRange(1, 3),
+    default=None,
+    help="Then optimize the ONNX graph at this level for onnxruntime (as `graphport optimize`).",
 )
 @click.option(
     "--quantize",
