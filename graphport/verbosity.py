@@ -32,6 +32,10 @@ _NOISY = (
     "torch._dynamo",
     "onnxscript",
     "onnx_ir",
+    # torchao (executorch's quantizer, imported by transformers wherever it is installed)
+    # names the CUDA kernels it cannot load and registers enums torch warns about.
+    "torchao",
+    "torch.utils._pytree",
 )
 
 _handler: logging.Handler | None = None
