@@ -136,19 +136,19 @@ def _torch_export(
             name: {axis: dims.setdefault(dim, torch.export.Dim(dim)) for axis, dim in axes.items()}
             for name, axes in config.inputs.items()
         }
-    program = torch.onnx.export(
-        model,
-        args,
-        kwargs=kwargs,
-        input_names=list(inputs),
-        output_names=output_names,
-        dynamic_shapes=dynamic_shapes,
-        opset_version=opset,
-        dynamo=True,
-        optimize=False,  # optimize_graph below: the exporter's optimizer drops tiny epsilons
-        verbose=False,
-    )
-    optimize_graph(program.model)
+    with exact_rewrite_rules():  # the exporter's optimizer drops tiny epsilons otherwise
+        program = torch.onnx.export(
+            model,
+            args,
+            kwargs=kwargs,
+            input_names=list(inputs),
+            output_names=output_names,
+            dynamic_shapes=dynamic_shapes,
+            opset_version=opset,
+            dynamo=True,
+            optimize=True,
+            verbose=False,
+        )
     return program.model
 
 
@@ -172,45 +172,32 @@ def _exact_rewrite_rules() -> tuple[Any, ...] | None:
     return tuple(rule for rule in _DEFAULT_REWRITE_RULES if id(rule) not in approximate)
 
 
-def optimize_graph(model: ir.Model) -> None:
-    """onnxscript's optimizer in place (inlining, constant folding, shape simplification,
-    its rewrite rules, dead code, initializer deduplication), as ``torch.onnx.export``'s
-    ``optimize=True`` runs it, but with ``_exact_rewrite_rules``."""
-    import onnxscript.optimizer
-    from onnx_ir.passes import common
-    from onnxscript.optimizer import constant_folding
-    from onnxscript.rewriter import RewritePass
-
+@contextlib.contextmanager
+def exact_rewrite_rules() -> Iterator[None]:
+    """Within the block, onnxscript's optimizer (the one ``torch.onnx.export(optimize=True)``
+    runs) applies ``_exact_rewrite_rules``. onnxscript takes its rule list from a module
+    attribute at each call and has no argument for it, hence the swap."""
     rules = _exact_rewrite_rules()
     if rules is None:
-        onnxscript.optimizer.optimize(model)
+        yield
         return
-    folding = constant_folding.FoldConstantsPass(
-        shape_inference=True,
-        input_size_limit=constant_folding.DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
-        output_size_limit=constant_folding.DEFAULT_CONSTANT_FOLD_OUTPUT_SIZE_LIMIT,
-    )
-    ir.passes.Sequential(
-        common.InlinePass(),
-        ir.passes.PassManager(
-            [
-                folding,
-                RewritePass(rules),
-                common.RemoveUnusedNodesPass(),
-                common.RemoveUnusedFunctionsPass(),
-                common.RemoveUnusedOpsetsPass(),
-            ],
-            steps=2,
-            early_stop=True,
-        ),
-        common.RemoveUnusedNodesPass(),
-        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
-        common.LiftSubgraphInitializersToMainGraphPass(),
-        common.DeduplicateInitializersPass(),
-        common.CommonSubexpressionEliminationPass(),
-        common.OutputFixPass(),
-        common.NameFixPass(),
-    )(model)
+    from onnxscript import rewriter
+
+    saved = rewriter._DEFAULT_REWRITE_RULES
+    rewriter._DEFAULT_REWRITE_RULES = rules
+    try:
+        yield
+    finally:
+        rewriter._DEFAULT_REWRITE_RULES = saved
+
+
+def optimize_graph(model: ir.Model) -> None:
+    """onnxscript's optimizer in place (inlining, constant folding, shape simplification,
+    its rewrite rules, dead code, initializer deduplication) with ``_exact_rewrite_rules``."""
+    import onnxscript.optimizer
+
+    with exact_rewrite_rules():
+        onnxscript.optimizer.optimize(model)
 
 
 def _torchscript_export(
