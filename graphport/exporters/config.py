@@ -97,6 +97,9 @@ class OnnxConfig:
     """
 
     tasks: ClassVar[tuple[Task, ...]] = (Task.FEATURE_EXTRACTION,)
+    # Whether a family without a causal-LM task lends its model type's causal-LM head to
+    # the generic KV-cache path (graphport.models.registry.Registration.borrows_decoder).
+    lends_decoder: ClassVar[bool] = True
     modality: ClassVar[str] = "text"
     default_fixed_batch: ClassVar[int] = 2
     default_fixed_sequence: ClassVar[int] = 16

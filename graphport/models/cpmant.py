@@ -41,6 +41,9 @@ _TINY = {
 @register("cpmant", family="cpmant", tiny=_TINY)
 class CpmAntOnnxConfig(TextOnnxConfig):
     tasks = (Task.FEATURE_EXTRACTION,)
+    # CpmAntForCausalLM's cache layers hold more positions than the tokens fed (its prompt
+    # segments), which the generic KV-cache path cannot carry as past tensors.
+    lends_decoder = False
 
     @property
     def inputs(self) -> Mapping[str, Axes]:

@@ -54,6 +54,8 @@ class Registration:
         takes a cache."""
         if self.generic or Task.TEXT_GENERATION in self.config_class.tasks:
             return False
+        if not self.config_class.lends_decoder:
+            return False
         from graphport.exporters.generic_decoder import takes_cache
 
         return takes_cache(self.model_type)
