@@ -59,7 +59,14 @@ CASES: dict[str, tuple[dict[str, Any], str, list[int | None]]] = {
 }
 
 
-@pytest.mark.parametrize("model_type", list(CASES))
+# The list runs in CI; the other cases run with -m slow (the suite's time budget).
+SLOW = {"smollm3", "mistral", "qwen3_moe", "olmoe", "deepseek_v3"}
+
+
+@pytest.mark.parametrize(
+    "model_type",
+    [pytest.param(m, marks=pytest.mark.slow) if m in SLOW else m for m in CASES],
+)
 def test_exports_with_its_cache_and_generates_as_eager(model_type: str, tmp_path: Path):
     overrides, family, windows = CASES[model_type]
     checkpoint = save_tiny_checkpoint(
@@ -137,7 +144,7 @@ BORROWED = {
 }
 
 
-@pytest.mark.parametrize("model_type", list(BORROWED))
+@pytest.mark.parametrize("model_type", ["bert", pytest.param("bart", marks=pytest.mark.slow)])
 def test_a_family_without_a_causal_head_generates_through_the_generic_path(
     model_type: str, tmp_path: Path
 ):
