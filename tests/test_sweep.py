@@ -138,6 +138,7 @@ def test_cli_sweep_only(tmp_path: Path):
     assert "Unknown model type(s) bertish" in unknown.output
 
 
+@pytest.mark.slow  # the qwen3 export of tests/models/test_any_decoder.py again, via the sweep
 def test_a_causal_lm_gets_a_generation_row_with_greedy_parity(tmp_path: Path):
     assert sweep_tasks("qwen3") == ["feature-extraction", "text-generation-with-past"]
     assert sweep_tasks(FAST) == ["feature-extraction"]
