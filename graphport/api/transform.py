@@ -168,6 +168,8 @@ def _run(
                     graph.name, graph.file, ir.load(current), None
                 )
                 modified |= graph_modified
+                if graph_details.get("kv_cache") and manifest.kv_cache:  # a new cache contract
+                    manifest.kv_cache = {**manifest.kv_cache, **graph_details.pop("kv_cache")}
                 if len(manifest.graphs) == 1:
                     details = graph_details
                 else:
@@ -262,6 +264,9 @@ def optimize_export(
     family = ExportDirectory(src).manifest.family
     steps: list[tuple[str, str, Step]] = [("cleanup", "fp32", _ir_step(CleanupPass))]
     if target == "onnxruntime" and level >= 2:
+        gqa = _gqa_step(ExportDirectory(src))
+        if gqa is not None:  # before the fusions, while every node carries its scope
+            steps.append(("group-query-attention", "fp32", gqa))
         steps.append(
             (
                 "ort-fusion",
@@ -299,6 +304,43 @@ def optimize_export(
         overwrite,
         localize,
     )
+
+
+def _gqa_step(src: ExportDirectory) -> Step | None:
+    """The GroupQueryAttention rewrite of a Llama-layout decoder with a KV cache that
+    keeps every position (graphs/gqa.py), or None where it does not apply."""
+    from transformers import AutoConfig
+
+    from graphport.graphs.gqa import FAMILIES, GroupQueryAttentionPass, attention_shape
+
+    manifest = src.manifest
+    contract = manifest.kv_cache or {}
+    windows = [layer.get("sliding_window") for layer in contract.get("layers") or []]
+    if manifest.family not in FAMILIES or not contract or any(windows):
+        return None
+    if manifest.task != "text-generation" or len(manifest.graphs) != 1:
+        return None
+    shape = attention_shape(AutoConfig.from_pretrained(src.path, local_files_only=True))
+
+    def details(p: GroupQueryAttentionPass) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "layers": len(p.layers),
+            "rotary_inside": shape.cos is not None,
+            "skipped": {str(k): v for k, v in p.skipped.items()},
+        }
+        if p.shared_buffer:  # the runtime may bind one buffer as past and present
+            info["kv_cache"] = {"shared_buffer": True, "max_length": _max_length(src, shape)}
+        return info
+
+    return _ir_step(lambda: GroupQueryAttentionPass(shape), details, must_load=True)
+
+
+def _max_length(src: ExportDirectory, shape: Any) -> int:
+    """The longest sequence a shared buffer may hold: the model's positions (the rotary
+    tables cover exactly those)."""
+    from graphport.runtimes.generate import max_positions
+
+    return int(max_positions(src) or (len(shape.cos) if shape.cos is not None else 0))
 
 
 def quantize_export(

@@ -1,0 +1,372 @@
+"""Decoder attention as onnxruntime's GroupQueryAttention, whose past and present may
+share one preallocated buffer.
+
+torch.export writes a decoder layer's attention as a dozen-node chain per layer: the
+rotary embedding, ``Concat(past, new)`` for the present, the grouped heads repeated by
+Expand/Reshape, the mask built from ``attention_mask`` and the cache length, MatMul,
+Softmax, MatMul. onnxscript's GQA fusion does not match that chain (the repeat and the
+mask arithmetic differ from its patterns), so this pass rewrites it structurally, from the
+module scopes every node carries: the outputs of ``q_proj``, ``k_proj`` and ``v_proj``
+feed one ``com.microsoft.GroupQueryAttention`` whose output feeds ``o_proj`` and whose
+present key and value are the graph's ``present.{i}.*`` outputs. onnxruntime-genai's model
+builder writes the same node.
+
+The graph keeps its inputs and outputs, so every caller feeds it as before (a past of
+``P`` positions in, ``P + S`` out): onnxruntime sizes the present as
+``max(total_sequence_length, past length)``. A caller that binds one buffer of ``L``
+positions as both past and present (IO binding) gets the kernel's in-place append instead:
+nothing is copied or allocated per step (runtimes/model.py).
+
+Rules, per layer whose scopes and cache match (others are left as they were):
+  1. ``total_sequence_length`` is ``attention_mask``'s length (the positions held plus the
+     new ones, as the caller lays them out, left padding included); ``seqlens_k`` is that
+     minus one for every row, so the kernel sees the physical layout;
+  2. padding is masked by ``attention_bias``: 0 where ``attention_mask`` is 1, a large
+     negative number where it is 0 (broadcast over heads and queries); the kernel adds
+     the causal mask itself;
+  3. with ``rotary`` (cos/sin tables given), rotary runs inside the kernel from
+     ``position_ids``, and the graph's own rotary nodes become dead code; without, the
+     graph's rotated query and key are fed (transposed back to batch, sequence, hidden);
+  4. after the rewrite (and dead-code removal: the mask arithmetic that read the past's
+     length goes), a shared buffer is allowed (``shared_buffer``) only when the kernels
+     are the past's only readers and every layer was rewritten, since a buffer longer
+     than the positions held would change what any other reader computes; the pass
+     reports the layers rewritten and the reason for any not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+
+import numpy as np
+import onnx_ir as ir
+
+from graphport.graphs.scopes import node_modules
+
+logger = logging.getLogger(__name__)
+
+MASK_VALUE = -1.0e30  # finite: a row of padding only (a pad query) must not become NaN
+PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)$")
+
+
+@dataclasses.dataclass
+class AttentionShape:
+    """What the kernel needs to know about a decoder's attention."""
+
+    num_heads: int
+    kv_heads: int
+    head_dim: int
+    scale: float
+    cos: np.ndarray | None = None  # (positions, head_dim / 2); None: rotary stays outside
+    sin: np.ndarray | None = None
+
+
+class GroupQueryAttentionPass(ir.passes.InPlacePass):
+    """Rewrite each decoder layer's attention into one GroupQueryAttention (rules 1-4)."""
+
+    def __init__(self, shape: AttentionShape) -> None:
+        super().__init__()
+        self.shape = shape
+        self.layers: list[int] = []
+        self.skipped: dict[int, str] = {}
+        self.readers: list[str] = []  # nodes besides the kernels that read a past input
+
+    @property
+    def shared_buffer(self) -> bool:
+        """Whether one buffer may serve as past and present (rule 4)."""
+        return bool(self.layers) and not self.skipped and not self.readers
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        inputs = {v.name: v for v in graph.inputs}
+        outputs = {v.name: v for v in graph.outputs}
+        mask = inputs.get("attention_mask")
+        if mask is None or "input_ids" not in inputs:
+            self.skipped[-1] = "the graph takes no attention_mask and input_ids"
+            return ir.passes.PassResult(model, modified=False)
+        if self.shape.cos is not None and "position_ids" not in inputs:
+            self.skipped[-1] = "rotary inside the kernel needs a position_ids input"
+            return ir.passes.PassResult(model, modified=False)
+        layers = sorted({int(m.group(1)) for name in inputs if (m := PAST.match(name)) is not None})
+        shared: dict[str, ir.Value] | None = None
+        for layer in layers:
+            found = self._match(graph, inputs, outputs, layer)
+            if isinstance(found, str):
+                self.skipped[layer] = found
+                continue
+            if shared is None:
+                shared = _shared_inputs(graph, inputs, self.shape)
+            self._rewrite(graph, found, shared, inputs, layer)
+            self.layers.append(layer)
+        if self.skipped:
+            logger.warning(
+                "GroupQueryAttention left %d layer(s) as they were: %s",
+                len(self.skipped),
+                "; ".join(f"layer {k}: {v}" for k, v in self.skipped.items()),
+            )
+        if self.layers:
+            ir.passes.common.RemoveUnusedNodesPass()(model)
+            self.readers = _other_past_readers(graph)  # rule 4
+        return ir.passes.PassResult(model, modified=bool(self.layers))
+
+    def _match(
+        self,
+        graph: ir.Graph,
+        inputs: dict[str, ir.Value],
+        outputs: dict[str, ir.Value],
+        layer: int,
+    ) -> dict[str, ir.Value] | str:
+        """The values the rewrite connects, or why the layer does not match."""
+        found: dict[str, ir.Value] = {}
+        for kind in ("key", "value"):
+            past = inputs[f"past_key_values.{layer}.{kind}"]
+            present = outputs.get(f"present.{layer}.{kind}")
+            concat = present.producer() if present is not None else None
+            if concat is None or concat.op_type != "Concat" or concat.inputs[0] is not past:
+                return f"present.{layer}.{kind} is not Concat(past, new)"
+            found[f"past_{kind}"], found[f"present_{kind}"] = past, present
+            found[f"new_{kind}"] = concat.inputs[1]
+        scopes = node_modules(found["present_key"].producer())
+        attention = scopes[-1] if scopes else ""
+        if not attention:
+            return "the present's Concat carries no module scope"
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            value = _scope_output(graph, f"{attention}.{proj}")
+            if value is None:
+                return f"no single output of {attention}.{proj}"
+            found[proj] = value
+        o_proj = [n for n in graph if f"{attention}.o_proj" in node_modules(n)]
+        if not o_proj or o_proj[0].op_type != "MatMul":
+            return f"{attention}.o_proj does not start with a MatMul"
+        found["attention_output"] = o_proj[0].inputs[0]
+        if self.shape.cos is None:  # rule 3: the graph's rotated query
+            query = _rotated_query(found["attention_output"])
+            if query is None:
+                return "the rotated query feeding the attention MatMul was not found"
+            found["rotated_query"] = query
+        return found
+
+    def _rewrite(
+        self,
+        graph: ir.Graph,
+        found: dict[str, ir.Value],
+        shared: dict[str, ir.Value],
+        inputs: dict[str, ir.Value],
+        layer: int,
+    ) -> None:
+        shape = self.shape
+        anchor = found["attention_output"].producer()
+        rotary = shape.cos is not None
+        if rotary:
+            query, key = found["q_proj"], found["k_proj"]
+        else:  # rule 3: (batch, heads, sequence, dim) back to (batch, sequence, hidden)
+            query = _to_bsh(graph, anchor, found["rotated_query"], shared["bsh_q"])
+            key = _to_bsh(graph, anchor, found["new_key"], shared["bsh_kv"])
+        gqa_inputs = [
+            query,
+            key,
+            found["v_proj"],
+            found["past_key"],
+            found["past_value"],
+            shared["seqlens_k"],
+            shared["total_length"],
+            shared.get("cos"),
+            shared.get("sin"),
+            inputs["position_ids"] if rotary else None,
+            shared["bias"],
+        ]
+        node = ir.node(
+            "GroupQueryAttention",
+            gqa_inputs,
+            attributes={
+                "num_heads": shape.num_heads,
+                "kv_num_heads": shape.kv_heads,
+                "scale": float(shape.scale),
+                "do_rotary": int(rotary),
+            },
+            domain="com.microsoft",
+            num_outputs=3,
+            name=f"GroupQueryAttention_{layer}",
+        )
+        node.metadata_props.update(found["present_key"].producer().metadata_props)
+        graph.insert_before(anchor, node)
+        output, present_key, present_value = node.outputs
+        old = found["attention_output"]
+        output.dtype, output.shape = old.dtype, old.shape
+        old.replace_all_uses_with(output)
+        for new, name in ((present_key, "present_key"), (present_value, "present_value")):
+            before = found[name]
+            new.dtype, new.shape = before.dtype, before.shape
+            index = graph.outputs.index(before)
+            new.name, before.name = before.name, f"{before.name}_replaced"
+            graph.outputs[index] = new
+
+
+def _other_past_readers(graph: ir.Graph) -> list[str]:
+    readers = []
+    for value in graph.inputs:
+        if PAST.match(value.name or ""):
+            readers += [
+                user.name or user.op_type
+                for user, _ in value.uses()
+                if user.op_type != "GroupQueryAttention" and not _reads_batch_only(user)
+            ]
+    return readers
+
+
+def _reads_batch_only(node: ir.Node) -> bool:
+    """A Shape of the past that reads its batch and heads only (the exporter takes the
+    batch size from it), which a longer buffer does not change."""
+    if node.op_type != "Shape":
+        return False
+    end = node.attributes.get("end")
+    return end is not None and 0 < end.as_int() <= 2
+
+
+def _scope_output(graph: ir.Graph, scope: str) -> ir.Value | None:
+    """The one value computed inside module ``scope`` and read outside it."""
+    nodes = [n for n in graph if scope in node_modules(n)]
+    inside = set(map(id, nodes))
+    leaving = [
+        v
+        for n in nodes
+        for v in n.outputs
+        if any(id(user) not in inside for user, _ in v.uses()) or v in graph.outputs
+    ]
+    return leaving[0] if len(leaving) == 1 else None
+
+
+def _rotated_query(attention_output: ir.Value) -> ir.Value | None:
+    """The query (batch, heads, sequence, dim) read by the attention's first MatMul:
+    Reshape <- Transpose <- MatMul(Softmax(...), V); Softmax <- ... <- MatMul(Q, K^T)."""
+    node = attention_output.producer()
+    seen = 0
+    while node is not None and node.op_type != "Softmax" and seen < 12:
+        node = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
+        seen += 1
+    while node is not None and node.op_type != "MatMul" and seen < 24:
+        node = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
+        seen += 1
+    if node is None or node.op_type != "MatMul":
+        return None
+    query = node.inputs[0]
+    # The exporter scales Q (and K) by sqrt(scale) each before their MatMul; step past it.
+    producer = query.producer()
+    if producer is not None and producer.op_type == "Mul":
+        query = producer.inputs[0]
+    return query
+
+
+def _to_bsh(graph: ir.Graph, before: ir.Node, value: ir.Value, shape: ir.Value) -> ir.Value:
+    transpose = ir.node("Transpose", [value], attributes={"perm": [0, 2, 1, 3]})
+    reshape = ir.node("Reshape", [transpose.outputs[0], shape])
+    for node in (transpose, reshape):
+        node.outputs[0].dtype = value.dtype
+        graph.insert_before(before, node)
+    return reshape.outputs[0]
+
+
+def _constant(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    value = ir.Value(
+        name=name,
+        shape=ir.Shape(array.shape),
+        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+        const_value=ir.tensor(array, name=name),
+    )
+    graph.register_initializer(value)
+    return value
+
+
+def _shared_inputs(
+    graph: ir.Graph, inputs: dict[str, ir.Value], shape: AttentionShape
+) -> dict[str, ir.Value]:
+    """seqlens_k, total_sequence_length and the padding bias (rules 1-2), built once at
+    the top of the graph from ``attention_mask``; the rotary tables as initializers."""
+    mask, ids = inputs["attention_mask"], inputs["input_ids"]
+    first = graph.node(0)
+    nodes: list[ir.Node] = []
+
+    def add(op: str, args: list[ir.Value | None], **attributes: object) -> ir.Value:
+        node = ir.node(op, args, attributes=attributes)
+        nodes.append(node)
+        return node.outputs[0]
+
+    one = _constant(graph, "gqa_one_i64", np.array([1], dtype=np.int64))
+    zero_axis = _constant(graph, "gqa_axis0", np.array([0], dtype=np.int64))
+    total = add("Shape", [mask], start=1, end=2)  # [T]
+    batch = add("Shape", [ids], start=0, end=1)  # [B]
+    total_i32 = add("Cast", [total], to=ir.DataType.INT32)
+    total_scalar = add("Squeeze", [total_i32, zero_axis])
+    last = add("Sub", [total, one])
+    seqlens = add("Cast", [add("Expand", [last, batch])], to=ir.DataType.INT32)
+    # rule 2: (B, T) -> (B, 1, 1, T) of 0 / MASK_VALUE
+    valid = add("Cast", [mask], to=ir.DataType.BOOL)
+    zero_f = _constant(graph, "gqa_zero_f", np.array(0.0, dtype=np.float32))
+    low_f = _constant(graph, "gqa_mask_value", np.array(MASK_VALUE, dtype=np.float32))
+    bias_2d = add("Where", [valid, zero_f, low_f])
+    axes = _constant(graph, "gqa_bias_axes", np.array([1, 2], dtype=np.int64))
+    sequence = add("Shape", [ids], start=1, end=2)  # [S]
+    bias_shape = add("Concat", [batch, one, sequence, total], axis=0)
+    bias = add("Expand", [add("Unsqueeze", [bias_2d, axes]), bias_shape])  # the kernel's form
+    bsh_q = _constant(graph, "gqa_bsh_q", np.array([0, 0, shape.num_heads * shape.head_dim]))
+    bsh_kv = _constant(graph, "gqa_bsh_kv", np.array([0, 0, shape.kv_heads * shape.head_dim]))
+    for node in nodes:
+        graph.insert_before(first, node)
+    names = ("gqa_total_length", "gqa_seqlens_k", "gqa_attention_bias")
+    for value, name in zip((total_scalar, seqlens, bias), names, strict=True):
+        value.name = name
+    total_scalar.dtype, seqlens.dtype, bias.dtype = (
+        ir.DataType.INT32,
+        ir.DataType.INT32,
+        ir.DataType.FLOAT,
+    )
+    shared = {
+        "total_length": total_scalar,
+        "seqlens_k": seqlens,
+        "bias": bias,
+        "bsh_q": bsh_q,
+        "bsh_kv": bsh_kv,
+    }
+    if shape.cos is not None and shape.sin is not None:
+        shared["cos"] = _constant(graph, "gqa_cos_cache", shape.cos.astype(np.float32))
+        shared["sin"] = _constant(graph, "gqa_sin_cache", shape.sin.astype(np.float32))
+    return shared
+
+
+# Families whose decoder layers are the Llama layout (q/k/v/o projections, rotate-half
+# rotary, no norms on Q and K): the pass is written for them.
+FAMILIES = frozenset({"llama"})
+
+
+def attention_shape(config: object, rotary: bool = True) -> AttentionShape:
+    """The kernel's view of ``config``'s attention. The rotary tables are the model's own
+    rotary module evaluated at every position (so any static rope scaling is honoured);
+    onnxruntime's CPU kernel rotates only head sizes that are multiples of 16, so smaller
+    heads keep the graph's rotary (rule 3)."""
+    import sys
+
+    import torch
+    import transformers
+
+    heads = int(config.num_attention_heads)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+    shape = AttentionShape(heads, kv_heads, head_dim, head_dim**-0.5)
+    if not rotary or head_dim % 16:
+        return shape
+    architecture = getattr(transformers, (config.architectures or [""])[0], None)
+    module = sys.modules.get(getattr(architecture, "__module__", ""), None)
+    rotary_class = next(
+        (getattr(module, n) for n in dir(module) if n.endswith("RotaryEmbedding")), None
+    )
+    if rotary_class is None:
+        return shape
+    positions = torch.arange(int(config.max_position_embeddings))[None]
+    with torch.no_grad():
+        cos, sin = rotary_class(config)(torch.zeros(1), positions)
+    half = head_dim // 2
+    # rotate-half rotary repeats each frequency twice: the kernel takes one copy
+    shape.cos, shape.sin = cos[0, :, :half].numpy(), sin[0, :, :half].numpy()
+    return shape
