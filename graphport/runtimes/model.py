@@ -37,6 +37,13 @@ own (greedy, sampling, beam search, streamers, stopping criteria). With a KV cac
    positions) is a ``DynamicSlidingWindowLayer`` that counts every position seen, so the
    cache's length, and the attention mask filled from it, cover the whole sequence.
 
+6. An export whose manifest says ``kv_cache.shared_buffer`` (a GroupQueryAttention graph
+   from ``-O2``, graphs/gqa.py) on onnxruntime: greedy search and sampling bind one
+   preallocated buffer per layer as past and present (runtimes/kv_buffer.py), sized for
+   the prompt and the new tokens asked for, so a step appends in place and allocates
+   nothing for the cache; the ``DynamicCache`` holds views of that buffer. Beam search
+   reorders its cache, so it feeds the same graph the present arrays as in rule 4.
+
 Without a KV cache the graph is rerun on the whole sequence each step (greedy and sampling
 work); beam search is refused there, as ``graphport generate`` refuses it.
 """
@@ -303,6 +310,13 @@ class RuntimeModelForCausalLM(RuntimeModel, GenerationMixin):
         layers = (self.kv_cache or {}).get("layers") or []
         self.windows = [layer.get("sliding_window") for layer in layers]
         self.generation_config = _generation_config(self.export_dir, config)
+        # rule 6: one buffer serves as past and present (onnxruntime IO binding)
+        self.shares_buffer = bool(
+            (self.kv_cache or {}).get("shared_buffer") and hasattr(runtime, "session")
+        )
+        self.kv_buffer: Any = None  # runtimes/kv_buffer.SharedKVBuffer, while sampling
+        self._planned_length = 0  # positions this generate() call needs (0: unknown)
+        self._buffer_length = 0  # the same while a buffer is in use; 0: none
 
     @classmethod
     def can_generate(cls) -> bool:
@@ -327,6 +341,8 @@ class RuntimeModelForCausalLM(RuntimeModel, GenerationMixin):
         past_length = cache.get_seq_length() if cache is not None else 0
         feeds = self._feeds((), {**given, "position_ids": position_ids}, past_length)
         main = feeds[self.main_input_name]
+        if self._buffer_length and (past_length == 0 or self.kv_buffer is not None):
+            return self._buffered_step(feeds, cache, past_length)
         feeds.update(self._past(cache, past_length, len(main)))
         results = self.runtime.run(feeds)
         if past_length == 0:
@@ -348,7 +364,41 @@ class RuntimeModelForCausalLM(RuntimeModel, GenerationMixin):
                     f"model's {self.max_positions} positions; shorten the prompt or ask for "
                     "fewer new tokens."
                 )
-        return GenerationMixin.generate(self, inputs, *args, **kwargs)
+            total = length + new if new else int(getattr(config, "max_length", 0) or 0)
+            limit = int((self.kv_cache or {}).get("max_length") or self.max_positions)
+            self._planned_length = min(total, limit, self.max_positions)
+        try:
+            return GenerationMixin.generate(self, inputs, *args, **kwargs)
+        finally:
+            self._planned_length = 0
+
+    def _sample(self, *args: Any, **kwargs: Any) -> Any:
+        # Greedy search and sampling keep the buffer (rule 6); beam search reorders its
+        # cache, so it takes the graph's own present arrays.
+        self._buffer_length = self._planned_length if self.shares_buffer else 0
+        try:
+            return super()._sample(*args, **kwargs)
+        finally:
+            self._buffer_length = 0
+
+    def _buffered_step(
+        self, feeds: dict[str, np.ndarray], cache: DynamicCache | None, past_length: int
+    ) -> ModelOutput:
+        """One step on the shared KV buffer (rule 6)."""
+        from graphport.runtimes.kv_buffer import SharedKVBuffer
+
+        main = feeds[self.main_input_name]
+        batch, total = main.shape[0], past_length + main.shape[1]
+        if past_length == 0:
+            length = max(self._buffer_length, total)
+            if self.kv_buffer is None or not self.kv_buffer.fits(batch, length):
+                self.kv_buffer = SharedKVBuffer(
+                    self.runtime.session, self.kv_cache, batch, length, self.config.vocab_size
+                )
+            cache = DynamicCache()
+        logits = self.kv_buffer.run(feeds)
+        _store_present(cache, self.kv_buffer.held(total), self.num_layers)
+        return self.output_class(logits=torch.from_numpy(logits), cache=cache)
 
     def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if not self.kv_cache:
