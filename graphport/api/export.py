@@ -189,6 +189,10 @@ def export_model(
         for file in checkpoint.preprocessor_files():
             shutil.copy2(file, staging / file.name)
             copied.append(file.name)
+        if fmt == "openvino":  # a stateful decoder's tokenizer for openvino-genai
+            from graphport.exporters.openvino import genai_files
+
+            copied += genai_files(staging)
         manifest = Manifest(
             source={
                 "model": checkpoint.source,

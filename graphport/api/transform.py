@@ -541,11 +541,13 @@ def _openvino_export(
 ) -> TransformResult:
     """SRC's graphs converted to IR by ``convert(onnx, xml)``, checked on OpenVINO
     against eager with the budget of ``precision``; SRC's passes are kept."""
+    from graphport.exporters.openvino import genai_files
     from graphport.runtimes.torch import load_reference
 
     src = ExportDirectory(src_dir)
     dst = Path(dst_dir)
-    _check_source(src, dst)
+    # Weight compression reads IR as well (NNCF works on OpenVINO's model).
+    _check_source(src, dst, ("onnx", "openvino") if name.endswith("-weight") else ("onnx",))
     check_output_path(dst, overwrite)
     reference = load_reference(src)
     manifest = Manifest.from_dict(src.manifest.to_dict())
@@ -559,7 +561,10 @@ def _openvino_export(
         start = time.perf_counter()
         for graph in manifest.graphs:
             details = convert(src.path / graph.file, staging / f"{graph.name}.xml")
-            graph.file, graph.external_data = f"{graph.name}.xml", f"{graph.name}.bin"
+            # A decoder's IR is stateful, in openvino-genai's layout (exporters/openvino.py).
+            graph.file = details.get("file", f"{graph.name}.xml")
+            graph.external_data = str(Path(graph.file).with_suffix(".bin"))
+        genai_files(staging)
         cosine = BUDGETS[precision]
         manifest.format, manifest.target = "openvino", "openvino"
         manifest.tolerance = {**manifest.tolerance, "min_cosine": cosine}
@@ -584,8 +589,8 @@ def _openvino_export(
     return TransformResult(dst, manifest.passes, report)
 
 
-def _check_source(src: ExportDirectory, dst: Path) -> None:
-    if src.manifest.format != "onnx":
+def _check_source(src: ExportDirectory, dst: Path, formats: tuple[str, ...] = ("onnx",)) -> None:
+    if src.manifest.format not in formats:
         raise UsageError(
             f"Graph passes work on ONNX exports; {src.path} is {src.manifest.format}. Export "
             "with --format onnx, optimize or quantize, then convert."

@@ -56,6 +56,7 @@ from pathlib import Path
 
 from graphport.deploy.tokenizer import TokenizerGraph, convert_onnxruntime
 from graphport.errors import GraphportError, UsageError
+from graphport.exporters.openvino import GENAI_MODEL_FILE
 from graphport.manifest import MANIFEST_NAME, ExportDirectory, GraphSpec, Manifest, TensorSpec
 
 logger = logging.getLogger(__name__)
@@ -203,6 +204,12 @@ def model_config(manifest: Manifest, name: str, max_batch_size: int = 8) -> Trit
     if max_batch_size < 0:
         raise UsageError(f"--max-batch-size must be 0 or more, not {max_batch_size}.")
     graph = _single_graph(manifest)
+    if graph.file == GENAI_MODEL_FILE:
+        raise UsageError(
+            "This OpenVINO decoder keeps its KV cache as state, which the model config "
+            "cannot describe; deploy a --format onnx export of the model to Triton, or serve "
+            "this one with openvino_genai.LLMPipeline."
+        )
     tensors = [*graph.inputs, *graph.outputs]
     batched = max_batch_size > 0
     if batched and not all(t.shape and t.shape[0] == "batch" for t in tensors):  # rule 2

@@ -118,13 +118,16 @@ def write_artifact(
         if fmt == "openvino":
             from graphport.exporters.openvino import onnx_to_openvino
 
-            onnx_to_openvino(
+            xml = onnx_to_openvino(
                 directory / f"{name}.onnx", directory / f"{name}.xml", options.openvino_fp16_weights
             )
             _remove(directory, files)
-            spec.file, spec.external_data = f"{name}.xml", f"{name}.bin"
-            files = [f"{name}.xml", f"{name}.bin"]
+            # A decoder is stateful, in openvino-genai's layout (exporters/openvino.py).
+            spec.file, spec.external_data = xml.name, xml.with_suffix(".bin").name
+            files = [spec.file, spec.external_data]
             info["weights"] = "fp16" if options.openvino_fp16_weights else "as exported"
+            if xml.name != f"{name}.xml":
+                info["stateful"] = "KV cache as OpenVINO state (beam_idx), openvino-genai layout"
         elif fmt == "ort":
             from graphport.exporters.ort import onnx_to_ort, required_operators
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from graphport.errors import PassError, RuntimeUnavailableError, UsageError
+from graphport.exporters.openvino import save_ir
 from graphport.graphs.outliers import FP32_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ WEIGHT_BITS = (8, 4)
 def compress_weights(
     onnx_path: Path, xml_path: Path, bits: int = 8, group_size: int = 64
 ) -> dict[str, Any]:
-    """Read ``onnx_path`` into OpenVINO, compress its weights, save IR at ``xml_path``."""
+    """Read ``onnx_path`` (ONNX or IR) into OpenVINO, compress its weights, save IR at
+    ``xml_path`` (a decoder stateful, as ``openvino_model.xml`` beside it: ``file``)."""
     if bits not in WEIGHT_BITS:
         raise UsageError(f"OpenVINO weight compression takes 8 or 4 bits, not {bits}.")
     if bits == 4 and (group_size < 16 or group_size & (group_size - 1)):
@@ -63,8 +65,9 @@ def compress_weights(
             compressed = nncf.compress_weights(model, **options)
         except Exception as e:
             raise PassError(f"NNCF could not compress the weights: {e}") from e
-    ov.save_model(compressed, str(xml_path), compress_to_fp16=False)
+    written = save_ir(compressed, xml_path)  # a decoder stays (or becomes) stateful
     details: dict[str, Any] = {"bits": bits, "scheme": options["mode"].value, "tool": "nncf"}
+    details["file"] = written.name
     if bits == 4:
         details["group_size"] = group_size
     return details
@@ -99,8 +102,9 @@ def quantize_static(
             )
         except Exception as e:
             raise PassError(f"NNCF could not quantize the graph: {e}") from e
-    ov.save_model(quantized, str(xml_path), compress_to_fp16=False)
+    written = save_ir(quantized, xml_path)
     return {
+        "file": written.name,
         "weights": "int8 per-channel symmetric",
         "activations": "int8 static (calibrated)",
         "calibration_samples": len(samples),

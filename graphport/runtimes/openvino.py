@@ -1,4 +1,17 @@
-"""OpenVINO adapter: reads the ONNX graph (or IR) and compiles it for a device (CPU)."""
+"""OpenVINO adapter: reads the ONNX graph (or IR) and compiles it for a device (CPU).
+
+A stateful decoder (graphport/exporters/openvino.py) keeps its KV cache as state, while
+its manifest keeps the explicit contract; the adapter bridges the two, so validation and
+``generate()`` feed it as any decoder export:
+
+1. Before each call every variable is set from its past input (an empty past: an empty
+   cache), and ``beam_idx`` is fed as 0..batch-1 (the past fed is already in beam order).
+2. After the call each present output is the variable's value.
+3. A past that is the very array the previous call returned as present (generate()
+   feeds it back unchanged) is already the state: it is not set again. Arrays returned
+   are the caller's; one changed in place and fed back is not seen (none of
+   transformers' cache updates do that: reordering and cropping make new tensors).
+"""
 
 from __future__ import annotations
 
@@ -35,6 +48,7 @@ class OpenVinoRuntime(Runtime):
         self.core = ov.Core()
         self.request = self._compile(self._read()).create_infer_request()
         self._exposed: dict[Any, Any] = {}  # the graph with intermediates exposed, by values
+        self._returned: dict[int, dict[str, np.ndarray]] = {}  # rule 3, per request
 
     def _read(self) -> Any:
         try:
@@ -54,7 +68,43 @@ class OpenVinoRuntime(Runtime):
             raise RuntimeUnavailableError(f"OpenVINO could not compile the graph: {e}") from e
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._collect(self.request.infer(feeds, share_inputs=True), self.output_names)
+        return self._infer(self.request, feeds, self.output_names)
+
+    def _infer(self, request: Any, feeds: dict[str, np.ndarray], names: Sequence[str]) -> Any:
+        states = request.query_state()
+        if not states:
+            return self._collect(request.infer(feeds, share_inputs=True), names)
+        import openvino as ov
+
+        from graphport.exporters.openvino import BEAM_IDX, PAST_PREFIX, PRESENT_PREFIX
+
+        returned = self._returned.setdefault(id(request), {})
+        # A variable is named past name + present name.
+        names_of = {
+            past + PRESENT_PREFIX + past.removeprefix(PAST_PREFIX): past
+            for past in feeds
+            if past.startswith(PAST_PREFIX)
+        }
+        pairs = []
+        for state in states:
+            past = names_of[state.name]
+            present = state.name.removeprefix(past)
+            pairs.append((state, present))
+            last = returned.get(present)
+            value = feeds[past]
+            if (  # rule 3
+                last is None
+                or last.shape != value.shape
+                or last.ctypes.data != value.ctypes.data
+                or last.strides != value.strides
+            ):
+                state.state = ov.Tensor(value)  # rule 1 (copied into the state)
+        plain = {k: v for k, v in feeds.items() if not k.startswith(PAST_PREFIX)}
+        plain[BEAM_IDX] = np.arange(feeds["input_ids"].shape[0], dtype=np.int32)
+        results = self._collect(request.infer(plain, share_inputs=True), names)
+        for state, present in pairs:  # rule 2
+            returned[present] = results[present] = np.array(state.state.data, copy=True)
+        return {name: results[name] for name in names if name in results}
 
     @staticmethod
     def _collect(results: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -83,9 +133,9 @@ class OpenVinoRuntime(Runtime):
             if ports:
                 model.add_outputs(ports)
             cache.clear()
+            self._returned.clear()  # rule 3 holds per request
             cache[wanted] = self._compile(model).create_infer_request()
-        results = cache[wanted].infer(self.check_feeds(feeds))
-        return self._collect(results, [*self.output_names, *wanted])
+        return self._infer(cache[wanted], self.check_feeds(feeds), [*self.output_names, *wanted])
 
     def describe(self) -> str:
         return f"openvino {self.version()} ({self.options.get('device', 'CPU')})"
