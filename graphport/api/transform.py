@@ -591,9 +591,11 @@ def _openvino_export(
 
 def _check_source(src: ExportDirectory, dst: Path, formats: tuple[str, ...] = ("onnx",)) -> None:
     if src.manifest.format not in formats:
+        modes = "openvino-int8-weight or openvino-int4-weight"
+        ir = f"; IR exports take --mode {modes}." if src.manifest.format == "openvino" else "."
         raise UsageError(
             f"Graph passes work on ONNX exports; {src.path} is {src.manifest.format}. Export "
-            "with --format onnx, optimize or quantize, then convert."
+            "with --format onnx, optimize or quantize, then convert" + ir
         )
     if dst.resolve() == src.path.resolve():
         raise UsageError("DST must differ from SRC: SRC stays untouched.")
