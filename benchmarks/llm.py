@@ -284,30 +284,33 @@ def write_checkpoint(path: Path, shape: Shape, seed: int, shard_bytes: int = 2 <
     path.mkdir(parents=True, exist_ok=True)
     dtype = getattr(torch, shape.dtype)
     generator = torch.Generator().manual_seed(seed)
-    shards: list[dict[str, Any]] = [{}]
+    shard: dict[str, Any] = {}
+    shards: list[list[str]] = []  # the names in each shard written
     size = total = 0
+
+    def flush() -> None:
+        save_file(shard, str(path / f"shard-{len(shards)}.safetensors"), {"format": "pt"})
+        shards.append(list(shard))
+        shard.clear()
+
     for name, dims in shape.tensors():
         if name.endswith("norm.weight"):
             tensor = torch.ones(dims, dtype=dtype)
         else:
             tensor = (torch.randn(dims, generator=generator) * 0.02).to(dtype)
         nbytes = tensor.numel() * tensor.element_size()
-        if size and size + nbytes > shard_bytes:
-            shards.append({})
+        if shard and size + nbytes > shard_bytes:
+            flush()
             size = 0
-        shards[-1][name] = tensor
+        shard[name] = tensor
         size += nbytes
         total += nbytes
-        if size >= shard_bytes:  # write full shards as soon as they fill
-            _save_shard(path, shards, save_file)
-    _save_shard(path, shards, save_file)
-    files = sorted(p.name for p in path.glob("model-*.safetensors"))
-    count = len(files)
+    flush()
     weight_map: dict[str, str] = {}
-    for i, old in enumerate(files):
-        new = f"model-{i + 1:05d}-of-{count:05d}.safetensors"
-        (path / old).rename(path / new)
-        weight_map.update(dict.fromkeys(_shard_names(path / new), new))
+    for i, names in enumerate(shards):
+        new = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        (path / f"shard-{i}.safetensors").rename(path / new)
+        weight_map.update(dict.fromkeys(names, new))
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     (path / "config.json").write_text(json.dumps(shape.config(), indent=2))
@@ -315,21 +318,6 @@ def write_checkpoint(path: Path, shape: Shape, seed: int, shard_bytes: int = 2 <
     (path / "generation_config.json").write_text(json.dumps(generation, indent=2))
     write_tokenizer(path)
     return total
-
-
-def _save_shard(path: Path, shards: list[dict[str, Any]], save_file: Any) -> None:
-    """Saves every filled shard but the last open one, and drops its tensors."""
-    for i, shard in enumerate(shards):
-        if shard:
-            save_file(shard, str(path / f"model-tmp{i:05d}.safetensors"), {"format": "pt"})
-            shard.clear()
-
-
-def _shard_names(path: Path) -> list[str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return list(f.keys())
 
 
 def write_tokenizer(path: Path, vocab_size: int = 512) -> None:
