@@ -228,6 +228,13 @@ def _html_on_parity_error(html_file: Path | None) -> Iterator[None]:
     default=None,
     help="Calibration inputs for --quantize (see `graphport quantize --help`).",
 )
+@click.option(
+    "--streaming/--no-streaming",
+    default=None,
+    help="Trace on the meta device and write each weight from the checkpoint, one at a "
+    "time (a --quantize int4-weight export quantizes each on its way), so a checkpoint "
+    "larger than half the memory exports [default: when the export would not fit in memory].",
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @_html_option
 @_localize_option
@@ -250,6 +257,7 @@ def export(
     optimize: int | None,
     quantize: str | None,
     calibration: Path | None,
+    streaming: bool | None,
     overwrite: bool,
     html_file: Path | None,
     localize: bool,
@@ -257,6 +265,7 @@ def export(
     """Export MODEL (a checkpoint directory or cached hub id) into the directory OUTPUT,
     optionally optimized (-O) and quantized (--quantize) on the way."""
     from graphport.api.export import export_model
+    from graphport.api.streaming import plan_streaming
     from graphport.errors import ParityError, UsageError
     from graphport.exporters.artifacts import FormatOptions
     from graphport.exporters.tensorrt import parse_profile_overrides
@@ -267,6 +276,18 @@ def export(
         executorch_quantize, quantize = quantize, None
     else:
         executorch_quantize = None
+    if html_file is not None and no_validate:
+        raise UsageError("--html writes the parity report, which --no-validate skips; drop one.")
+    _check_html(html_file)
+    check_output_path(output, overwrite)  # before the long work, not after it
+    stream = plan_streaming(model, dtype, fmt, quantize, streaming)
+    if stream and (optimize is not None or calibration is not None):
+        raise UsageError(
+            "A streamed export takes --quantize int4-weight alone; run `graphport optimize` "
+            "on its output, or pass --no-streaming on a machine with more memory."
+        )
+    # A streamed export quantizes while it writes; others chain the transforms after.
+    streamed_quantize, quantize = (quantize, None) if stream else (None, quantize)
     transform = optimize is not None or quantize is not None
     if transform and fmt != "onnx":
         raise UsageError(
@@ -275,10 +296,6 @@ def export(
         )
     if calibration is not None and quantize is None:
         raise UsageError("--calibration is for --quantize; add a quantization mode.")
-    if html_file is not None and no_validate:
-        raise UsageError("--html writes the parity report, which --no-validate skips; drop one.")
-    _check_html(html_file)
-    check_output_path(output, overwrite)  # before the long work, not after it
     options = FormatOptions(
         openvino_fp16_weights=fp16_weights,
         ort_target_platform=ort_target_platform,
@@ -306,6 +323,8 @@ def export(
                 fmt=fmt,
                 format_options=options,
                 localize=localize,
+                quantize=streamed_quantize,
+                streaming=stream,
             )
         except ParityError as e:
             if e.report is not None:
@@ -319,7 +338,8 @@ def export(
         click.echo(
             f"Exported {manifest.source['model_type']} ({manifest.task}, {manifest.format}, "
             f"{manifest.dtype}{f', opset {manifest.opset}' if manifest.opset else ''}, "
-            f"{manifest.exporter['strategy']}) {'for' if transform else 'to'} {output} "
+            f"{manifest.exporter['strategy']}{_streamed(manifest)}) "
+            f"{'for' if transform else 'to'} {output} "
             f"[{size / 1e6:.1f} MB] in {result.seconds:.1f} s"
             + ("; validation skipped" if result.report is None else "; parity passed")
         )
@@ -331,6 +351,13 @@ def export(
             _write_html(html_file, final.report)
         else:
             _write_html(html_file, result.report)
+
+
+def _streamed(manifest: Any) -> str:
+    """", streamed, int4-weight" for a streamed export (api/streaming.py)."""
+    if "streamed" not in manifest.exporter:
+        return ""
+    return "".join([", streamed", *(f", {p['name']}" for p in manifest.passes)])
 
 
 def _transform_export(

@@ -33,7 +33,7 @@ from graphport.manifest import (
     move_into_place,
     staging_directory,
 )
-from graphport.models.loader import DTYPES, load_checkpoint, load_model
+from graphport.models.loader import DTYPES, load_checkpoint, load_meta_model, load_model
 from graphport.models.registry import get_onnx_config, get_registration, resolve_task
 from graphport.validators.parity import ParityReport, validate_export
 
@@ -104,6 +104,34 @@ def _quantized_budget(options: FormatOptions) -> dict[str, float]:
     return {"min_cosine": BUDGETS[QUANT_MODES[options.quantize]]}
 
 
+def _int4_budget() -> float:
+    from graphport.api.transform import BUDGETS
+
+    return BUDGETS["int4"]
+
+
+def _export_then_quantize(
+    model: str | Path,
+    output: Path,
+    quantize: str,
+    overwrite: bool,
+    localize: bool,
+    **export_options: Any,
+) -> ExportResult:
+    """An export in memory, then ``quantize_export`` on it into ``output``."""
+    from graphport.api.transform import quantize_export
+
+    start = time.perf_counter()
+    check_output_path(output, overwrite)
+    with staging_directory(output) as staging:
+        exported = export_model(model, staging / "export", localize=localize, **export_options)
+        result = quantize_export(
+            exported.path, output, quantize, overwrite=overwrite, localize=localize
+        )
+    manifest = ExportDirectory(output).manifest
+    return ExportResult(output, manifest, result.report, time.perf_counter() - start)
+
+
 def export_model(
     model: str | Path,
     output: str | Path,
@@ -119,12 +147,25 @@ def export_model(
     fmt: str = "onnx",
     format_options: FormatOptions | None = None,
     localize: bool = False,
+    quantize: str | None = None,
+    streaming: bool | None = None,
 ) -> ExportResult:
     """Export ``model`` (a checkpoint directory or cached hub id) into ``output``.
 
     ``runtimes`` defaults to every installed runtime that can run the format. ``localize``
     compares every module's output in validation too (see ``validate_export``).
+
+    ``streaming`` (default: when the in-memory export would not fit in memory) traces the
+    model on the meta device and writes each weight from the checkpoint, one at a time
+    (api/streaming.py); ``quantize="int4-weight"`` then quantizes each weight on its way
+    to the file. Without streaming, ``quantize`` runs ``quantize_export`` on the export.
     """
+    from graphport.api.streaming import (
+        check_memory,
+        checkpoint_is_gptq,
+        should_stream,
+        write_streamed,
+    )
     from graphport.runtimes import available_runtimes, parse_runtimes
 
     start = time.perf_counter()
@@ -142,18 +183,42 @@ def export_model(
     if opset is not None:
         check_opset(opset)
     check_output_path(output, overwrite)
-    if validate:
-        runtimes = parse_runtimes(
-            runtimes if runtimes is not None else available_runtimes(fmt), runtime_options
-        )
     checkpoint = load_checkpoint(model)
+    stream = should_stream(checkpoint, dtype, fmt, quantize, streaming)
+    if quantize is not None and not stream:
+        return _export_then_quantize(
+            model,
+            output,
+            quantize,
+            overwrite,
+            localize,
+            task=task,
+            opset=opset,
+            dtype=dtype,
+            atol=atol,
+            validate=validate,
+            rtol=rtol,
+            runtimes=runtimes,
+            runtime_options=runtime_options,
+            fmt=fmt,
+            format_options=format_options,
+            streaming=False,
+        )
+    if stream:
+        check_memory(checkpoint, validate)
     registration = get_registration(checkpoint.model_type)
     parsed_task, with_past = resolve_task(checkpoint, task)
     onnx_config = get_onnx_config(
         checkpoint.config, f"{parsed_task.value}{'-with-past' if with_past else ''}"
     )
+    if validate:
+        # An int4 graph (MatMulNBits) runs on onnxruntime only.
+        quantized_graph = quantize is not None or checkpoint_is_gptq(checkpoint)
+        default = ["onnxruntime"] if quantized_graph else available_runtimes(fmt)
+        runtimes = parse_runtimes(runtimes if runtimes is not None else default, runtime_options)
     logger.info("Loading %s (%s, %s)", checkpoint.path, checkpoint.model_type, parsed_task.value)
-    eager = load_model(checkpoint, parsed_task, dtype, dict(onnx_config.values_override or {}))
+    loader = load_meta_model if stream else load_model
+    eager = loader(checkpoint, parsed_task, dtype, dict(onnx_config.values_override or {}))
     options = dataclasses.replace(format_options or FormatOptions(), opset=opset)
     if fmt == "executorch":
         onnx_config, options = _executorch_graphs(checkpoint, parsed_task, with_past, options)
@@ -171,7 +236,9 @@ def export_model(
 
     with staging_directory(output) as staging:
         artifacts = [
-            write_artifact(fmt, graph.module, graph.config, staging, options, graph.name)
+            write_streamed(graph, eager, checkpoint, staging, opset, quantize)
+            if stream
+            else write_artifact(fmt, graph.module, graph.config, staging, options, graph.name)
             for graph in graphs
         ]
         artifact = artifacts[0]
@@ -185,6 +252,8 @@ def export_model(
                 exporter["fallback_reason"] = (
                     f"graph {fallback.spec.name}: {fallback.exporter['fallback_reason']}"
                 )
+        # A streamed export wrote MatMulNBits (asked for, or a GPTQ checkpoint's blocks).
+        quantized = any(a.exporter.get("streamed", {}).get("matmuls") for a in artifacts)
         copied = []
         for file in checkpoint.preprocessor_files():
             shutil.copy2(file, staging / file.name)
@@ -214,11 +283,17 @@ def export_model(
                 "atol": atol if atol is not None else onnx_config.atol_for_validation,
                 "rtol": rtol if rtol is not None else onnx_config.rtol_for_validation,
                 **_quantized_budget(options),
+                **({"min_cosine": _int4_budget()} if quantized else {}),
             },
             versions=package_versions(),
             files=sorted({*(f for a in artifacts for f in a.files), *copied}),
             kv_cache=_kv_cache_contract(onnx_config, dtype),
         )
+        if quantized:
+            manifest.target = "onnxruntime"  # MatMulNBits is an onnxruntime operator
+            manifest.passes.append(
+                {"name": quantize or "gptq", "streamed": True, **artifact.exporter["streamed"]}
+            )
         manifest.write(staging)
 
         report = None
@@ -229,10 +304,13 @@ def export_model(
                 runtimes,
                 atol=atol,
                 rtol=rtol,
-                reference_model=eager,
+                # A streamed export's model has no weights: validation loads the eager
+                # model in the checkpoint's precision and frees it before the runtimes.
+                reference_model=None if stream else eager,
                 config=onnx_config,
                 runtime_options=runtime_options,
                 localize=localize,
+                release_reference=stream,
             )
             report.export_dir = str(output)
             manifest.validation = report.summary()

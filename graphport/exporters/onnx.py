@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import logging
 import time
@@ -122,6 +123,7 @@ def _torch_export(
     config: OnnxConfig,
     output_names: list[str],
     opset: int,
+    optimize: bool = True,
 ) -> ir.Model:
     if getattr(model, "positional", False):
         # Input names that are not identifiers (past_key_values.0.key) go positionally. Axes
@@ -146,7 +148,7 @@ def _torch_export(
             dynamic_shapes=dynamic_shapes,
             opset_version=opset,
             dynamo=True,
-            optimize=True,
+            optimize=optimize,
             verbose=False,
         )
     return program.model
@@ -254,8 +256,11 @@ def export_to_onnx(
     """Trace ``model`` with the config's dummy inputs into an ``ir.Model``."""
     opset = opset or config.default_onnx_opset
     check_opset(opset)
-    dtype = next(model.parameters()).dtype
-    inputs = _cast_floats(config.dummy_inputs(config.trace_shapes()), dtype)
+    inputs = _trace_inputs(model, config)
+    if _on_meta(model):
+        # A model without storage (exporters/streaming.py): only torch.export traces it,
+        # and without torch.onnx's optimizer, which would read the weights' values.
+        strategies = (("torch.export", functools.partial(_torch_export, optimize=False)),)
     attempts: list[Attempt] = []
     with torch.no_grad(), config.patch_model(model) as patched:
         reference = run_eager(patched, inputs)
@@ -291,10 +296,23 @@ def export_to_onnx(
 def check_eager_runs(model: torch.nn.Module, config: OnnxConfig) -> None:
     """Run the eager model once on the config's trace inputs, before anything is written:
     a checkpoint whose own sizes do not fit together fails here, with its message."""
-    dtype = next(model.parameters()).dtype
-    inputs = _cast_floats(config.dummy_inputs(config.trace_shapes()), dtype)
+    inputs = _trace_inputs(model, config)
     with torch.no_grad(), config.patch_model(model) as patched:
         run_eager(patched, inputs)
+
+
+def _on_meta(model: torch.nn.Module) -> bool:
+    return next(model.parameters()).device.type == "meta"
+
+
+def _trace_inputs(model: torch.nn.Module, config: OnnxConfig) -> dict[str, torch.Tensor]:
+    """The config's dummy inputs at the trace shapes, in the model's float dtype, on the
+    meta device for a model built there (shapes only, like the model)."""
+    dtype = next(model.parameters()).dtype
+    inputs = _cast_floats(config.dummy_inputs(config.trace_shapes()), dtype)
+    if _on_meta(model):
+        inputs = {name: tensor.to("meta") for name, tensor in inputs.items()}
+    return inputs
 
 
 def run_eager(module: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> Any:

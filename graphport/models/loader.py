@@ -79,6 +79,49 @@ class Checkpoint:
     def preprocessor_files(self) -> list[Path]:
         return [self.path / n for n in PREPROCESSOR_FILES if (self.path / n).is_file()]
 
+    @property
+    def safetensors(self) -> bool:
+        return bool(self.weight_files) and all(
+            f.suffix == ".safetensors" for f in self.weight_files
+        )
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the stored weights (their files' sizes)."""
+        return sum(f.stat().st_size for f in self.weight_files)
+
+    def stored_dtype(self) -> str:
+        """The float type most of the stored weight bytes have (fp32, fp16 or bf16)."""
+        sizes: dict[str, int] = {}
+        for file in self.weight_files if self.safetensors else []:
+            for name, entry in safetensors_header(file).items():
+                if name != "__metadata__" and entry["dtype"] in _STORED_DTYPES:
+                    start, end = entry["data_offsets"]
+                    key = _STORED_DTYPES[entry["dtype"]]
+                    sizes[key] = sizes.get(key, 0) + end - start
+        return max(sizes, key=sizes.__getitem__) if sizes else "fp32"
+
+    def parameter_count(self) -> int:
+        """Stored float elements (the weights a float graph holds)."""
+        count = 0
+        for file in self.weight_files if self.safetensors else []:
+            for name, entry in safetensors_header(file).items():
+                if name != "__metadata__" and entry["dtype"] in _STORED_DTYPES:
+                    start, end = entry["data_offsets"]
+                    count += (end - start) // (4 if entry["dtype"] == "F32" else 2)
+        return count
+
+
+_STORED_DTYPES = {"F32": "fp32", "F16": "fp16", "BF16": "bf16"}
+
+
+def safetensors_header(file: Path) -> dict[str, Any]:
+    """A safetensors file's header: 8 bytes of little-endian length, then that much JSON
+    (tensor name -> dtype, shape, data_offsets; and ``__metadata__``)."""
+    with Path(file).open("rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(length))
+
 
 def resolve_model_path(model: str | Path) -> Path:
     """A local directory, or a hub id found in the local Hugging Face cache."""
@@ -181,6 +224,20 @@ def load_checkpoint(model: str | Path) -> Checkpoint:
     return Checkpoint(path, config, weight_files, str(model))
 
 
+def _task_config(
+    checkpoint: Checkpoint, task: Task, config_overrides: dict[str, Any] | None
+) -> Any:
+    """A copy of the checkpoint's config with the export's overrides and ``task``'s head
+    first among its architectures (the auto classes pick among heads by that list)."""
+    config = checkpoint.config.__class__.from_dict(checkpoint.config.to_dict())
+    for key, value in (config_overrides or {}).items():
+        setattr(config, key, value)
+    head = task.model_class_name(checkpoint.model_type)
+    if head and head not in (config.architectures or []):
+        config.architectures = [head, *(config.architectures or [])]
+    return config
+
+
 def load_model(
     checkpoint: Checkpoint,
     task: Task,
@@ -188,13 +245,7 @@ def load_model(
     config_overrides: dict[str, Any] | None = None,
 ) -> PreTrainedModel:
     """Load the eager model with the head of ``task``, in eval mode."""
-    config = checkpoint.config.__class__.from_dict(checkpoint.config.to_dict())
-    for key, value in (config_overrides or {}).items():
-        setattr(config, key, value)
-    head = task.model_class_name(checkpoint.model_type)
-    if head and head not in (config.architectures or []):
-        # The auto classes pick among several heads by config.architectures.
-        config.architectures = [head, *(config.architectures or [])]
+    config = _task_config(checkpoint, task, config_overrides)
     auto_class = task.auto_class(checkpoint.model_type)
     try:
         model = auto_class.from_pretrained(
@@ -203,5 +254,38 @@ def load_model(
     except Exception as e:
         raise ModelLoadError(
             f"Loading {checkpoint.path} as {auto_class.__name__} failed: {e}"
+        ) from e
+    return model.eval()
+
+
+def load_meta_model(
+    checkpoint: Checkpoint,
+    task: Task,
+    dtype: str = "fp32",
+    config_overrides: dict[str, Any] | None = None,
+) -> PreTrainedModel:
+    """The eager model of ``task`` with its parameters on the meta device (shapes, no
+    storage), for a streamed export (exporters/streaming.py).
+
+    Buffers that are not saved in checkpoints (rotary frequencies and the like) are
+    computed on the CPU the way transformers' own loading computes them: moved off meta
+    and initialized as missing keys, which leaves the meta parameters untouched.
+    """
+    import torch
+
+    config = _task_config(checkpoint, task, config_overrides)
+    # A quantized checkpoint (GPTQ) is built as its float model: the streamed export
+    # puts the stored blocks where the float weights would be.
+    if getattr(config, "quantization_config", None) is not None:
+        del config.quantization_config
+    auto_class = task.auto_class(checkpoint.model_type)
+    try:
+        with torch.device("meta"):
+            model = auto_class.from_config(config, dtype=DTYPES[dtype])
+        model._move_missing_keys_from_meta_to_device([], None, None, None)
+        model._initialize_missing_keys(False)
+    except Exception as e:
+        raise ModelLoadError(
+            f"Building {auto_class.__name__} for {checkpoint.path} without its weights failed: {e}"
         ) from e
     return model.eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import numpy as np
 from graphport.errors import ModelLoadError
 from graphport.manifest import ExportDirectory
 from graphport.runtimes.base import Runtime
+
+logger = logging.getLogger(__name__)
 
 
 class TorchRuntime(Runtime):
@@ -28,9 +31,10 @@ class TorchRuntime(Runtime):
         return run_eager(self.model, feeds, self.output_names)
 
 
-def load_reference(directory: ExportDirectory) -> Any:
+def load_reference(directory: ExportDirectory, dtype: str | None = None) -> Any:
     """The eager model an export was traced from, as it was loaded for tracing (the whole
-    model: a composite export's graphs are its sub-modules)."""
+    model: a composite export's graphs are its sub-modules), in ``dtype`` (default: the
+    export's, unless that does not fit in memory: see ``reference_dtype``)."""
     from graphport.exporters.tasks import Task
     from graphport.models.loader import load_checkpoint, load_model
     from graphport.models.registry import get_onnx_config
@@ -45,7 +49,85 @@ def load_reference(directory: ExportDirectory) -> Any:
     checkpoint = load_checkpoint(source)
     task = Task(manifest.task)
     overrides = get_onnx_config(checkpoint.config, task).values_override
-    return load_model(checkpoint, task, manifest.dtype, dict(overrides or {}))
+    dtype = dtype or reference_dtype(checkpoint, manifest.dtype)
+    if checkpoint.config.to_dict().get("quantization_config", {}).get("quant_method") == "gptq":
+        return dequantized_gptq_model(checkpoint, task, dtype, dict(overrides or {}))
+    return load_model(checkpoint, task, dtype, dict(overrides or {}))
+
+
+def dequantized_gptq_model(
+    checkpoint: Any, task: Any, dtype: str, overrides: dict[str, Any]
+) -> Any:
+    """A GPTQ checkpoint as the float model its blocks stand for (each Linear's weight
+    dequantized), the reference its MatMulNBits export is validated against; loading it
+    through transformers would need a GPTQ kernel package."""
+    import torch
+
+    from graphport.exporters.streaming import CheckpointReader, checkpoint_keys
+    from graphport.graphs.gptq import GptqSpec, dequantize_gptq
+    from graphport.models.loader import DTYPES, load_meta_model
+
+    spec = GptqSpec.from_config(checkpoint.config)
+    model = load_meta_model(checkpoint, task, dtype, overrides)
+    reader = CheckpointReader(checkpoint.weight_files)
+    keys = checkpoint_keys(model, reader)
+    linears = {
+        f"{prefix}.weight": module
+        for prefix, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and f"{prefix}.qweight" in reader
+    }
+    state = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if name in linears:
+            prefix, linear = name.removesuffix(".weight"), linears[name]
+
+            def read(part: str, prefix: str = prefix) -> Any:
+                key = f"{prefix}.{part}"
+                return reader.read(key).numpy() if key in reader else None
+
+            weight = dequantize_gptq(
+                read("qweight"),
+                read("qzeros"),
+                read("scales"),
+                read("g_idx"),
+                spec,
+                linear.in_features,
+                linear.out_features,
+            )
+            state[name] = torch.from_numpy(weight.T.copy())
+        elif id(param) in keys:
+            state[name] = reader.read(keys[id(param)])
+    state = {k: v.to(DTYPES[dtype]) for k, v in state.items()}
+    model.load_state_dict(state, strict=False, assign=True)
+    left = [n for n, p in model.named_parameters() if p.device.type == "meta"]
+    if left:
+        raise ModelLoadError(
+            f"The GPTQ checkpoint {checkpoint.path} has no tensor for {', '.join(left[:3])}; "
+            "re-save it with every weight."
+        )
+    return model.eval()
+
+
+def reference_dtype(checkpoint: Any, export_dtype: str) -> str:
+    """The precision to load an eager reference in: the export's, or the checkpoint's
+    own (half) precision when the export's would take more than 70 % of the memory
+    available (a 7B fp32 reference is 28 GB; its bf16 checkpoint 13.5 GB)."""
+    from graphport.resources import available_memory, gigabytes
+
+    stored = checkpoint.stored_dtype()
+    width = {"fp32": 4, "fp16": 2, "bf16": 2}
+    need = checkpoint.parameter_count() * width[export_dtype]
+    if width[stored] >= width[export_dtype] or need < 0.7 * available_memory():
+        return export_dtype
+    logger.warning(
+        "The %s eager reference would take %s of the %s available; comparing against it in "
+        "its stored %s instead.",
+        export_dtype,
+        gigabytes(need),
+        gigabytes(available_memory()),
+        stored,
+    )
+    return stored
 
 
 def run_eager(model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict:

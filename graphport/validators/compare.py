@@ -41,6 +41,10 @@ class OutputDiff:
     padding_max_abs: float | None = None
     min_cosine: float = float("nan")
     cosine: float | None = None
+    # For logits: the share of positions whose highest-scoring token is eager's
+    # (teacher-forced next-token agreement: both were fed the same tokens).
+    top1_agreement: float | None = None
+    top1_positions: int = 0
     problem: str | None = None
 
     @property
@@ -94,6 +98,9 @@ def compare_output(
     cosines = row_cosines(act.reshape(vectors.shape), vectors) if vectors.size else vectors[:, 0]
     if cosines.size:
         diff.min_cosine = float(np.nanmin(cosines)) if not np.isnan(cosines).all() else 0.0
+    if name == "logits" and vectors.size and vectors.shape[-1] > 1:
+        agree = act.reshape(vectors.shape).argmax(-1) == vectors.argmax(-1)
+        diff.top1_agreement, diff.top1_positions = float(agree.mean()), int(agree.size)
     if cosine is None:
         diff.mismatched = int((~(abs_diff <= atol + rtol * np.abs(exp))).sum())
     else:

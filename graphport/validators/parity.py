@@ -11,6 +11,7 @@ config calls dynamic is symbolic in the graph. The result is a ``ParityReport`` 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import time
@@ -169,6 +170,7 @@ class ParityReport:
                     }
                     for g in self.generation
                 },
+                "next_token_agreement": self.agreement(),
                 "failures": self.failures(),
             }
         )
@@ -235,9 +237,31 @@ class ParityReport:
                 f"generation  {g.runtime}  {g.case}: {len(g.expected)} x {steps} greedy tokens "
                 f"against transformers' generate(): {verdict}"
             )
+        lines += self._agreement_lines()
         lines += self._localization_lines()
         lines += self._cross_runtime_lines()
         return "\n".join(lines)
+
+    def agreement(self) -> dict[str, float]:
+        """Per runtime, the teacher-forced next-token agreement with eager over every
+        logits position validated (the share whose top token is eager's)."""
+        agreed: dict[str, list[float]] = {}
+        for r in self.results:
+            for o in r.outputs:
+                if o.top1_agreement is not None and o.top1_positions:
+                    entry = agreed.setdefault(r.runtime, [0.0, 0.0])
+                    entry[0] += o.top1_agreement * o.top1_positions
+                    entry[1] += o.top1_positions
+        return {name: a / n for name, (a, n) in agreed.items() if n}
+
+    def _agreement_lines(self) -> list[str]:
+        if self.cosine is None:  # exact graphs: the table already says they match
+            return []
+        return [
+            f"next-token agreement  {name}: {share:.1%} of the validated positions pick "
+            "eager's top token (teacher-forced)"
+            for name, share in self.agreement().items()
+        ]
 
     def _localization_lines(self, rows: int = 10) -> list[str]:
         """The first divergence and a short per-layer table of every failing result; for
@@ -549,6 +573,7 @@ def validate_export(
     seed: int = 0,
     cosine: float | None = None,
     localize: bool = False,
+    release_reference: bool = False,
 ) -> ParityReport:
     """Validate every graph runtime against the eager model; returns the report.
 
@@ -557,6 +582,11 @@ def validate_export(
     ``localize`` compares every module's output as well (graphport/validators/localize.py):
     each result gets its per-module rows and, when it fails, its first divergent module.
     With several runtimes, each is compared with every other (``cross_runtime``).
+
+    ``release_reference`` (for models near the memory's size) frees the eager model once
+    its outputs are computed, before any runtime loads the graph, and runs the runtimes
+    one at a time; it is ignored where the eager model is needed later (localization,
+    the greedy generation check, or the torch runtime itself).
     """
     from graphport.models.registry import export_config
     from graphport.runtimes import get_runtime_class
@@ -578,6 +608,14 @@ def validate_export(
         cosine = manifest.tolerance.get("min_cosine")
 
     eager = reference_model if reference_model is not None else load_reference(directory)
+    # A half-precision reference of a larger graph (runtimes/torch.py reference_dtype).
+    reference_precision = _model_dtype(eager)
+    if reference_precision in DTYPE_TOLERANCE:
+        ref_atol, ref_rtol = DTYPE_TOLERANCE[reference_precision]
+        atol, rtol = max(atol, ref_atol), max(rtol, ref_rtol)
+    cached = manifest.kv_cache or manifest.exporter.get("static_cache")
+    generate = bool(cached and cosine is None and manifest.dtype == "fp32")
+    release = release_reference and not (localize or generate or "torch" in runtimes)
     graphs = config.sub_graphs(eager)
     report = ParityReport(
         str(directory.path),
@@ -616,6 +654,10 @@ def validate_export(
             )
         if localize:
             candidates[graph.name] = _graph_candidates(directory, graph.name)
+    if release:
+        graphs = [dataclasses.replace(g, module=None) for g in graphs]
+        eager = reference = None
+        gc.collect()
 
     actual: dict[str, dict[tuple[str, str], dict[str, np.ndarray]]] = {}
     for name in runtimes:
@@ -660,6 +702,9 @@ def validate_export(
                         rtol,
                         cosine,
                     )
+            if release:  # one graph on one runtime in memory at a time
+                del runtime
+                gc.collect()
     for graph in graphs:
         report.cross_runtime += [
             dataclasses.replace(d, case=prefix[graph.name] + d.case)
@@ -675,14 +720,22 @@ def validate_export(
         ]
     # Tokens can only be expected to match where logits do to fp32 precision.
     # An ExecuTorch decoder's cache is inside its program (runtimes/executorch.py).
-    cached = manifest.kv_cache or manifest.exporter.get("static_cache")
-    if cached and cosine is None and manifest.dtype == "fp32":
+    if generate:
         # The eager reference against itself proves nothing about generation.
         loaded = [n for n in runtimes if report.runtimes.get(n) != "unavailable" and n != "torch"]
         report.generation = check_generation(
             directory, eager, config, loaded, runtime_options, seed
         )
     return report
+
+
+def _model_dtype(model: Any) -> str:
+    """fp32, fp16 or bf16: the precision of a torch model's first parameter."""
+    try:
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    except (AttributeError, StopIteration):
+        return "fp32"
+    return {"float16": "fp16", "bfloat16": "bf16"}.get(dtype, "fp32")
 
 
 def _graph_candidates(directory: ExportDirectory, graph: str) -> dict[str, list[tuple[str, str]]]:
