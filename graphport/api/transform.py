@@ -321,26 +321,19 @@ def _gqa_step(src: ExportDirectory) -> Step | None:
     if manifest.task != "text-generation" or len(manifest.graphs) != 1:
         return None
     shape = attention_shape(AutoConfig.from_pretrained(src.path, local_files_only=True))
+    if shape is None:
+        return None
 
     def details(p: GroupQueryAttentionPass) -> dict[str, Any]:
         info: dict[str, Any] = {
             "layers": len(p.layers),
-            "rotary_inside": shape.cos is not None,
             "skipped": {str(k): v for k, v in p.skipped.items()},
         }
         if p.shared_buffer:  # the runtime may bind one buffer as past and present
-            info["kv_cache"] = {"shared_buffer": True, "max_length": _max_length(src, shape)}
+            info["kv_cache"] = {"shared_buffer": True, "max_length": len(shape.cos)}
         return info
 
     return _ir_step(lambda: GroupQueryAttentionPass(shape), details, must_load=True)
-
-
-def _max_length(src: ExportDirectory, shape: Any) -> int:
-    """The longest sequence a shared buffer may hold: the model's positions (the rotary
-    tables cover exactly those)."""
-    from graphport.runtimes.generate import max_positions
-
-    return int(max_positions(src) or (len(shape.cos) if shape.cos is not None else 0))
 
 
 def quantize_export(
@@ -591,8 +584,8 @@ def _openvino_export(
 
 def _check_source(src: ExportDirectory, dst: Path, formats: tuple[str, ...] = ("onnx",)) -> None:
     if src.manifest.format not in formats:
-        modes = "openvino-int8-weight or openvino-int4-weight"
-        ir = f"; IR exports take --mode {modes}." if src.manifest.format == "openvino" else "."
+        modes = "quantize --mode openvino-int8-weight or openvino-int4-weight"
+        ir = f"; IR exports take {modes}." if src.manifest.format == "openvino" else "."
         raise UsageError(
             f"Graph passes work on ONNX exports; {src.path} is {src.manifest.format}. Export "
             "with --format onnx, optimize or quantize, then convert" + ir
