@@ -24,9 +24,14 @@ Rules, per layer whose scopes and cache match (others are left as they were):
   2. padding is masked by ``attention_bias``: 0 where ``attention_mask`` is 1, a large
      negative number where it is 0 (broadcast over heads and queries); the kernel adds
      the causal mask itself;
-  3. with ``rotary`` (cos/sin tables given), rotary runs inside the kernel from
-     ``position_ids``, and the graph's own rotary nodes become dead code; without, the
-     graph's rotated query and key are fed (transposed back to batch, sequence, hidden);
+  3. rotary runs as onnxruntime's RotaryEmbedding kernel on the projected query and key
+     (batch, sequence, hidden), from ``position_ids``, with the model's own cos/sin
+     tables; the graph's rotary nodes become dead code. GroupQueryAttention can rotate
+     inside (``do_rotary``), but on a first prompt it reads one position id and counts
+     up from it for every row: a left-padded row then caches keys rotated from its
+     padding on, and its next step is off by the padding (measured on the 125M Llama of
+     benchmarks/generation.py: the padded rows' tokens differ from eager from step 1).
+     RotaryEmbedding takes every row's positions;
   4. after the rewrite (and dead-code removal: the mask arithmetic that read the past's
      length goes), a shared buffer is allowed (``shared_buffer``) only when the kernels
      are the past's only readers and every layer was rewritten, since a buffer longer
@@ -59,8 +64,8 @@ class AttentionShape:
     kv_heads: int
     head_dim: int
     scale: float
-    cos: np.ndarray | None = None  # (positions, head_dim / 2); None: rotary stays outside
-    sin: np.ndarray | None = None
+    cos: np.ndarray  # (positions, head_dim / 2)
+    sin: np.ndarray
 
 
 class GroupQueryAttentionPass(ir.passes.InPlacePass):
@@ -83,11 +88,8 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
         inputs = {v.name: v for v in graph.inputs}
         outputs = {v.name: v for v in graph.outputs}
         mask = inputs.get("attention_mask")
-        if mask is None or "input_ids" not in inputs:
-            self.skipped[-1] = "the graph takes no attention_mask and input_ids"
-            return ir.passes.PassResult(model, modified=False)
-        if self.shape.cos is not None and "position_ids" not in inputs:
-            self.skipped[-1] = "rotary inside the kernel needs a position_ids input"
+        if mask is None or "input_ids" not in inputs or "position_ids" not in inputs:
+            self.skipped[-1] = "the graph takes no attention_mask, input_ids and position_ids"
             return ir.passes.PassResult(model, modified=False)
         layers = sorted({int(m.group(1)) for name in inputs if (m := PAST.match(name)) is not None})
         shared: dict[str, ir.Value] | None = None
@@ -141,11 +143,6 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
         if not o_proj or o_proj[0].op_type != "MatMul":
             return f"{attention}.o_proj does not start with a MatMul"
         found["attention_output"] = o_proj[0].inputs[0]
-        if self.shape.cos is None:  # rule 3: the graph's rotated query
-            query = _rotated_query(found["attention_output"])
-            if query is None:
-                return "the rotated query feeding the attention MatMul was not found"
-            found["rotated_query"] = query
         return found
 
     def _rewrite(
@@ -158,12 +155,8 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
     ) -> None:
         shape = self.shape
         anchor = found["attention_output"].producer()
-        rotary = shape.cos is not None
-        if rotary:
-            query, key = found["q_proj"], found["k_proj"]
-        else:  # rule 3: (batch, heads, sequence, dim) back to (batch, sequence, hidden)
-            query = _to_bsh(graph, anchor, found["rotated_query"], shared["bsh_q"])
-            key = _to_bsh(graph, anchor, found["new_key"], shared["bsh_kv"])
+        query = _rotary(graph, anchor, found["q_proj"], shared, shape.num_heads, shape.head_dim)
+        key = _rotary(graph, anchor, found["k_proj"], shared, shape.kv_heads, shape.head_dim)
         gqa_inputs = [
             query,
             key,
@@ -172,9 +165,9 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
             found["past_value"],
             shared["seqlens_k"],
             shared["total_length"],
-            shared.get("cos"),
-            shared.get("sin"),
-            inputs["position_ids"] if rotary else None,
+            None,  # cos/sin and position ids: rotary ran before (rule 3)
+            None,
+            None,
             shared["bias"],
         ]
         node = ir.node(
@@ -184,7 +177,7 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
                 "num_heads": shape.num_heads,
                 "kv_num_heads": shape.kv_heads,
                 "scale": float(shape.scale),
-                "do_rotary": int(rotary),
+                "do_rotary": 0,
             },
             domain="com.microsoft",
             num_outputs=3,
@@ -238,34 +231,23 @@ def _scope_output(graph: ir.Graph, scope: str) -> ir.Value | None:
     return leaving[0] if len(leaving) == 1 else None
 
 
-def _rotated_query(attention_output: ir.Value) -> ir.Value | None:
-    """The query (batch, heads, sequence, dim) read by the attention's first MatMul:
-    Reshape <- Transpose <- MatMul(Softmax(...), V); Softmax <- ... <- MatMul(Q, K^T)."""
-    node = attention_output.producer()
-    seen = 0
-    while node is not None and node.op_type != "Softmax" and seen < 12:
-        node = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
-        seen += 1
-    while node is not None and node.op_type != "MatMul" and seen < 24:
-        node = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
-        seen += 1
-    if node is None or node.op_type != "MatMul":
-        return None
-    query = node.inputs[0]
-    # The exporter scales Q (and K) by sqrt(scale) each before their MatMul; step past it.
-    producer = query.producer()
-    if producer is not None and producer.op_type == "Mul":
-        query = producer.inputs[0]
-    return query
-
-
-def _to_bsh(graph: ir.Graph, before: ir.Node, value: ir.Value, shape: ir.Value) -> ir.Value:
-    transpose = ir.node("Transpose", [value], attributes={"perm": [0, 2, 1, 3]})
-    reshape = ir.node("Reshape", [transpose.outputs[0], shape])
-    for node in (transpose, reshape):
-        node.outputs[0].dtype = value.dtype
-        graph.insert_before(before, node)
-    return reshape.outputs[0]
+def _rotary(
+    graph: ir.Graph,
+    before: ir.Node,
+    value: ir.Value,
+    shared: dict[str, ir.Value],
+    heads: int,
+    head_dim: int,
+) -> ir.Value:
+    node = ir.node(
+        "RotaryEmbedding",
+        [value, shared["position_ids"], shared["cos"], shared["sin"]],
+        attributes={"num_heads": heads, "rotary_embedding_dim": head_dim},
+        domain="com.microsoft",
+    )
+    node.outputs[0].dtype, node.outputs[0].shape = value.dtype, value.shape
+    graph.insert_before(before, node)
+    return node.outputs[0]
 
 
 def _constant(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
@@ -310,8 +292,6 @@ def _shared_inputs(
     sequence = add("Shape", [ids], start=1, end=2)  # [S]
     bias_shape = add("Concat", [batch, one, sequence, total], axis=0)
     bias = add("Expand", [add("Unsqueeze", [bias_2d, axes]), bias_shape])  # the kernel's form
-    bsh_q = _constant(graph, "gqa_bsh_q", np.array([0, 0, shape.num_heads * shape.head_dim]))
-    bsh_kv = _constant(graph, "gqa_bsh_kv", np.array([0, 0, shape.kv_heads * shape.head_dim]))
     for node in nodes:
         graph.insert_before(first, node)
     names = ("gqa_total_length", "gqa_seqlens_k", "gqa_attention_bias")
@@ -322,17 +302,14 @@ def _shared_inputs(
         ir.DataType.INT32,
         ir.DataType.FLOAT,
     )
-    shared = {
+    return {
         "total_length": total_scalar,
         "seqlens_k": seqlens,
         "bias": bias,
-        "bsh_q": bsh_q,
-        "bsh_kv": bsh_kv,
+        "position_ids": inputs["position_ids"],
+        "cos": _constant(graph, "gqa_cos_cache", shape.cos.astype(np.float32)),
+        "sin": _constant(graph, "gqa_sin_cache", shape.sin.astype(np.float32)),
     }
-    if shape.cos is not None and shape.sin is not None:
-        shared["cos"] = _constant(graph, "gqa_cos_cache", shape.cos.astype(np.float32))
-        shared["sin"] = _constant(graph, "gqa_sin_cache", shape.sin.astype(np.float32))
-    return shared
 
 
 # Families whose decoder layers are the Llama layout (q/k/v/o projections, rotate-half
@@ -340,11 +317,10 @@ def _shared_inputs(
 FAMILIES = frozenset({"llama"})
 
 
-def attention_shape(config: object, rotary: bool = True) -> AttentionShape:
-    """The kernel's view of ``config``'s attention. The rotary tables are the model's own
-    rotary module evaluated at every position (so any static rope scaling is honoured);
-    onnxruntime's CPU kernel rotates only head sizes that are multiples of 16, so smaller
-    heads keep the graph's rotary (rule 3)."""
+def attention_shape(config: object) -> AttentionShape | None:
+    """The kernel's view of ``config``'s attention (None: no rotary module found). The
+    rotary tables are the model's own rotary module evaluated at every position, so any
+    static rope scaling is honoured."""
     import sys
 
     import torch
@@ -353,20 +329,23 @@ def attention_shape(config: object, rotary: bool = True) -> AttentionShape:
     heads = int(config.num_attention_heads)
     kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
     head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
-    shape = AttentionShape(heads, kv_heads, head_dim, head_dim**-0.5)
-    if not rotary or head_dim % 16:
-        return shape
     architecture = getattr(transformers, (config.architectures or [""])[0], None)
     module = sys.modules.get(getattr(architecture, "__module__", ""), None)
     rotary_class = next(
         (getattr(module, n) for n in dir(module) if n.endswith("RotaryEmbedding")), None
     )
     if rotary_class is None:
-        return shape
+        return None
     positions = torch.arange(int(config.max_position_embeddings))[None]
     with torch.no_grad():
         cos, sin = rotary_class(config)(torch.zeros(1), positions)
     half = head_dim // 2
-    # rotate-half rotary repeats each frequency twice: the kernel takes one copy
-    shape.cos, shape.sin = cos[0, :, :half].numpy(), sin[0, :, :half].numpy()
-    return shape
+    # rotate-half rotary repeats each frequency twice: the kernels take one copy
+    return AttentionShape(
+        heads,
+        kv_heads,
+        head_dim,
+        head_dim**-0.5,
+        cos[0, :, :half].numpy(),
+        sin[0, :, :half].numpy(),
+    )
