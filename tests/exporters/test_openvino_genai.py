@@ -95,15 +95,26 @@ def test_llm_pipeline_generates_eagers_greedy_tokens(ov_export, eager, tokenizer
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"num_beams": 2}], ids=["greedy", "beams"])
-def test_graphport_load_drives_the_state(ov_export, eager, tokenizer, kwargs):
+def test_graphport_load_drives_the_state(ov_export, eager, tokenizer, kwargs, monkeypatch):
     encoded = tokenizer([PROMPT, "w3 w8"], return_tensors="pt", padding=True)
     model = graphport.load(ov_export, runtime="openvino")
+    tensors = ov.Tensor
+    set_states = []  # the runtime sets a variable from an ov.Tensor of its past
+
+    def counting(*args, **kw):
+        set_states.append(1)
+        return tensors(*args, **kw)
+
+    monkeypatch.setattr(ov, "Tensor", counting)
     for _ in range(2):  # a second generate() starts from a fresh cache
+        set_states.clear()
         with torch.no_grad():
             out = model.generate(**encoded, max_new_tokens=NEW_TOKENS, pad_token_id=0, **kwargs)
         assert out[:, encoded["input_ids"].shape[1] :].tolist() == _eager_new_tokens(
             eager, encoded, **kwargs
         )
+        if not kwargs:  # greedy feeds back what the graph returned: set on the first step only
+            assert len(set_states) == 4  # 2 layers x key, value
 
 
 def test_generate_command_runs_the_export(ov_export: Path):
