@@ -12,7 +12,9 @@ step must read every weight once, so tokens/s cannot exceed bandwidth / weight b
 The int4 weight-only variants (MatMulNBits, one per ``--int4`` method, the default
 method's first) show what quantized decoding gains and which kernel path each graph takes;
 their tokens are compared with eager's too (agreement, not identity, is expected), and
-their prompt logits with the fp32 graph's (cosine per position).
+their prompt logits with the fp32 graph's (cosine per position). The ``-O2`` variants run
+the decoder as onnxruntime's GroupQueryAttention with one preallocated KV buffer shared by
+past and present (graphs/gqa.py, runtimes/kv_buffer.py), fp32 and int4 (``--block-size``).
 
 Usage (from the repository root):
 
@@ -89,6 +91,8 @@ def main() -> int:
         default=DEFAULT_INT4_METHOD,
         help="Comma-separated int4 methods (rtn, hqq) to time, block 32.",
     )
+    parser.add_argument("--no-optimized", action="store_true", help="Skip the -O2 variants.")
+    parser.add_argument("--block-size", type=int, default=32, help="int4 block of -O2.")
     parser.add_argument("--output", type=Path, default=None, help="Write the table here.")
     args = parser.parse_args()
 
@@ -164,6 +168,28 @@ def main() -> int:
             cosines = row_cosines(prompt_logits(int4_dir, ids, args.threads), fp32_logits)
             logits_cosine[name] = (float(cosines.min()), float(cosines.mean()))
 
+        if not args.no_optimized:
+            from graphport.api.transform import optimize_export
+
+            print("optimizing (-O2)", file=sys.stderr, flush=True)
+            optimized = optimize_export(directory.path, Path(tmp) / "o2", level=2).path
+            model = load_model(optimized, "onnxruntime", **runtime_options["onnxruntime"])
+            variants["graphport onnxruntime fp32 -O2 (GQA, shared KV buffer)"] = lambda m=model: (
+                loaded(m)
+            )
+            o2_int4, kernel = quantize_int4(
+                ExportDirectory(optimized),
+                Path(tmp) / "o2-int4",
+                DEFAULT_INT4_METHOD,
+                args.block_size,
+            )
+            model = load_model(o2_int4, "onnxruntime", **runtime_options["onnxruntime"])
+            name = f"graphport onnxruntime int4 -O2 (GQA, shared KV), block {args.block_size}"
+            variants[name] = lambda m=model: loaded(m)
+            kernels[name] = kernel["summary"]
+            cosines = row_cosines(prompt_logits(o2_int4, ids, args.threads), fp32_logits)
+            logits_cosine[name] = (float(cosines.min()), float(cosines.mean()))
+
         tokens: dict[str, np.ndarray] = {}
         times: dict[str, list[float]] = {name: [] for name in variants}
         for name, fn in variants.items():  # warm-up
@@ -234,16 +260,16 @@ def main() -> int:
     return 0 if all(r["identical_tokens"] for r in fp32) else 1
 
 
-def quantize_int4(directory, out: Path, method: str):
-    """A copy of the export with int4 MatMulNBits weights (block 32), and the kernel path
-    record of its graph."""
+def quantize_int4(directory, out: Path, method: str, block_size: int = 32):
+    """A copy of the export with int4 MatMulNBits weights (``block_size``), and the kernel
+    path record of its graph."""
     from graphport.graphs.quantize import quantize_int4_weights, quiet_onnxruntime_tools
     from graphport.manifest import ExportDirectory
 
     shutil.copytree(directory.path, out)
     graph = out / directory.manifest.graph("model").file
     with quiet_onnxruntime_tools():
-        details = quantize_int4_weights(graph, graph, block_size=32, method=method)
+        details = quantize_int4_weights(graph, graph, block_size=block_size, method=method)
     return ExportDirectory(out), details["kernel"]
 
 
