@@ -4,12 +4,16 @@ share one preallocated buffer.
 torch.export writes a decoder layer's attention as a dozen-node chain per layer: the
 rotary embedding, ``Concat(past, new)`` for the present, the grouped heads repeated by
 Expand/Reshape, the mask built from ``attention_mask`` and the cache length, MatMul,
-Softmax, MatMul. onnxscript's GQA fusion does not match that chain (the repeat and the
-mask arithmetic differ from its patterns), so this pass rewrites it structurally, from the
-module scopes every node carries: the outputs of ``q_proj``, ``k_proj`` and ``v_proj``
-feed one ``com.microsoft.GroupQueryAttention`` whose output feeds ``o_proj`` and whose
-present key and value are the graph's ``present.{i}.*`` outputs. onnxruntime-genai's model
-builder writes the same node.
+Softmax, MatMul. onnxscript's fusions (graphs/fusion.py) fuse the RMS norms and the
+residual adds into SkipSimplifiedLayerNormalization on this graph, but neither SDPA nor
+GQA: the exporter's SDPA decomposition guards the Softmax with
+``Where(IsNaN(softmax), 0, softmax)`` (rows that mask everything), where onnxscript's SDPA
+pattern wants the Softmax to feed the MatMul with V, and its GQA fusion starts from a
+fused SDPA (checked on the tiny Llama, onnxscript 0.7.2). So this pass rewrites the chain
+structurally, from the module scopes every node carries: the outputs of ``q_proj``,
+``k_proj`` and ``v_proj`` feed one ``com.microsoft.GroupQueryAttention`` whose output
+feeds ``o_proj`` and whose present key and value are the graph's ``present.{i}.*``
+outputs. onnxruntime-genai's model builder writes the same node.
 
 The graph keeps its inputs and outputs, so every caller feeds it as before (a past of
 ``P`` positions in, ``P + S`` out): onnxruntime sizes the present as
@@ -77,6 +81,7 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
         self.layers: list[int] = []
         self.skipped: dict[int, str] = {}
         self.readers: list[str] = []  # nodes besides the kernels that read a past input
+        self._scopes: dict[str, list[ir.Node]] = {}
 
     @property
     def shared_buffer(self) -> bool:
@@ -92,6 +97,11 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
             self.skipped[-1] = "the graph takes no attention_mask, input_ids and position_ids"
             return ir.passes.PassResult(model, modified=False)
         layers = sorted({int(m.group(1)) for name in inputs if (m := PAST.match(name)) is not None})
+        # module path -> its nodes in graph order, read once (a 7B graph has ~10k nodes)
+        self._scopes: dict[str, list[ir.Node]] = {}
+        for node in graph:
+            for scope in node_modules(node):
+                self._scopes.setdefault(scope, []).append(node)
         shared: dict[str, ir.Value] | None = None
         for layer in layers:
             found = self._match(graph, inputs, outputs, layer)
@@ -135,11 +145,11 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
         if not attention:
             return "the present's Concat carries no module scope"
         for proj in ("q_proj", "k_proj", "v_proj"):
-            value = _scope_output(graph, f"{attention}.{proj}")
+            value = _scope_output(graph, self._scopes.get(f"{attention}.{proj}", []))
             if value is None:
                 return f"no single output of {attention}.{proj}"
             found[proj] = value
-        o_proj = [n for n in graph if f"{attention}.o_proj" in node_modules(n)]
+        o_proj = self._scopes.get(f"{attention}.o_proj", [])
         if not o_proj or o_proj[0].op_type != "MatMul":
             return f"{attention}.o_proj does not start with a MatMul"
         found["attention_output"] = o_proj[0].inputs[0]
@@ -218,9 +228,8 @@ def _reads_batch_only(node: ir.Node) -> bool:
     return end is not None and 0 < end.as_int() <= 2
 
 
-def _scope_output(graph: ir.Graph, scope: str) -> ir.Value | None:
-    """The one value computed inside module ``scope`` and read outside it."""
-    nodes = [n for n in graph if scope in node_modules(n)]
+def _scope_output(graph: ir.Graph, nodes: list[ir.Node]) -> ir.Value | None:
+    """The one value computed by ``nodes`` (one module's) and read outside them."""
     inside = set(map(id, nodes))
     leaving = [
         v

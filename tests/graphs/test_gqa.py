@@ -118,14 +118,19 @@ def test_int4_decoder_buffered_equals_unbuffered(decoder, tmp_path: Path):
     assert torch.equal(model.generate(ids, attention_mask=mask, **GREEDY), buffered)
 
 
-def test_beam_search_and_the_cli_on_the_fused_decoder(decoder):
-    """Beam search feeds the graph its present arrays (no shared buffer); the CLI
-    generates through the buffer."""
+def test_beam_search_on_the_fused_decoder(decoder):
+    """Beam search feeds the graph its present arrays (no shared buffer)."""
     _, checkpoint, out = decoder
     eager = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
     ids, mask = _prompts()
     beams = {**GREEDY, "num_beams": 2}
     expected = eager.generate(ids, attention_mask=mask, **beams)
     assert torch.equal(graphport.load(out).generate(ids, attention_mask=mask, **beams), expected)
+
+
+def test_cli_generates_on_the_fused_decoder(decoder):
+    model_type, _, out = decoder
+    if model_type != "llama":
+        pytest.skip("the word tokenizer gives qwen2's tiny export no prompt tokens")
     result = CliRunner().invoke(cli, ["generate", str(out), "w5 w9", "w3", "--max-new-tokens", "4"])
     assert result.exit_code == 0, result.output
