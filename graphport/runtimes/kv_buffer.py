@@ -9,7 +9,9 @@ the cache. The manifest says when a graph allows this (``kv_cache.shared_buffer`
 Rules:
   1. one buffer per layer and kind, (batch, kv heads, ``length``, head dim), zeroed once
      and reused by the next generation of the same batch and length; positions past the
-     ones held are never read (the kernel attends ``attention_mask``'s length only);
+     ones held are never read (the kernel attends ``attention_mask``'s length only). A
+     generation that outgrows it (more positions than planned) moves to one twice as long
+     (``copy_from``);
   2. the buffers are numpy arrays wrapped by OrtValues without a copy, so the arrays seen
      by the caller (``held``) are views of what the kernel writes;
   3. a one-token step writes its logits into a preallocated (batch, 1, vocab) array, which
@@ -62,6 +64,12 @@ class SharedKVBuffer:
 
     def fits(self, batch: int, length: int) -> bool:
         return batch == self.batch and length <= self.length
+
+    def copy_from(self, other: SharedKVBuffer, positions: int) -> None:
+        """The first ``positions`` of ``other`` (a buffer that ran out of room)."""
+        for mine, theirs in zip(self.arrays, other.arrays, strict=True):
+            for target, source in zip(mine, theirs, strict=True):
+                target[:, :, :positions] = source[:, :, :positions]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         """One step on the bound buffers; returns the logits (rule 3)."""

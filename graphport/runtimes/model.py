@@ -389,13 +389,19 @@ class RuntimeModelForCausalLM(RuntimeModel, GenerationMixin):
 
         main = feeds[self.main_input_name]
         batch, total = main.shape[0], past_length + main.shape[1]
-        if past_length == 0:
+        held = self.kv_buffer
+        if past_length == 0 or not held.fits(batch, total):
             length = max(self._buffer_length, total)
-            if self.kv_buffer is None or not self.kv_buffer.fits(batch, length):
+            if past_length:  # more positions than planned (a max_length in a config): grow
+                length = min(max(total, 2 * held.length), self.max_positions or total)
+            if held is None or not held.fits(batch, length) or past_length:
                 self.kv_buffer = SharedKVBuffer(
                     self.runtime.session, self.kv_cache, batch, length, self.config.vocab_size
                 )
-            cache = DynamicCache()
+            if past_length:
+                self.kv_buffer.copy_from(held, past_length)
+            else:
+                cache = DynamicCache()
         logits = self.kv_buffer.run(feeds)
         _store_present(cache, self.kv_buffer.held(total), self.num_layers)
         return self.output_class(logits=torch.from_numpy(logits), cache=cache)

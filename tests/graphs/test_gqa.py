@@ -134,3 +134,15 @@ def test_cli_generates_on_the_fused_decoder(decoder):
         pytest.skip("the word tokenizer gives qwen2's tiny export no prompt tokens")
     result = CliRunner().invoke(cli, ["generate", str(out), "w5 w9", "w3", "--max-new-tokens", "4"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_generation_longer_than_planned_grows_the_buffer(decoder):
+    _, checkpoint, out = decoder
+    eager = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    model = graphport.load(out)
+    model.generation_config.max_length = 8  # what the buffer is planned from
+    ids, mask = _prompts()
+    longer = {"max_length": 17, "do_sample": False, "pad_token_id": 0, "min_length": 17}
+    expected = eager.generate(ids, attention_mask=mask, **longer)
+    assert torch.equal(model.generate(ids, attention_mask=mask, **longer), expected)
+    assert model.kv_buffer.length >= 16 > 8
