@@ -327,9 +327,9 @@ FAMILIES = frozenset({"llama"})
 
 
 def attention_shape(config: object) -> AttentionShape | None:
-    """The kernel's view of ``config``'s attention (None: no rotary module found). The
-    rotary tables are the model's own rotary module evaluated at every position, so any
-    static rope scaling is honoured."""
+    """The kernel's view of ``config``'s attention (None: no rotary module found, or one
+    that rotates part of each head only). The rotary tables are the model's own rotary
+    module evaluated at every position, so any static rope scaling is honoured."""
     import sys
 
     import torch
@@ -348,6 +348,8 @@ def attention_shape(config: object) -> AttentionShape | None:
     positions = torch.arange(int(config.max_position_embeddings))[None]
     with torch.no_grad():
         cos, sin = rotary_class(config)(torch.zeros(1), positions)
+    if cos.shape[-1] != head_dim:  # partial rotary: the kernels would rotate every dim
+        return None
     half = head_dim // 2
     # rotate-half rotary repeats each frequency twice: the kernels take one copy
     return AttentionShape(
