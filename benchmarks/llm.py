@@ -66,6 +66,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import resource
 import shlex
 import shutil
@@ -258,6 +259,11 @@ LLAMACPP_QUANTIZE = (
     "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), "
     "ctypes.byref(p)))"
 )
+
+
+def artifact_path(work: Path, name: str) -> Path:
+    """Where an artifact lives: a GGUF is one file, every other artifact a directory."""
+    return work / (name + (".gguf" if name.startswith("gguf") else ""))
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -500,6 +506,7 @@ class Backend:
     the argmax of each position's logits (teacher-forced), or None if it cannot tell."""
 
     batched = True
+    unbatched = ""  # why not, where batched is False
 
     def generate(self, ids: Any, n: int) -> Any:
         raise NotImplementedError
@@ -582,6 +589,7 @@ class LlamaCppBackend(Backend):
     # llama-cpp-python's Llama runs one sequence per context; batches would need its
     # low-level llama_batch API with several sequence ids.
     batched = False
+    unbatched = "llama-cpp-python's Llama decodes one sequence per context"
 
     def __init__(self, path: Path, threads: int, context: int) -> None:
         from llama_cpp import Llama
@@ -605,7 +613,7 @@ class LlamaCppBackend(Backend):
         import numpy as np
 
         if ids.shape[0] != 1:
-            raise ValueError("llama-cpp-python's Llama decodes one sequence per context")
+            raise ValueError(self.unbatched)
         self.llm.reset()  # no prefix reuse between rounds: every prompt is evaluated anew
         out: list[int] = []
         for token in self.llm.generate(ids[0].tolist(), top_k=1, temp=0.0, reset=True):
@@ -675,7 +683,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     n, rounds = spec["new_tokens"], spec["rounds"]
     for batch in spec["batches"]:
         if batch > 1 and not backend.batched:
-            result["batches"][str(batch)] = {"error": backend.__class__.__doc__ or "no batches"}
+            result["batches"][str(batch)] = {"error": backend.unbatched}
             continue
         ids = prompts(spec["seed"], batch, spec["prompt"])
         tokens = backend.generate(ids, n)  # warm-up, and the tokens compared with eager's
@@ -765,8 +773,8 @@ def build_artifact(
             record = Built(size, name, [], error=f"needs {source}, which failed")
             built[(size, name)] = record
             return record
-        src = work / source
-    out = work / (name + (".gguf" if name.startswith("gguf") else ""))
+        src = artifact_path(work, source)
+    out = artifact_path(work, name)
     python = envs.python.get(env_name)
     convert = str(envs.llamacpp_src / "convert_hf_to_gguf.py") if envs.llamacpp_src else ""
     argv_text = template.format(
@@ -801,6 +809,8 @@ def _short(argv: list[str], work: Path) -> list[str]:
 
 
 def _last_line(text: str) -> str:
+    """The last line of a log, for a table cell: the run's temp dir left out."""
+    text = re.sub(r"\S*graphport-llm-[^/\s]+/[^/\s]+/", "", text)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     last = lines[-1] if lines else (text or "no output")
     return (last[:200] + "..." if len(last) > 200 else last).replace("|", "\\|")
@@ -824,7 +834,7 @@ def run_variant(
         if record.error:
             row.error = f"{variant.artifact} not built: {record.error}"
             return row
-        path = work / (variant.artifact + (".gguf" if variant.artifact.startswith("gguf") else ""))
+        path = artifact_path(work, variant.artifact)
     env_name = {"onnxruntime-genai": "genai", "llama-cpp": "llamacpp"}.get(
         variant.backend, "project"
     )
@@ -880,7 +890,7 @@ def release(
     """Deletes an artifact once no remaining variant (nor artifact built from it) needs it."""
     still = artifacts_needed(remaining)
     if name not in still:
-        path = work / (name + (".gguf" if name.startswith("gguf") else ""))
+        path = artifact_path(work, name)
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
