@@ -35,7 +35,7 @@ from graphport.manifest import (
 )
 from graphport.models.loader import DTYPES, load_checkpoint, load_meta_model, load_model
 from graphport.models.registry import get_onnx_config, get_registration, resolve_task
-from graphport.validators.parity import ParityReport, validate_export
+from graphport.validators.parity import INT4_REFERENCE, ParityReport, validate_export
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +283,9 @@ def export_model(
                 "atol": atol if atol is not None else onnx_config.atol_for_validation,
                 "rtol": rtol if rtol is not None else onnx_config.rtol_for_validation,
                 **_quantized_budget(options),
-                **({"min_cosine": _int4_budget()} if quantized else {}),
+                **(
+                    {"min_cosine": _int4_budget(), "reference": INT4_REFERENCE} if quantized else {}
+                ),
             },
             versions=package_versions(),
             files=sorted({*(f for a in artifacts for f in a.files), *copied}),

@@ -51,7 +51,9 @@ def should_stream(
     requested: bool | None,
 ) -> bool:
     """Whether to export ``checkpoint`` by streaming: as ``requested``, else when the
-    in-memory export would not fit in the memory available now."""
+    in-memory export would not fit in the memory available now, and for an int4 export
+    of a causal LM (which streaming writes straight from the checkpoint, where the
+    in-memory export writes, validates and re-reads an fp32 graph first)."""
     gptq = GptqSpec.from_config(checkpoint.config)  # refuses unsupported bits and groups
     if requested is False:
         if gptq is not None:
@@ -61,8 +63,14 @@ def should_stream(
             )
         return False
     if requested is None and gptq is None:
+        if not checkpoint.safetensors or fmt != "onnx":
+            return False
         need = checkpoint.parameter_count() * DTYPE_BYTES[dtype] * IN_MEMORY_FACTOR
-        if not checkpoint.safetensors or fmt != "onnx" or need + BASE_MEMORY < available_memory():
+        if need + BASE_MEMORY < available_memory():
+            causal = any(a.endswith("ForCausalLM") for a in checkpoint.architectures)
+            if quantize == "int4-weight" and causal and dtype == "fp32":
+                logger.info("Streaming %s's weights into int4 blocks", checkpoint.source)
+                return True
             return False
         logger.warning(
             "Exporting %s in memory would need about %s and %s is available: streaming its "

@@ -1,0 +1,97 @@
+"""The eager model with the int4 weights an export holds: the reference that tells an
+export's own error from its quantization's.
+
+An int4 graph differs from the float model in two ways: its weights are rounded to 16
+levels per block (the quantization's error, a property of the model and the scheme), and
+it computes with them (where an export bug would show). On a trained model the first is
+small; on a random deep checkpoint it is not: random layers amplify the rounding noise
+from layer to layer (a random 22-layer 1.1B Llama's int4 logits reach cosine 0.86 to its
+float logits, with the graph computing exactly what its weights say). Validating such a
+graph against the float model conflates the two. Against this reference (each quantized
+Linear's weight replaced by the dequantized blocks read back from the graph file) only the
+graph's own error is left; the distance to the float model is reported beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+logger = logging.getLogger(__name__)
+
+# Initializer names the streamed int4 pass writes: ``<weight>.T_Q4`` (graphs/weight_only.py).
+_SUFFIXES = (".T_Q4", ".T_Q8")
+
+
+def dequantize_nbits(
+    packed: np.ndarray, scales: np.ndarray, zero_points: np.ndarray | None, bits: int, k: int
+) -> np.ndarray:
+    """MatMulNBits blocks -> the float weight they stand for, [N, K] (a Linear's layout)."""
+    n, blocks, _ = packed.shape
+    if bits == 4:
+        codes = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, blocks, -1)
+    else:
+        codes = packed
+    if zero_points is None:
+        zeros = np.full((n, blocks), 1 << (bits - 1), dtype=np.float32)
+    elif bits == 4:
+        zeros = np.stack([zero_points & 0x0F, zero_points >> 4], axis=-1).reshape(n, -1)
+        zeros = zeros[:, :blocks].astype(np.float32)
+    else:
+        zeros = zero_points[:, :blocks].astype(np.float32)
+    scale = scales.reshape(n, blocks).astype(np.float32)
+    weight = (codes.astype(np.float32) - zeros[..., None]) * scale[..., None]
+    return weight.reshape(n, -1)[:, :k]
+
+
+def apply_int4_weights(eager: Any, graph_path: Path) -> int:
+    """Replace, in place, each eager Linear weight a MatMulNBits node of ``graph_path``
+    holds by that node's dequantized blocks; returns how many were replaced."""
+    import torch
+
+    params = dict(eager.named_parameters())
+    model = ir.load(graph_path)
+    count = 0
+    for node in model.graph:
+        if node.op_type != "MatMulNBits" or node.inputs[1] is None:
+            continue
+        name = node.inputs[1].name or ""
+        base = next((name.removesuffix(s) for s in _SUFFIXES if name.endswith(s)), None)
+        target = _parameter(params, base)
+        if target is None:
+            continue
+        attrs = {a.name: a.value for a in node.attributes.values()}
+        zero_points = node.inputs[3] if len(node.inputs) > 3 else None
+        weight = dequantize_nbits(
+            node.inputs[1].const_value.numpy(),
+            node.inputs[2].const_value.numpy(),
+            zero_points.const_value.numpy() if zero_points is not None else None,
+            int(attrs["bits"]),
+            int(attrs["K"]),
+        )
+        perm = node.inputs[0].producer()
+        if perm is not None and perm.op_type == "Gather" and perm.inputs[1].const_value:
+            # A regrouped (act-order) weight: row i of the blocks is input perm[i].
+            order = np.argsort(perm.inputs[1].const_value.numpy())
+            weight = weight[:, order]
+        with torch.no_grad():
+            target.copy_(torch.from_numpy(weight).to(target.dtype))
+        count += 1
+    return count
+
+
+def _parameter(params: dict[str, Any], base: str | None) -> Any:
+    """The eager parameter a graph weight was traced from: the graph names it by its path
+    in the traced wrapper, which may prefix the model's own names."""
+    if base is None:
+        return None
+    parts = base.split(".")
+    for start in range(len(parts)):
+        name = ".".join(parts[start:])
+        if name in params:
+            return params[name]
+    return None

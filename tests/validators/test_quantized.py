@@ -1,0 +1,56 @@
+"""The int4 reference (validators/quantized.py): MatMulNBits blocks read back into the
+float weights onnxruntime computes with."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from graphport.graphs.weight_only import quantize_blocks
+from graphport.validators.quantized import dequantize_nbits
+
+
+@pytest.mark.parametrize(("k", "n", "block"), [(64, 48, 32), (96, 32, 32), (128, 16, 64)])
+def test_dequantized_blocks_are_what_onnxruntime_multiplies_by(k: int, n: int, block: int):
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(k, n)).astype(np.float32)  # [K, N], as MatMul reads it
+    blocks = quantize_blocks(weight, block)
+    node = helper.make_node(
+        "MatMulNBits",
+        ["x", "b", "scales", "zero_points"],
+        ["y"],
+        domain="com.microsoft",
+        K=k,
+        N=n,
+        bits=4,
+        block_size=block,
+        accuracy_level=0,  # fp32 activations: the product is the dequantized weight's
+    )
+    graph = helper.make_graph(
+        [node],
+        "nbits",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, n])],
+        [
+            numpy_helper.from_array(blocks.packed, "b"),
+            numpy_helper.from_array(blocks.scales, "scales"),
+            numpy_helper.from_array(blocks.zero_points, "zero_points"),
+        ],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    )
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = rng.normal(size=(3, k)).astype(np.float32)
+    (y,) = session.run(None, {"x": x})
+
+    dequantized = dequantize_nbits(blocks.packed, blocks.scales, blocks.zero_points, 4, k)
+    assert dequantized.shape == (n, k)
+    np.testing.assert_allclose(y, x @ dequantized.T, rtol=1e-4, atol=1e-4)
+    # ...and it is the rounded weight: close to the float one, not equal to it.
+    error = np.abs(dequantized.T - weight).max()
+    assert 0 < error <= np.abs(weight).max() / 7
+    onnx.checker.check_model(model)
