@@ -150,7 +150,7 @@ class GroupQueryAttentionPass(ir.passes.InPlacePass):
                 return f"no single output of {attention}.{proj}"
             found[proj] = value
         o_proj = self._scopes.get(f"{attention}.o_proj", [])
-        if not o_proj or o_proj[0].op_type != "MatMul":
+        if not o_proj or o_proj[0].op_type not in ("MatMul", "MatMulNBits"):  # fp32 or int4
             return f"{attention}.o_proj does not start with a MatMul"
         found["attention_output"] = o_proj[0].inputs[0]
         return found
