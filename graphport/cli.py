@@ -280,7 +280,8 @@ def export(
         raise UsageError("--html writes the parity report, which --no-validate skips; drop one.")
     _check_html(html_file)
     check_output_path(output, overwrite)  # before the long work, not after it
-    stream = plan_streaming(model, dtype, fmt, quantize, streaming)
+    # int4 streams by default (api/streaming.py) unless -O asks for the in-memory passes.
+    stream = plan_streaming(model, dtype, fmt, quantize if optimize is None else None, streaming)
     if stream and (optimize is not None or calibration is not None):
         raise UsageError(
             "A streamed export takes --quantize int4-weight alone; run `graphport optimize` "
@@ -354,7 +355,7 @@ def export(
 
 
 def _streamed(manifest: Any) -> str:
-    """", streamed, int4-weight" for a streamed export (api/streaming.py)."""
+    """ ", streamed, int4-weight" for a streamed export (api/streaming.py)."""
     if "streamed" not in manifest.exporter:
         return ""
     return "".join([", streamed", *(f", {p['name']}" for p in manifest.passes)])
