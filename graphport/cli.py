@@ -753,9 +753,10 @@ def quantize(
 
 def _print_passes(result: Any) -> None:
     for record in result.passes:
-        runtimes = [k for k in record["parity"] if k != "passed"]
-        worst = record["parity"][runtimes[0]] if runtimes else {}
-        verdict = "ok" if record["parity"]["passed"] else "BROKEN"
+        parity = record.get("parity", {})  # none: a streamed export written unvalidated
+        runtimes = [k for k in parity if k != "passed"]
+        worst = parity[runtimes[0]] if runtimes else {}
+        verdict = "not validated" if not parity else "ok" if parity["passed"] else "BROKEN"
         click.echo(
             f"pass {record['name']:<13} modified={record['modified']!s:<5} "
             f"{record['seconds']:6.2f} s  parity {verdict}: max abs "

@@ -183,6 +183,8 @@ def export_model(
     if opset is not None:
         check_opset(opset)
     check_output_path(output, overwrite)
+    if validate and runtimes is not None:  # bad names fail before any work
+        runtimes = parse_runtimes(runtimes, runtime_options)
     checkpoint = load_checkpoint(model)
     stream = should_stream(checkpoint, dtype, fmt, quantize, streaming)
     if quantize is not None and not stream:
@@ -215,7 +217,8 @@ def export_model(
         # An int4 graph (MatMulNBits) runs on onnxruntime only.
         quantized_graph = quantize is not None or checkpoint_is_gptq(checkpoint)
         default = ["onnxruntime"] if quantized_graph else available_runtimes(fmt)
-        runtimes = parse_runtimes(runtimes if runtimes is not None else default, runtime_options)
+        if runtimes is None:
+            runtimes = parse_runtimes(default, runtime_options)
     logger.info("Loading %s (%s, %s)", checkpoint.path, checkpoint.model_type, parsed_task.value)
     loader = load_meta_model if stream else load_model
     eager = loader(checkpoint, parsed_task, dtype, dict(onnx_config.values_override or {}))
@@ -293,8 +296,16 @@ def export_model(
         )
         if quantized:
             manifest.target = "onnxruntime"  # MatMulNBits is an onnxruntime operator
+            streamed = dict(artifact.exporter["streamed"])
             manifest.passes.append(
-                {"name": quantize or "gptq", "streamed": True, **artifact.exporter["streamed"]}
+                {
+                    "name": quantize or "gptq",
+                    "modified": True,
+                    "seconds": streamed.pop("seconds"),
+                    "budget": {"min_cosine": _int4_budget(), "reference": INT4_REFERENCE},
+                    "streamed": True,
+                    **streamed,
+                }
             )
         manifest.write(staging)
 
@@ -316,6 +327,11 @@ def export_model(
             )
             report.export_dir = str(output)
             manifest.validation = report.summary()
+            if quantized:  # the streamed quantization's record, as a pass's
+                manifest.passes[-1]["parity"] = {
+                    "passed": report.passed,
+                    **manifest.validation["worst"],
+                }
             manifest.write(staging)
             report.write(staging / REPORT_NAME)
         move_into_place(staging, output)

@@ -31,9 +31,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import onnx
 import onnx_ir as ir
 
-from graphport.errors import ParityError, UsageError
+from graphport.errors import ParityError, PassError, UsageError
 from graphport.graphs import DEFAULT_INT4_METHOD, QUANT_MODES
 from graphport.graphs.quantize import quiet_onnxruntime_tools
 from graphport.graphs.scopes import carry_scopes
@@ -100,6 +101,39 @@ def _ir_step(
     return step
 
 
+def _settle_external_data(staging: Path, scratch: Path, graph: GraphSpec) -> str | None:
+    """Give a rewritten graph's weights the graph's own data file name (``<file>_data``).
+
+    A step leaves the weights it did not touch where they were (onnx-ir keeps a loaded
+    graph's external tensors as references to the source's data file), or writes a data
+    file of its own under its scratch name (onnxruntime's quantizer): the old file is
+    deleted only when the new graph no longer reads it, and a new one is renamed, with the
+    graph's references, to the name every export uses. Returns that name (None: no
+    external data)."""
+    proto = onnx.load(scratch, load_external_data=False)
+    external = [
+        entry
+        for tensor in proto.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    ]
+    locations = {entry.value for entry in external}
+    if graph.external_data and graph.external_data not in locations:
+        (staging / graph.external_data).unlink(missing_ok=True)
+    if not locations:
+        return None
+    final = f"{graph.file}_data"
+    if locations != {final}:
+        if len(locations) > 1:
+            raise PassError(f"{scratch.name} reads its weights from several files: {locations}.")
+        (staging / locations.pop()).replace(staging / final)
+        for entry in external:
+            entry.value = final
+        onnx.save(proto, scratch)  # the graph only: its data stays where it now is
+    return final
+
+
 def _onnxruntime_refuses(path: Path) -> str | None:
     """Why onnxruntime cannot load the graph at ``path`` with its default (all)
     optimizations, as sessions load it (None: it loads)."""
@@ -161,11 +195,10 @@ def _run(
                 with quiet_onnxruntime_tools():
                     graph_modified, graph_details = step(current, scratch)
                 carry_scopes(current, scratch)  # new nodes keep mapping to their modules
-                if graph.external_data:
-                    (staging / graph.external_data).unlink(missing_ok=True)
+                external = _settle_external_data(staging, scratch, graph)
                 scratch.replace(current)
                 manifest.graphs[index] = GraphSpec.from_ir(
-                    graph.name, graph.file, ir.load(current), None
+                    graph.name, graph.file, ir.load(current), external
                 )
                 modified |= graph_modified
                 if graph_details.get("kv_cache") and manifest.kv_cache:  # a new cache contract

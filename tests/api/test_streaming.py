@@ -46,14 +46,20 @@ def bf16_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_a_streamed_export_generates_eagers_tokens_on_both_runtimes(
-    bf16_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    reads: list[str] = []
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the checkpoint tensors read, in order."""
+    names: list[str] = []
     original = CheckpointReader.read
     monkeypatch.setattr(
-        CheckpointReader, "read", lambda self, name: reads.append(name) or original(self, name)
+        CheckpointReader, "read", lambda self, name: names.append(name) or original(self, name)
     )
+    return names
+
+
+def test_a_streamed_export_generates_eagers_tokens_on_both_runtimes(
+    bf16_llama: Path, tmp_path: Path, reads: list[str]
+) -> None:
     result = export_model(bf16_llama, tmp_path / "out", streaming=True)
 
     assert result.manifest.exporter["streamed"]
@@ -71,13 +77,8 @@ def test_a_streamed_export_generates_eagers_tokens_on_both_runtimes(
 
 
 def test_an_int4_streamed_export_from_the_cli_quantizes_every_projection_once(
-    bf16_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bf16_llama: Path, tmp_path: Path, reads: list[str]
 ) -> None:
-    reads: list[str] = []
-    original = CheckpointReader.read
-    monkeypatch.setattr(
-        CheckpointReader, "read", lambda self, name: reads.append(name) or original(self, name)
-    )
     out = tmp_path / "int4"
     runner = CliRunner()
     exported = runner.invoke(
@@ -106,8 +107,16 @@ def test_an_int4_streamed_export_from_the_cli_quantizes_every_projection_once(
     assert tokens.shape == (1, 8)
     generated = runner.invoke(cli, ["generate", str(out), "w1 w2 w3", "--max-new-tokens", "4"])
     assert generated.exit_code == 0, generated.output
-    validated = runner.invoke(cli, ["validate", str(out)])
-    assert validated.exit_code == 0, validated.output
+    # The next command: the fused form (its weights stay in the export's data file).
+    fused = runner.invoke(cli, ["optimize", str(out), str(tmp_path / "o2"), "-O", "2"])
+    assert fused.exit_code == 0, fused.output
+    assert "pass int4-weight" in fused.output and "GroupQueryAttention" in str(
+        onnx.load(tmp_path / "o2" / "model.onnx", load_external_data=False).graph.node
+    )
+    assert sorted(p.name for p in (tmp_path / "o2").glob("*onnx*")) == [
+        "model.onnx",
+        "model.onnx_data",
+    ]
 
 
 def _gptq_checkpoint(path: Path, act_order: bool) -> tuple[Path, LlamaForCausalLM]:
