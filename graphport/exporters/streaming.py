@@ -43,8 +43,6 @@ logger = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class StoredTensor:
     file: Path
-    dtype: str  # safetensors' name: BF16, F32, I32, ...
-    shape: tuple[int, ...]
     nbytes: int
 
 
@@ -58,16 +56,10 @@ class CheckpointReader:
                 if name == "__metadata__":
                     continue
                 start, end = entry["data_offsets"]
-                self.tensors[name] = StoredTensor(
-                    file, entry["dtype"], tuple(entry["shape"]), end - start
-                )
+                self.tensors[name] = StoredTensor(file, end - start)
 
     def __contains__(self, name: object) -> bool:
         return name in self.tensors
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors.values())
 
     def read(self, name: str) -> torch.Tensor:
         """The tensor ``name``, copied out of the file (no mapping stays open)."""
@@ -119,6 +111,20 @@ class _Lazy:
         return _to_ir_tensor(tensor, self.key)
 
 
+def _lazy(
+    reader: CheckpointReader, key: str, tensor: torch.Tensor, name: str, transpose: bool
+) -> ir.LazyTensor:
+    """The initializer of checkpoint tensor ``key`` (shaped and typed as the meta
+    ``tensor``, transposed for a MatMul), read when it is written."""
+    shape = tuple(reversed(tensor.shape)) if transpose else tuple(tensor.shape)
+    return ir.LazyTensor(
+        _Lazy(reader, key, tensor.dtype, transpose),
+        dtype=from_torch_dtype(tensor.dtype),
+        shape=ir.Shape(shape),
+        name=name,
+    )
+
+
 def bind_checkpoint(
     graph_model: ir.Model,
     module: torch.nn.Module,
@@ -152,13 +158,7 @@ def bind_checkpoint(
             continue
         key = keys.get(id(tensor))
         if key is not None:
-            dtype = tensor.dtype
-            value.const_value = ir.LazyTensor(
-                _Lazy(reader, key, dtype, transpose=False),
-                dtype=from_torch_dtype(dtype),
-                shape=ir.Shape(tensor.shape),
-                name=name,
-            )
+            value.const_value = _lazy(reader, key, tensor, name, transpose=False)
         elif tensor.device.type != "meta":
             value.const_value = _to_ir_tensor(tensor.detach(), name)
         else:
@@ -220,12 +220,7 @@ def _fold_weight_transposes(
                 name=name,
                 shape=ir.Shape((tensor.shape[1], tensor.shape[0])),
                 type=ir.TensorType(from_torch_dtype(tensor.dtype)),
-                const_value=ir.LazyTensor(
-                    _Lazy(reader, key, tensor.dtype, transpose=True),
-                    dtype=from_torch_dtype(tensor.dtype),
-                    shape=ir.Shape((tensor.shape[1], tensor.shape[0])),
-                    name=name,
-                ),
+                const_value=_lazy(reader, key, tensor, name, transpose=True),
             )
             graph.register_initializer(folded)
         ir.convenience.replace_all_uses_with(node.outputs[0], graph.initializers[name])
