@@ -36,6 +36,7 @@ def load_reference(directory: ExportDirectory, dtype: str | None = None) -> Any:
     model: a composite export's graphs are its sub-modules), in ``dtype`` (default: the
     export's, unless that does not fit in memory: see ``reference_dtype``)."""
     from graphport.exporters.tasks import Task
+    from graphport.graphs.gptq import GptqSpec
     from graphport.models.loader import load_checkpoint, load_model
     from graphport.models.registry import get_onnx_config
 
@@ -50,7 +51,7 @@ def load_reference(directory: ExportDirectory, dtype: str | None = None) -> Any:
     task = Task(manifest.task)
     overrides = get_onnx_config(checkpoint.config, task).values_override
     dtype = dtype or reference_dtype(checkpoint, manifest.dtype)
-    if checkpoint.config.to_dict().get("quantization_config", {}).get("quant_method") == "gptq":
+    if GptqSpec.from_config(checkpoint.config) is not None:
         return dequantized_gptq_model(checkpoint, task, dtype, dict(overrides or {}))
     return load_model(checkpoint, task, dtype, dict(overrides or {}))
 
@@ -111,7 +112,8 @@ def dequantized_gptq_model(
 def reference_dtype(checkpoint: Any, export_dtype: str) -> str:
     """The precision to load an eager reference in: the export's, or the checkpoint's
     own (half) precision when the export's would take more than 70 % of the memory
-    available (a 7B fp32 reference is 28 GB; its bf16 checkpoint 13.5 GB)."""
+    available (the 7B-shaped Llama of benchmarks/llm.py: 23.7 GB in fp32, 11.9 GB as its
+    bf16 checkpoint stores it)."""
     from graphport.resources import available_memory, gigabytes
 
     stored = checkpoint.stored_dtype()

@@ -100,9 +100,8 @@ class ParityReport:
     generation: list[GenerationCheck] = dataclasses.field(default_factory=list)
     cross_runtime: list[CrossRuntimeDiff] = dataclasses.field(default_factory=list)
     # Judged against eager with the export's int4 weights (validators/quantized.py): each
-    # runtime's logits against eager with its float weights, per case.
-    float_reference: list[OutputDiff] = dataclasses.field(default_factory=list)
-    float_runtimes: list[str] = dataclasses.field(default_factory=list)
+    # runtime's logits against eager with its float weights, per case: (runtime, diff).
+    float_reference: list[tuple[str, OutputDiff]] = dataclasses.field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -177,14 +176,7 @@ class ParityReport:
                 },
                 "reference": self.reference,
                 "next_token_agreement": self.agreement(),
-                "float_weights_min_cosine": {
-                    name: min(
-                        o.min_cosine
-                        for r, o in zip(self.float_runtimes, self.float_reference, strict=True)
-                        if r == name
-                    )
-                    for name in dict.fromkeys(self.float_runtimes)
-                },
+                "float_weights_min_cosine": self.float_min_cosine(),
                 "failures": self.failures(),
             }
         )
@@ -260,11 +252,7 @@ class ParityReport:
         """Per runtime, the teacher-forced next-token agreement with eager over every
         logits position validated (the share whose top token is eager's)."""
         agreed: dict[str, list[float]] = {}
-        diffs = (
-            zip(self.float_runtimes, self.float_reference, strict=True)
-            if self.float_reference
-            else ((r.runtime, o) for r in self.results for o in r.outputs)
-        )
+        diffs = self.float_reference or [(r.runtime, o) for r in self.results for o in r.outputs]
         for runtime, o in diffs:
             if o.top1_agreement is not None and o.top1_positions:
                 entry = agreed.setdefault(runtime, [0.0, 0.0])
@@ -272,21 +260,23 @@ class ParityReport:
                 entry[1] += o.top1_positions
         return {name: a / n for name, (a, n) in agreed.items() if n}
 
+    def float_min_cosine(self) -> dict[str, float]:
+        """Per runtime, the smallest logits cosine to eager with float weights (an export
+        judged against its int4 weights; empty otherwise)."""
+        worst: dict[str, float] = {}
+        for runtime, o in self.float_reference:
+            worst[runtime] = min(worst.get(runtime, 1.0), o.min_cosine)
+        return worst
+
     def _agreement_lines(self) -> list[str]:
         if self.cosine is None:  # exact graphs: the table already says they match
             return []
         against = "eager with float weights" if self.float_reference else "eager"
-        lines = []
-        for runtime in dict.fromkeys(self.float_runtimes):
-            worst = min(
-                o.min_cosine
-                for r, o in zip(self.float_runtimes, self.float_reference, strict=True)
-                if r == runtime
-            )
-            lines.append(
-                f"against eager with float weights  {runtime}: logits min cosine {worst:.4f} "
-                "(the quantization's own error; the table compares with the int4 weights)"
-            )
+        lines = [
+            f"against eager with float weights  {runtime}: logits min cosine {worst:.4f} "
+            "(the quantization's own error; the table compares with the int4 weights)"
+            for runtime, worst in self.float_min_cosine().items()
+        ]
         return lines + [
             f"next-token agreement  {name}: {share:.1%} of the validated positions pick "
             f"the top token of {against} (teacher-forced)"
@@ -734,22 +724,20 @@ def validate_export(
                 if name != "torch":  # eager against eager proves nothing
                     actual.setdefault(graph.name, {})[name, label] = outputs
                 if float_expected and "logits" in float_expected[graph.name, label]:
-                    report.float_runtimes.append(name)
-                    report.float_reference.append(
-                        compare_output(
-                            "logits",
-                            float_expected[graph.name, label]["logits"],
-                            outputs.get("logits"),
-                            atol,
-                            rtol,
-                            _valid_positions(
-                                feeds,
-                                graph.config.outputs["logits"],
-                                float_expected[graph.name, label]["logits"].shape,
-                            ),
-                            cosine,
-                        )
+                    diff = compare_output(
+                        "logits",
+                        float_expected[graph.name, label]["logits"],
+                        outputs.get("logits"),
+                        atol,
+                        rtol,
+                        _valid_positions(
+                            feeds,
+                            graph.config.outputs["logits"],
+                            float_expected[graph.name, label]["logits"].shape,
+                        ),
+                        cosine,
                     )
+                    report.float_reference.append((name, diff))
                 if localize and name != "torch":
                     _localize_case(
                         result,
