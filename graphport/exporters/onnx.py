@@ -298,7 +298,16 @@ def check_eager_runs(model: torch.nn.Module, config: OnnxConfig) -> None:
     a checkpoint whose own sizes do not fit together fails here, with its message."""
     inputs = _trace_inputs(model, config)
     with torch.no_grad(), config.patch_model(model) as patched:
-        run_eager(patched, inputs)
+        if not _on_meta(model):
+            run_eager(patched, inputs)
+            return
+        try:  # shapes only: a failure here is the meta device's, not the config's
+            call_module(patched, inputs)
+        except Exception as e:
+            raise ExportError(
+                f"{type(model).__name__} cannot run on the meta device, which a streamed "
+                f"export traces on ({_first_line(e)}); export it without --streaming."
+            ) from e
 
 
 def _on_meta(model: torch.nn.Module) -> bool:

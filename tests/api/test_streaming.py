@@ -214,3 +214,15 @@ def test_the_export_streams_by_itself_when_memory_is_short(
     assert plan_streaming(bf16_llama, "fp32", "onnx", "int4-weight", None)
     with pytest.raises(UsageError, match="int4-weight"):
         plan_streaming(bf16_llama, "fp32", "onnx", "int8-dynamic", None)
+
+
+def test_a_model_that_cannot_run_on_the_meta_device_says_so(
+    tiny_checkpoint, tmp_path: Path
+) -> None:
+    from graphport.errors import ExportError
+
+    # Tiny BERT's forward calls Tensor.item(), which a meta tensor cannot answer.
+    bert = tiny_checkpoint("bert", "text-classification")
+    with pytest.raises(ExportError, match=r"cannot run on the meta device.*without --streaming"):
+        export_model(bert, tmp_path / "out", streaming=True)
+    assert not list(tmp_path.iterdir())
