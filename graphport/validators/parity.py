@@ -143,6 +143,15 @@ class ParityReport:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data; differences that could not be computed (NaN) become None."""
         data = _finite_or_none(dataclasses.asdict(self))
+        # The verdicts are properties, which asdict leaves out: readers of the JSON (the
+        # HTML page) take them from here instead of judging the numbers again.
+        for result, result_data in zip(self.results, data["results"], strict=True):
+            result_data["passed"] = result.passed
+            for diff, diff_data in zip(result.outputs, result_data["outputs"], strict=True):
+                diff_data["passed"] = diff.passed
+        for check, check_data in zip(self.generation, data["generation"], strict=True):
+            check_data["passed"] = check.passed
+            check_data["first_difference"] = check.first_difference
         data["passed"] = self.passed
         return data
 

@@ -30,9 +30,10 @@ from conftest import add_word_tokenizer
 from onnx import numpy_helper
 
 from graphport.cli import cli
+from graphport.errors import UsageError
 from graphport.manifest import MANIFEST_NAME
 from graphport.validators import render_html, write_html
-from graphport.validators.html import FAIL_COLOUR
+from graphport.validators.html import FAIL_COLOUR, OUTPUT_COLUMNS, Column
 from graphport.verbosity import set_verbosity
 
 TAMPERED = "encoder.layer.0.intermediate.dense.bias"
@@ -312,6 +313,37 @@ def test_a_passing_quantized_report_charts_one_minus_cosine(exported: tuple[Path
         "None: every output is within tolerance. Largest module error: "
         f"{module} ({kind}), 1 − cosine {error:.3g} on {result}."
     )
+
+
+def test_an_output_measure_is_one_column_entry(failed: dict, monkeypatch):
+    # A measure OutputDiff gains (top-1 agreement here) is one entry in OUTPUT_COLUMNS.
+    extra = Column("top-1", "top1_agreement", ".3f", title="share of positions")
+    monkeypatch.setattr("graphport.validators.html.OUTPUT_COLUMNS", (*OUTPUT_COLUMNS, extra))
+    report = copy.deepcopy(failed["report"])
+    report["results"][0]["outputs"][0]["top1_agreement"] = 0.75
+    elements = parse(render_html(report, failed["manifest"]))
+    header = [a for t, a in elements.tags if t == "th" and a.get("title") == "share of positions"]
+    assert len(header) == 1
+    outputs = elements.text["outputs"]
+    assert "min cosine top-1 tolerance pass" in outputs
+    assert outputs.count(" 0.750 ") == 1 and outputs.count(" – atol ") >= 1
+
+
+def test_the_verdicts_are_the_reports_own(failed: dict):
+    # The page shows the verdict the report carries; it does not judge the numbers again.
+    report = copy.deepcopy(failed["report"])
+    for result in report["results"]:
+        result["passed"] = True
+        for output in result["outputs"]:
+            output["passed"] = True
+    report["passed"] = True
+    elements = parse(render_html(report, failed["manifest"]))
+    assert elements.text["verdict"] == "PASS"
+    assert "failures" not in elements.text and "NO" not in elements.text["outputs"].split()
+    # Data without them (an older graphport's parity.json) is refused in one sentence.
+    del report["results"][0]["outputs"][0]["passed"]
+    with pytest.raises(UsageError, match=r"no verdict for each result and output .* again"):
+        render_html(report, failed["manifest"])
 
 
 def test_html_paths_that_cannot_be_written_are_refused_up_front(exported, tmp_path: Path):

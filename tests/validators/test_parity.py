@@ -179,6 +179,9 @@ def test_report_to_dict_and_write(report: ParityReport, tmp_path: Path):
     assert set(written["runtimes"]) == {"onnxruntime", "openvino"}
     assert len(written["results"]) == len(report.results)
     assert written["results"][0]["outputs"][0]["name"] == "last_hidden_state"
+    # The verdicts of every result and output are in the JSON, not only the report's.
+    assert written["results"][0]["passed"] is True
+    assert written["results"][0]["outputs"][0]["passed"] is True
     summary = report.summary()
     assert summary["passed"] is True
     assert summary["failures"] == []
@@ -199,4 +202,7 @@ def test_a_failed_report_is_strict_json(tmp_path: Path):
     report = _report([CaseResult("onnxruntime", "shape set 1", {"batch": 1}, [missing], 0.01)])
     path = tmp_path / "parity.json"
     report.write(path)
-    assert _strict_json(path.read_text())["passed"] is False
+    written = _strict_json(path.read_text())
+    assert written["passed"] is False
+    assert written["results"][0]["passed"] is False
+    assert written["results"][0]["outputs"][0]["passed"] is False
