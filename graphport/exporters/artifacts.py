@@ -19,7 +19,7 @@ import torch
 
 from graphport.errors import UsageError
 from graphport.exporters.config import OnnxConfig
-from graphport.exporters.onnx import export_to_onnx, named_output_tensors, save_onnx
+from graphport.exporters.onnx import call_module, export_to_onnx, named_output_tensors, save_onnx
 from graphport.manifest import GraphSpec, TensorSpec
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def spec_from_eager(model: torch.nn.Module, config: OnnxConfig) -> GraphSpec:
     dtype = next(model.parameters()).dtype
     inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
     with torch.no_grad():
-        output = model(**inputs)
+        output = call_module(model, inputs)  # a KV-cache wrapper takes them positionally
     leaves = named_output_tensors(output)
 
     def spec(name: str, tensor: torch.Tensor, axes: Mapping[int, str]) -> TensorSpec:

@@ -139,3 +139,35 @@ def test_engine_cache_key_changes_with_every_input(tmp_path: Path):
     onnx_file.write_bytes(b"graph2")
     assert base != engine_cache_key(onnx_file, profile, "11.4", "H100", "9.0")
     assert len(base) == 32 and base.isalnum()  # usable as a file name
+
+
+def test_torch_formats_call_a_kv_cache_decoder_by_position():
+    # The KV-cache module takes its inputs positionally (past_key_values.0.key is no Python
+    # name): the spec's eager run and the torch.export / jit.trace wrapper must call it so.
+    from graphport.exporters.artifacts import spec_from_eager
+    from graphport.exporters.signature import wrap_for_tracing
+    from graphport.models.tiny import tiny_model
+
+    model = tiny_model("llama", "text-generation-with-past")
+    config = get_onnx_config(model.config, "text-generation-with-past")
+    (graph,) = config.sub_graphs(model)
+    spec = spec_from_eager(graph.module, config)
+    assert [t.name for t in spec.inputs] == list(config.inputs)
+    assert spec.inputs[3].shape == ["batch", 2, "past_sequence", 8]
+    assert [t.name for t in spec.outputs] == list(config.outputs)
+    wrapper, inputs = wrap_for_tracing(graph.module, config)
+    outputs = wrapper(*inputs)
+    assert len(outputs) == len(config.outputs)
+    assert outputs[0].shape[-1] == spec.outputs[0].shape[-1]  # logits over the vocabulary
+
+
+@pytest.mark.slow  # pt2 ~70 s (AOTInductor compiles kernels), torchscript ~30 s on 2 busy cores
+@pytest.mark.parametrize("fmt", ["pt2", "torchscript"])
+def test_a_kv_cache_decoder_exports_to_a_torch_format_and_validates(
+    fmt: str, tiny_checkpoint, tmp_path: Path
+):
+    checkpoint = tiny_checkpoint("llama", "text-generation-with-past")
+    result = export_model(checkpoint, tmp_path / "out", task="text-generation-with-past", fmt=fmt)
+    assert result.report.passed, result.report.failures()
+    assert result.manifest.kv_cache
+    assert [g.passed for g in result.report.generation] == [True, True]
