@@ -9,6 +9,10 @@ kept for clients)::
     DEST/<model>/graphport.json  the export's manifest; config.json, tokenizer files
     DEST/<model>/1/model.*       the graph, hard-linked from the export where possible
 
+``config.pbtxt`` is a ``ModelConfig`` message of Triton's own schema (tritonclient's
+``model_config_pb2``, the ``triton`` extra) written with protobuf's text format, so it is
+what Triton parses by construction.
+
 Rules, referred to by number below:
 
 1. A format maps to one Triton backend and file name: onnx -> onnxruntime ``model.onnx``
@@ -53,9 +57,10 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from graphport.deploy.tokenizer import TokenizerGraph, convert_onnxruntime
-from graphport.errors import GraphportError, UsageError
+from graphport.errors import GraphportError, RuntimeUnavailableError, UsageError
 from graphport.exporters.openvino import GENAI_MODEL_FILE
 from graphport.manifest import MANIFEST_NAME, ExportDirectory, GraphSpec, Manifest, TensorSpec
 
@@ -128,61 +133,58 @@ class TritonConfig:
         default_factory=list
     )
 
-    def to_pbtxt(self) -> str:
-        lines = [f"name: {_quote(self.name)}"]
-        if self.backend.platform:
-            lines.append(f"platform: {_quote(self.backend.platform)}")
-        if self.backend.backend:  # an ensemble has a platform only
-            lines.append(f"backend: {_quote(self.backend.backend)}")
-        if self.backend.default_model_filename:
-            lines.append(f"default_model_filename: {_quote(self.backend.default_model_filename)}")
-        lines.append(f"max_batch_size: {self.max_batch_size}")
-        for field, tensors in (("input", self.inputs), ("output", self.outputs)):
-            entries = ",\n".join(_tensor_pbtxt(t) for t in tensors)
-            lines.append(f"{field} [\n{entries}\n]")
+    def to_message(self) -> Any:
+        """The config as Triton's ``ModelConfig`` protobuf message."""
+        schema = model_config_schema()
+        config = schema.ModelConfig(
+            name=self.name,
+            platform=self.backend.platform or "",
+            backend=self.backend.backend,  # an ensemble has a platform only
+            # Written only where the file is not the backend's default name.
+            default_model_filename=self.backend.default_model_filename or "",
+            max_batch_size=self.max_batch_size,
+        )
+        for tensors, entries in ((self.inputs, config.input), (self.outputs, config.output)):
+            for tensor in tensors:
+                entry = entries.add(
+                    name=tensor.name,
+                    data_type=schema.DataType.Value(tensor.data_type),
+                    dims=tensor.dims,
+                )
+                if tensor.reshape is not None:  # rule 3: present even when empty
+                    entry.reshape.SetInParent()
+                    entry.reshape.shape.extend(tensor.reshape)
         if self.max_batch_size > 0:
-            delay = f"max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}"
-            lines.append(f"dynamic_batching {{\n  {delay}\n}}")
+            config.dynamic_batching.max_queue_delay_microseconds = MAX_QUEUE_DELAY_US
         if self.cpu_only:
-            lines.append("instance_group [\n  {\n    kind: KIND_CPU\n  }\n]")
+            config.instance_group.add(kind=schema.ModelInstanceGroup.KIND_CPU)
         for key, value in self.parameters.items():
-            value_text = f"value {{ string_value: {_quote(value)} }}"
-            lines.append(f"parameters {{\n  key: {_quote(key)}\n  {value_text}\n}}")
+            config.parameters[key].string_value = value
         if self.op_library:
-            library = f"op_library_filename: {_quote(self.op_library)}"
-            lines.append(f"model_operations {{\n  {library}\n}}")
-        if self.steps:
-            lines.append(
-                "ensemble_scheduling {\n  step [\n"
-                + ",\n".join(_step_pbtxt(*step) for step in self.steps)
-                + "\n  ]\n}"
+            config.model_operations.op_library_filename.append(self.op_library)
+        for model, inputs, outputs in self.steps:
+            config.ensemble_scheduling.step.add(
+                model_name=model, model_version=-1, input_map=inputs, output_map=outputs
             )
-        return "\n".join(lines) + "\n"
+        return config
+
+    def to_pbtxt(self) -> str:
+        """``config.pbtxt``: the message in protobuf text format."""
+        from google.protobuf import text_format
+
+        return text_format.MessageToString(self.to_message())
 
 
-def _step_pbtxt(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
-    fields = [f"model_name: {_quote(model)}", "model_version: -1"]
-    for field, mapping in (("input_map", inputs), ("output_map", outputs)):
-        fields += [
-            f"{field} {{ key: {_quote(key)} value: {_quote(value)} }}"
-            for key, value in mapping.items()
-        ]
-    return "    {\n" + "".join(f"      {f}\n" for f in fields) + "    }"
-
-
-def _tensor_pbtxt(tensor: TritonTensor) -> str:
-    fields = [
-        f"name: {_quote(tensor.name)}",
-        f"data_type: {tensor.data_type}",
-        f"dims: [ {', '.join(map(str, tensor.dims))} ]",
-    ]
-    if tensor.reshape is not None:
-        fields.append(f"reshape {{ shape: [ {', '.join(map(str, tensor.reshape))} ] }}")
-    return "  {\n" + "".join(f"    {f}\n" for f in fields) + "  }"
-
-
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def model_config_schema() -> Any:
+    """Triton's model-config protobuf module (tritonclient's), or one clear error."""
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise RuntimeUnavailableError(
+            "Triton deployment writes config.pbtxt with Triton's own model-config schema, "
+            "which tritonclient ships; install it with pip install 'graphport[triton]'."
+        ) from None
+    return model_config_pb2
 
 
 def backend_for(manifest: Manifest) -> Backend:
@@ -311,6 +313,7 @@ def deploy_triton(
             f"into it (replacing {dest / name} if present; other models are kept), or choose "
             "an empty directory."
         )
+    model_config_schema()  # before anything is written
     dest.mkdir(parents=True, exist_ok=True)
     # Built beside the repository and moved in by renames, so Triton (polling the
     # repository) never sees half a model, nor a scratch directory to try loading.
@@ -528,6 +531,7 @@ __all__ = [
     "backend_for",
     "deploy_triton",
     "model_config",
+    "model_config_schema",
     "repository_readme",
     "text_model_names",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from graphport.api.export import export_model
 from graphport.cli import cli
 from graphport.deploy import deploy
 from graphport.deploy.triton import model_config
-from graphport.errors import ManifestError, UsageError
+from graphport.errors import ManifestError, RuntimeUnavailableError, UsageError
 from graphport.manifest import ExportDirectory, Manifest, TensorSpec
 
 # name -> (model type, task, format); one export each, shared by the module.
@@ -181,7 +182,9 @@ def test_tensorrt_engine_becomes_model_plan(schema, exports: dict[str, Path], tm
         deploy(export, tmp_path / "other", "triton", max_batch_size=32)
 
 
-def test_second_model_needs_overwrite_and_keeps_the_first(exports: dict[str, Path], tmp_path):
+def test_second_model_needs_overwrite_and_keeps_the_first(
+    schema, exports: dict[str, Path], tmp_path
+):
     repo = tmp_path / "repo"
     deploy(exports["bert"], repo, "triton")
     with pytest.raises(UsageError, match=r"is not empty; pass --overwrite .* other models"):
@@ -196,7 +199,7 @@ def test_second_model_needs_overwrite_and_keeps_the_first(exports: dict[str, Pat
     assert not list(tmp_path.glob(".*partial*"))  # no scratch directory left behind
 
 
-def test_cli_deploys_a_triton_repository(exports: dict[str, Path], tmp_path: Path):
+def test_cli_deploys_a_triton_repository(schema, exports: dict[str, Path], tmp_path: Path):
     args = ["deploy", str(exports["bert"]), str(tmp_path / "repo"), "--target", "triton"]
     result = CliRunner().invoke(cli, [*args, "--model-name", "encoder", "--max-batch-size", "2"])
     assert result.exit_code == 0, result.output
@@ -293,6 +296,15 @@ def test_other_bad_inputs(exports: dict[str, Path], tmp_path: Path):
         model_config(manifest, "bert")
 
 
+def test_without_tritonclient_the_extra_is_named(
+    exports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)  # as if not installed
+    with pytest.raises(RuntimeUnavailableError, match=r"pip install 'graphport\[triton\]'"):
+        deploy(exports["bert"], tmp_path / "repo", "triton")
+    assert not (tmp_path / "repo").exists()
+
+
 # --- raw text: the tokenizer graph in an ensemble ------------------------------------------
 
 TEXTS = ["hello world", "Ünïcödé 東京 🙂 text", "hellos worlds " * 100]  # the last > 128
@@ -363,7 +375,7 @@ def test_text_ensemble_runs_the_tokenizer_graph_then_the_model(
 
 
 def test_tokenizer_onnxruntime_extensions_cannot_convert_gets_no_ensemble(
-    exports: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    schema, exports: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
     with caplog.at_level(logging.WARNING, logger="graphport.deploy.triton"):
         deploy(exports["bert"], tmp_path / "repo", "triton")  # a word-level tokenizer
@@ -374,7 +386,7 @@ def test_tokenizer_onnxruntime_extensions_cannot_convert_gets_no_ensemble(
 
 
 def test_redeploying_without_a_tokenizer_removes_the_old_ensemble(
-    exports: dict[str, Path], wordpiece_export: Path, tmp_path: Path
+    schema, exports: dict[str, Path], wordpiece_export: Path, tmp_path: Path
 ):
     repo = tmp_path / "repo"
     deploy(wordpiece_export, repo, "triton", model_name="bert")
