@@ -47,7 +47,7 @@ from graphport.manifest import (
     move_into_place,
     staging_directory,
 )
-from graphport.validators.parity import ParityReport, validate_export
+from graphport.validators.parity import INT4_REFERENCE, ParityReport, validate_export
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +212,11 @@ def _run(
             cosine = BUDGETS[precision]
             if cosine is not None:
                 manifest.tolerance = {**manifest.tolerance, "min_cosine": cosine}
+            if precision == "int4" and all(g.file.endswith(".onnx") for g in manifest.graphs):
+                # Judged against eager with the graph's own int4 weights, the float distance
+                # reported beside it (validators/quantized.py): on a real 135M model, int4's
+                # own error takes KV vectors below any fixed cosine whoever quantizes it.
+                manifest.tolerance = {**manifest.tolerance, "reference": INT4_REFERENCE}
             manifest.write(staging)
             check = validate_export(
                 ExportDirectory(staging), ["onnxruntime"], reference_model=reference

@@ -13,9 +13,15 @@ from graphport.metrics import row_cosines
 class OutputDiff:
     """How far one output is from the reference, and whether that is within tolerance.
 
-    An element passes when ``|actual - expected| <= atol + rtol * |expected|`` (numpy's
-    ``allclose``). Relative differences divide by ``|expected|`` floored at ``atol`` so that
-    near-zero references do not turn rounding noise into huge ratios.
+    An element passes when ``|actual - expected| <= atol + rtol * |expected| + norm_tol *
+    scale``, where ``scale`` is the root mean square of the reference output (over the
+    judged positions). The first two terms are numpy's ``allclose``; the third makes the
+    budget follow the output's magnitude: float32 rounding in a graph grows with the size of
+    the values it sums, so the logits of a real language model (tens in magnitude) differ
+    from eager by a few 1e-4 in a correct export, where a tiny random model's differ by
+    1e-6. ``norm_max`` is the largest difference in units of ``scale``. Relative differences
+    divide by ``|expected|`` floored at ``atol`` so that near-zero references do not turn
+    rounding noise into huge ratios.
 
     Positions an attention mask marks as padding carry no meaning (every consumer masks
     them), so when a mask is given they are left out of the verdict; their largest
@@ -41,10 +47,16 @@ class OutputDiff:
     padding_max_abs: float | None = None
     min_cosine: float = float("nan")
     cosine: float | None = None
+    norm_tol: float = 0.0
+    scale: float = float("nan")
+    norm_max: float = float("nan")
     # For logits: the share of positions whose highest-scoring token is eager's
-    # (teacher-forced next-token agreement: both were fed the same tokens).
+    # (teacher-forced next-token agreement: both were fed the same tokens), and the KL
+    # divergence KL(eager || graph) of the next-token distributions, in nats per position.
     top1_agreement: float | None = None
     top1_positions: int = 0
+    kl_mean: float | None = None
+    kl_max: float | None = None
     problem: str | None = None
 
     @property
@@ -53,6 +65,25 @@ class OutputDiff:
 
     def __bool__(self) -> bool:
         return self.passed
+
+    def failure(self) -> str | None:
+        """Why the output fails, in one clause (None when it passes)."""
+        if self.passed:
+            return None
+        if self.problem:
+            return self.problem
+        if self.cosine is not None:
+            return (
+                f"{self.mismatched}/{self.total} vectors below cosine {self.cosine:g} "
+                f"(min {self.min_cosine:.4f})"
+            )
+        budget = f"atol {self.atol:g}"
+        if self.rtol:
+            budget += f" + rtol {self.rtol:g} x |expected|"
+        if self.norm_tol and np.isfinite(self.scale):
+            budget += f" + {self.norm_tol:g} x rms {self.scale:.3g}"
+        off = f"{self.mismatched}/{self.total} values off"
+        return f"{off}, max abs diff {self.max_abs:.3g} > {budget}"
 
 
 def compare_output(
@@ -63,11 +94,19 @@ def compare_output(
     rtol: float,
     valid: np.ndarray | None = None,
     cosine: float | None = None,
+    norm_tol: float = 0.0,
 ) -> OutputDiff:
     """Compare ``actual`` with ``expected``; ``valid`` (boolean, a prefix of the shape) marks
     the positions to judge, e.g. the attention mask for (batch, sequence, ...) outputs."""
     diff = OutputDiff(
-        name, list(expected.shape), None, atol, rtol, total=int(expected.size), cosine=cosine
+        name,
+        list(expected.shape),
+        None,
+        atol,
+        rtol,
+        total=int(expected.size),
+        cosine=cosine,
+        norm_tol=norm_tol,
     )
     if actual is None:
         diff.problem = "missing from the runtime's outputs"
@@ -94,6 +133,10 @@ def compare_output(
             diff.mean_abs = float(np.nanmean(abs_diff))
             diff.max_rel = float(np.nanmax(rel_diff))
             diff.mean_rel = float(np.nanmean(rel_diff))
+        finite = exp[np.isfinite(exp)]
+        diff.scale = float(np.sqrt(np.mean(np.square(finite)))) if finite.size else 0.0
+        if diff.scale > 0:
+            diff.norm_max = diff.max_abs / diff.scale
     vectors = exp.reshape(-1, exp.shape[-1]) if exp.ndim > 1 else exp.reshape(1, -1)
     cosines = row_cosines(act.reshape(vectors.shape), vectors) if vectors.size else vectors[:, 0]
     if cosines.size:
@@ -101,9 +144,26 @@ def compare_output(
     if name == "logits" and vectors.size and vectors.shape[-1] > 1:
         agree = act.reshape(vectors.shape).argmax(-1) == vectors.argmax(-1)
         diff.top1_agreement, diff.top1_positions = float(agree.mean()), int(agree.size)
+        if np.isfinite(act).all() and np.isfinite(vectors).all():
+            kl = next_token_kl(vectors, act.reshape(vectors.shape))
+            diff.kl_mean, diff.kl_max = float(kl.mean()), float(kl.max())
     if cosine is None:
-        diff.mismatched = int((~(abs_diff <= atol + rtol * np.abs(exp))).sum())
+        bound = atol + rtol * np.abs(exp) + norm_tol * diff.scale
+        diff.mismatched = int((~(abs_diff <= bound)).sum())
     else:
         diff.total = int(cosines.size)
         diff.mismatched = int((~(cosines >= cosine)).sum())
     return diff
+
+
+def next_token_kl(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """KL(softmax(expected) || softmax(actual)) per row of two (rows, vocab) logit arrays,
+    in nats: how much the graph's next-token distribution departs from eager's."""
+    log_p = _log_softmax(expected.astype(np.float64))
+    log_q = _log_softmax(actual.astype(np.float64))
+    return np.maximum((np.exp(log_p) * (log_p - log_q)).sum(-1), 0.0)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))

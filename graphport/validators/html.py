@@ -74,6 +74,18 @@ OUTPUT_COLUMNS = (
         "padding max abs", "padding_max_abs", title="differences at padding positions, not judged"
     ),
     Column("min cosine", "min_cosine", ".6f"),
+    Column("max / rms", "norm_max", title="largest difference in units of the output's RMS"),
+    Column(
+        "max KL",
+        "kl_max",
+        title="logits: largest KL divergence of eager's next-token distribution from the graph's",
+    ),
+    Column(
+        "top-1",
+        "top1_agreement",
+        ".1%",
+        title="logits: share of positions whose top token is eager's (teacher-forced)",
+    ),
 )
 
 
@@ -306,18 +318,7 @@ def _failures(report: Mapping[str, Any]) -> list[Failure]:
         for o in r.get("outputs") or []:
             if o["passed"]:
                 continue
-            if o.get("problem"):
-                what = o["problem"]
-            elif o.get("cosine") is None:
-                what = (
-                    f"{o.get('mismatched')}/{o.get('total')} values off, max abs diff "
-                    f"{_num(o.get('max_abs'), '.3g')} > atol {_num(o.get('atol'), 'g')}"
-                )
-            else:
-                what = (
-                    f"{o.get('mismatched')}/{o.get('total')} vectors below cosine "
-                    f"{_num(o.get('cosine'), 'g')} (min {_num(o.get('min_cosine'), '.4f')})"
-                )
+            what = o.get("failure") or o.get("problem") or "outside tolerance"
             lines.append(Failure(what, f"{where} / {o['name']}"))
     for g in report.get("generation") or []:
         if not g["passed"]:
@@ -430,6 +431,7 @@ def _outputs(report: Mapping[str, Any]) -> list[OutputRow]:
                 if o.get("cosine") is not None
                 else f"atol {_num(o.get('atol'), 'g')}"
                 + (f" rtol {_num(o['rtol'], 'g')}" if o.get("rtol") else "")
+                + (f" + {_num(o['norm_tol'], 'g')}×rms" if o.get("norm_tol") else "")
             )
             shape = "×".join(str(d) for d in o.get("expected_shape") or [])
             rows.append(OutputRow(r["runtime"], r["case"], o["passed"], o, shape, tolerance))

@@ -10,6 +10,7 @@ config calls dynamic is symbolic in the graph. The result is a ``ParityReport`` 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gc
 import json
@@ -45,6 +46,10 @@ SENTENCES = (
     "Validation runs at shapes that differ from the ones used for tracing, so a graph "
     "that silently specialized a dimension is caught before it ships.",
 )
+
+# The default share of an output's RMS magnitude added to its absolute budget
+# (compare_output): chosen on real checkpoints, see NORM_TOL's note in the README.
+NORM_TOL = 2e-4
 
 # Tolerance floors by export precision: half-precision graphs cannot meet fp32 budgets.
 DTYPE_TOLERANCE = {"fp32": (0.0, 0.0), "fp16": (2e-2, 1e-2), "bf16": (1e-1, 5e-2)}
@@ -97,6 +102,7 @@ class ParityReport:
     rtol: float
     per_output_atol: dict[str, float] = dataclasses.field(default_factory=dict)
     cosine: float | None = None
+    norm_tol: float = 0.0
     generation: list[GenerationCheck] = dataclasses.field(default_factory=list)
     cross_runtime: list[CrossRuntimeDiff] = dataclasses.field(default_factory=list)
     # Judged against eager with the export's int4 weights (validators/quantized.py): each
@@ -122,14 +128,7 @@ class ParityReport:
                 lines.append(f"{r.runtime} / {r.case}: {r.error.rstrip('.')}")
             for o in r.outputs:
                 if not o.passed:
-                    what = o.problem or (
-                        f"{o.mismatched}/{o.total} values off, max abs diff {o.max_abs:.3g} "
-                        f"> atol {o.atol:g}"
-                        if o.cosine is None
-                        else f"{o.mismatched}/{o.total} vectors below cosine {o.cosine:g} "
-                        f"(min {o.min_cosine:.4f})"
-                    )
-                    lines.append(f"{r.runtime} / {r.case} / {o.name}: {what}")
+                    lines.append(f"{r.runtime} / {r.case} / {o.name}: {o.failure()}")
         for g in self.generation:
             if g.error:
                 lines.append(f"{g.runtime} / generation {g.case}: {g.error.rstrip('.')}")
@@ -149,6 +148,7 @@ class ParityReport:
             result_data["passed"] = result.passed
             for diff, diff_data in zip(result.outputs, result_data["outputs"], strict=True):
                 diff_data["passed"] = diff.passed
+                diff_data["failure"] = diff.failure()
         for check, check_data in zip(self.generation, data["generation"], strict=True):
             check_data["passed"] = check.passed
             check_data["first_difference"] = check.first_difference
@@ -215,12 +215,14 @@ class ParityReport:
             "max rel",
             "padding max abs",
             "min cos",
+            "max/rms",
+            "max KL",
             "ok",
         )
         rows = [header]
         for r in self.results:
             if r.error:
-                rows.append((r.runtime, r.case, "-", "-", "-", "-", "-", "-", "-", "ERROR"))
+                rows.append((r.runtime, r.case, *("-",) * 9, "ERROR"))
             for o in r.outputs:
                 rows.append(
                     (
@@ -233,6 +235,8 @@ class ParityReport:
                         f"{o.max_rel:.2e}",
                         "-" if o.padding_max_abs is None else f"{o.padding_max_abs:.2e}",
                         f"{o.min_cosine:.6f}",
+                        f"{o.norm_max:.2e}",
+                        "-" if o.kl_max is None else f"{o.kl_max:.2e}",
                         "yes" if o.passed else "NO",
                     )
                 )
@@ -480,6 +484,7 @@ def _run_case(
     atol: float,
     rtol: float,
     cosine: float | None,
+    norm_tol: float,
 ) -> tuple[CaseResult, dict[str, np.ndarray]]:
     start = time.perf_counter()
     try:
@@ -496,6 +501,7 @@ def _run_case(
             rtol,
             _valid_positions(feeds, config.outputs[out], ref.shape),
             cosine,
+            norm_tol,
         )
         for out, ref in expected.items()
     ]
@@ -560,6 +566,7 @@ def cross_runtime_diffs(
     atol: float,
     rtol: float,
     cosine: float | None,
+    norm_tol: float = 0.0,
 ) -> list[CrossRuntimeDiff]:
     """Every pair of runtimes on every case both ran: ``actual[runtime, case]`` are the
     outputs, ``feeds[case]`` the inputs (for the padding mask), ``outputs`` the axes."""
@@ -580,6 +587,7 @@ def cross_runtime_diffs(
                         rtol,
                         _valid_positions(case_feeds, outputs.get(name, {}), first[name].shape),
                         cosine,
+                        norm_tol,
                     )
                     for name in first
                     if name in outputs
@@ -603,11 +611,14 @@ def validate_export(
     cosine: float | None = None,
     localize: bool = False,
     release_reference: bool = False,
+    norm_tol: float | None = None,
 ) -> ParityReport:
     """Validate every graph runtime against the eager model; returns the report.
 
     ``cosine`` (default: the manifest's ``tolerance.min_cosine``, set by quantization)
     judges outputs by their smallest cosine similarity to eager instead of by ``atol``.
+    ``norm_tol`` (default: the manifest's, else ``NORM_TOL``) widens each output's budget
+    by that share of the output's RMS magnitude (``compare_output``).
     ``localize`` compares every module's output as well (graphport/validators/localize.py):
     each result gets its per-module rows and, when it fails, its first divergent module.
     With several runtimes, each is compared with every other (``cross_runtime``).
@@ -633,6 +644,8 @@ def validate_export(
     atol = max(atol if atol is not None else manifest.tolerance["atol"], floor_atol)
     rtol = max(rtol if rtol is not None else manifest.tolerance["rtol"], floor_rtol)
     per_output_atol = dict(per_output_atol or {})
+    if norm_tol is None:
+        norm_tol = manifest.tolerance.get("norm_tol", NORM_TOL)
     if cosine is None:
         cosine = manifest.tolerance.get("min_cosine")
 
@@ -658,6 +671,7 @@ def validate_export(
         rtol,
         per_output_atol,
         cosine,
+        norm_tol,
     )
     # Each graph is validated on its own cases against its own eager module; a composite
     # export's case labels name the graph.
@@ -685,10 +699,13 @@ def validate_export(
             candidates[graph.name] = _graph_candidates(directory, graph.name)
     float_expected: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     int4_reference = manifest.tolerance.get("reference") == INT4_REFERENCE
-    if int4_reference and reference_model is None and not localize:
-        # The eager model is ours to change: judge the graph against its own int4 weights
-        # (validators/quantized.py), and keep the float outputs to report the distance.
+    if int4_reference and not localize:
+        # Judge the graph against its own int4 weights (validators/quantized.py), and keep
+        # the float outputs to report the distance. A caller's model is not ours to change.
         float_expected = dict(expected)
+        if reference_model is not None:
+            eager = copy.deepcopy(reference_model)
+            graphs = config.sub_graphs(eager)
         replaced = sum(apply_int4_weights(eager, directory.path / g.file) for g in manifest.graphs)
         report.reference = f"torch eager with the export's int4 weights ({replaced} Linear layers)"
         for graph in graphs:
@@ -728,6 +745,7 @@ def validate_export(
                     atol,
                     rtol,
                     cosine,
+                    norm_tol,
                 )
                 report.results.append(result)
                 if name != "torch":  # eager against eager proves nothing
@@ -745,6 +763,7 @@ def validate_export(
                             float_expected[graph.name, label]["logits"].shape,
                         ),
                         cosine,
+                        norm_tol,
                     )
                     report.float_reference.append((name, diff))
                 if localize and name != "torch":
@@ -772,6 +791,7 @@ def validate_export(
                 atol,
                 rtol,
                 cosine,
+                norm_tol,
             )
         ]
     # Tokens can only be expected to match where logits do to fp32 precision.

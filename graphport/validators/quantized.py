@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from graphport.graphs.scopes import node_modules
+
 logger = logging.getLogger(__name__)
 
 # Initializer names the streamed int4 pass writes: ``<weight>.T_Q4`` (graphs/weight_only.py).
@@ -61,7 +63,7 @@ def apply_int4_weights(eager: Any, graph_path: Path) -> int:
             continue
         name = node.inputs[1].name or ""
         base = next((name.removesuffix(s) for s in _SUFFIXES if name.endswith(s)), None)
-        target = _parameter(params, base)
+        target = _parameter(params, base) or _scoped_parameter(params, node)
         if target is None:
             continue
         attrs = {a.name: a.value for a in node.attributes.values()}
@@ -82,6 +84,14 @@ def apply_int4_weights(eager: Any, graph_path: Path) -> int:
             target.copy_(torch.from_numpy(weight).to(target.dtype))
         count += 1
     return count
+
+
+def _scoped_parameter(params: dict[str, Any], node: ir.Node) -> Any:
+    """The weight of the module a node was traced from, by the module scopes the exporter
+    records on each node (kept by graphport's passes): onnxruntime's int4 quantizer names
+    its blocks after the traced constant (``val_196_Q4``), not after the parameter."""
+    modules = node_modules(node)
+    return _parameter(params, f"{modules[-1]}.weight") if modules else None
 
 
 def _parameter(params: dict[str, Any], base: str | None) -> Any:

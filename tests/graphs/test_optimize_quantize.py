@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -69,6 +70,10 @@ def test_quantize_modes(bert_export: Path, tmp_path: Path, mode: str, budget: fl
     assert manifest.target == "onnxruntime"
     assert result.report.passed
     if mode == "int4-weight":  # the default method, and the kernel path recorded with it
+        # Judged against eager with the graph's own int4 weights, mapped back by module scope.
+        assert manifest.tolerance["reference"] == "int4 weights"
+        replaced = re.search(r"int4 weights \((\d+) Linear layers\)", result.report.reference)
+        assert replaced and int(replaced.group(1)) > 0
         assert record["method"] == "rtn"
         assert record["kernel"]["fast"] and "fast path" in record["kernel"]["summary"]
         assert manifest.passes[0]["kernel"] == record["kernel"]

@@ -142,3 +142,45 @@ def test_all_padding_mask_gives_a_report(padded):
     assert diff.passed
     assert diff.total == 0
     assert diff.padding_max_abs == pytest.approx(7.5)
+
+
+def test_norm_tol_follows_the_output_magnitude():
+    # Logits of a real LM are tens in magnitude: fp32 rounding reaches a few 1e-4 there.
+    rng = np.random.default_rng(1)
+    expected = rng.normal(0.0, 10.0, (4, 64))
+    noisy = expected + rng.uniform(-5e-4, 5e-4, expected.shape)
+    assert not compare_output("logits", expected, noisy, atol=1e-4, rtol=0.0).passed
+    diff = compare_output("logits", expected, noisy, atol=1e-4, rtol=0.0, norm_tol=1e-4)
+    assert diff.passed, diff.failure()
+    assert diff.scale == pytest.approx(np.sqrt(np.mean(expected**2)))
+    assert diff.norm_max == pytest.approx(diff.max_abs / diff.scale)
+    # A real error (one row's logits scaled by 1 %) still fails at that magnitude.
+    scaled = noisy.copy()
+    scaled[2] *= 1.01
+    diff = compare_output("logits", expected, scaled, atol=1e-4, rtol=0.0, norm_tol=1e-4)
+    assert not diff.passed
+    assert diff.mismatched > 0
+    assert f"+ 0.0001 x rms {diff.scale:.3g}" in diff.failure()
+
+
+def test_logits_report_next_token_kl_and_agreement():
+    rng = np.random.default_rng(2)
+    expected = rng.normal(0.0, 3.0, (2, 5, 50))
+    same = compare_output("logits", expected, expected.copy(), atol=1e-4, rtol=0.0)
+    assert same.kl_max == pytest.approx(0.0, abs=1e-12) and same.top1_agreement == 1.0
+    flipped = expected.copy()
+    flipped[0, 0] = -flipped[0, 0]  # one position's distribution turned upside down
+    diff = compare_output("logits", expected, flipped, atol=1e-4, rtol=0.0)
+    assert diff.kl_max > 1.0
+    assert diff.kl_mean == pytest.approx(diff.kl_max / 10)
+    assert diff.top1_agreement == pytest.approx(0.9)
+    assert compare_output("hidden", expected, flipped, atol=1e-4, rtol=0.0).kl_max is None
+
+
+def test_next_token_kl_matches_its_definition():
+    from graphport.validators.compare import next_token_kl
+
+    p_logits, q_logits = np.array([[0.0, 1.0, 2.0]]), np.array([[2.0, 1.0, 0.0]])
+    p = np.exp(p_logits) / np.exp(p_logits).sum()
+    q = np.exp(q_logits) / np.exp(q_logits).sum()
+    assert next_token_kl(p_logits, q_logits)[0] == pytest.approx(float((p * np.log(p / q)).sum()))
