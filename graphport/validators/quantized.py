@@ -63,7 +63,9 @@ def apply_int4_weights(eager: Any, graph_path: Path) -> int:
             continue
         name = node.inputs[1].name or ""
         base = next((name.removesuffix(s) for s in _SUFFIXES if name.endswith(s)), None)
-        target = _parameter(params, base) or _scoped_parameter(params, node)
+        target = _parameter(params, base)
+        if target is None:
+            target = _scoped_parameter(params, node)
         if target is None:
             continue
         attrs = {a.name: a.value for a in node.attributes.values()}
