@@ -104,7 +104,7 @@ def generate_text(
     (``None`` values are left to the generation config), ``seed`` to ``torch.manual_seed``."""
     import torch
 
-    from graphport.runtimes.model import load_model
+    from graphport.runtimes.model_factory import load_model
 
     directory = (
         export_dir if isinstance(export_dir, ExportDirectory) else ExportDirectory(export_dir)
