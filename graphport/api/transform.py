@@ -344,7 +344,8 @@ def _gqa_step(src: ExportDirectory) -> Step | None:
     keeps every position (graphs/gqa.py), or None where it does not apply."""
     from transformers import AutoConfig
 
-    from graphport.graphs.gqa import FAMILIES, GroupQueryAttentionPass, attention_shape
+    from graphport.graphs.gqa import FAMILIES, GroupQueryAttentionPass
+    from graphport.models.rotary import attention_shape
 
     manifest = src.manifest
     contract = manifest.kv_cache or {}
@@ -495,7 +496,7 @@ def compress_openvino_export(
 ) -> TransformResult:
     """An OpenVINO IR export of SRC with NNCF-compressed weights, checked on OpenVINO
     against eager with the int8 / int4 budget."""
-    from graphport.graphs.openvino import compress_weights
+    from graphport.exporters.openvino_quantize import compress_weights
 
     logger.info("Compressing the weights to int%d for OpenVINO", bits)
     return _openvino_export(
@@ -525,7 +526,7 @@ def quantize_openvino_static(
     The outlier passes find single-node GELUs in fused graphs: quantize an ``-O2``
     export (OpenVINO reads the com.microsoft operators it uses).
     """
-    from graphport.graphs.openvino import quantize_static
+    from graphport.exporters.openvino_quantize import quantize_static
 
     src = ExportDirectory(src_dir)
     dst = Path(dst_dir)
