@@ -101,7 +101,7 @@ def main() -> int:
 
     from graphport.api.export import export_model
     from graphport.manifest import ExportDirectory
-    from graphport.runtimes.model import load_model
+    from graphport.runtimes.model_factory import load_model
     from graphport.verbosity import set_verbosity
 
     set_verbosity("warning")

@@ -38,6 +38,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from graphport.errors import ParityError, UsageError
+from graphport.verbosity import set_verbosity
+
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
@@ -329,7 +332,6 @@ def run_one(model_type: str, task: str | None = None, seed: int = 0) -> SweepRes
 def _export(result: SweepResult, workdir: Path) -> None:
     """Export the checkpoint in ``workdir`` and record how far it got, and why not further."""
     from graphport.api.export import export_model
-    from graphport.errors import ParityError, UsageError
 
     result.status = Status.EXPORT_FAILED
     try:
@@ -379,8 +381,6 @@ def _record_report(result: SweepResult, report: Any) -> None:
 
 def _worker(model_type: str, task: str | None, seed: int, result_file: str) -> None:
     """The body of a model type's process: run it, write its result as JSON."""
-    from graphport.verbosity import set_verbosity
-
     # Exporters and models print warnings of their own; the sweep reports results instead.
     quiet = os.open(os.devnull, os.O_WRONLY)
     os.dup2(quiet, 1)
@@ -562,8 +562,6 @@ def select_model_types(
 ) -> list[str]:
     """``only`` (always re-run), else every model type not cached yet (all with rerun)."""
     if only:
-        from graphport.errors import UsageError
-
         known = set(all_model_types())
         unknown = [m for m in only if m not in known]
         if unknown:

@@ -10,6 +10,8 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" -eq 0 ] && command -v apt-ge
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 .venv/bin/ruff check graphport tests benchmarks
+# The import contract of docs/DEVELOPING.md (pyproject.toml [tool.importlinter]).
+.venv/bin/lint-imports --no-cache
 status=0
 .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-auto}" "$@" || status=$?
 if [ "$status" -eq 5 ]; then

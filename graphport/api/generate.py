@@ -30,6 +30,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from graphport.errors import UsageError
 from graphport.manifest import ExportDirectory
 from graphport.runtimes.generate import decoder_max_positions, generation_defaults, left_pad
+from graphport.runtimes.model_factory import load_model
+from graphport.runtimes.predict import default_runtime, prepare_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -104,14 +106,10 @@ def generate_text(
     (``None`` values are left to the generation config), ``seed`` to ``torch.manual_seed``."""
     import torch
 
-    from graphport.runtimes.model import load_model
-
     directory = (
         export_dir if isinstance(export_dir, ExportDirectory) else ExportDirectory(export_dir)
     )
     if runtime is None:  # onnxruntime for ONNX graphs, else the format's runtime
-        from graphport.runtimes.predict import default_runtime
-
         runtime = default_runtime(directory)
     kwargs = {k: v for k, v in generate_kwargs.items() if v is not None}
     check_options(**{k: kwargs.get(k) for k in _CHECKED})
@@ -210,8 +208,6 @@ def _inputs(
         return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
     names = list(encoder.runtime.input_names)
     if "input_ids" not in names:  # image-to-text, speech recognition: files
-        from graphport.runtimes.predict import prepare_inputs
-
         feeds, _ = prepare_inputs(directory, prompts, encoder.runtime.spec.name)
     else:
         encoded = tokenizer(prompts, padding=True, return_tensors="np")

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from graphport.errors import UsageError
+from graphport.runtimes.predict import read_audio
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +94,6 @@ def check_input(item: Any, modality: str, export: str, sampling_rate: int | None
 
 def decode_audio(item: str | Path | bytes | bytearray, sampling_rate: int, export: str) -> Any:
     """An audio file (its path or its bytes) as a float32 waveform at ``sampling_rate``."""
-    from graphport.runtimes.predict import read_audio
-
     if isinstance(item, str | Path):
         if not Path(item).is_file():
             raise UsageError(

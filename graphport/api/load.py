@@ -18,7 +18,8 @@ from graphport.api.inputs import checked_class
 from graphport.api.question_answering import QuestionAnsweringPipeline
 from graphport.errors import UnsupportedModelError, UsageError
 from graphport.manifest import ExportDirectory
-from graphport.runtimes.model import RuntimeModel, load_model
+from graphport.runtimes.model import RuntimeModel
+from graphport.runtimes.model_factory import load_model
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from graphport.api.load import pipeline, preprocessors
 from graphport.errors import UsageError
 from graphport.manifest import ExportDirectory
+from graphport.runtimes.generate import generation_defaults
 from graphport.runtimes.predict import (
     Prediction,
     default_runtime,
@@ -42,8 +44,6 @@ def predict(
     **runtime_options: Any,
 ) -> Prediction:
     """Task-level results of the export on ``inputs`` (rules 1-3 of the module)."""
-    from graphport.api.load import pipeline
-
     directory = ExportDirectory(export_dir)
     runtime = runtime or default_runtime(directory)
     kinds = [input_kind(item) for item in inputs]
@@ -67,8 +67,6 @@ def predict(
         )
     generate: dict[str, Any] = {}
     if directory.manifest.kv_cache:  # the export's own length, as `graphport generate`
-        from graphport.runtimes.generate import generation_defaults
-
         generate["max_new_tokens"] = generation_defaults(directory)["max_new_tokens"]
     # Image and audio file paths go to the pipeline as they are: it opens images, and
     # graphport.pipeline decodes audio files itself (api/inputs.py).
@@ -84,8 +82,6 @@ def _open(directory: ExportDirectory, item: str) -> Any:
 
         return Image.open(item).convert("RGB")
     if kind == "audio":
-        from graphport.api.load import preprocessors
-
         extractor = preprocessors(directory).get("feature_extractor")
         if extractor is None:
             raise UsageError(

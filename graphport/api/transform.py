@@ -35,9 +35,23 @@ import onnx
 import onnx_ir as ir
 
 from graphport.errors import ParityError, PassError, UsageError
+from graphport.exporters.openvino import genai_files
+from graphport.exporters.openvino_quantize import compress_weights, quantize_static
 from graphport.graphs import DEFAULT_INT4_METHOD, QUANT_MODES
-from graphport.graphs.quantize import quiet_onnxruntime_tools
+from graphport.graphs.cleanup import CleanupPass
+from graphport.graphs.fusion import OrtCpuKernelsPass, OrtFusionPass, PackAttentionPass
+from graphport.graphs.gqa import FAMILIES, GroupQueryAttentionPass
+from graphport.graphs.outliers import SplitOutliersPass, feed_forward_blocks
+from graphport.graphs.quantize import (
+    FeedReader,
+    quantize_int4_weights,
+    quantize_int8_dynamic,
+    quantize_int8_dynamic_to_target,
+    quantize_int8_static,
+    quiet_onnxruntime_tools,
+)
 from graphport.graphs.scopes import carry_scopes
+from graphport.graphs.smooth import SmoothActivationsPass, activation_ranges, smoothable
 from graphport.manifest import (
     MANIFEST_NAME,
     ExportDirectory,
@@ -47,6 +61,10 @@ from graphport.manifest import (
     move_into_place,
     staging_directory,
 )
+from graphport.models.rotary import attention_shape
+from graphport.runtimes import default_runtimes, parse_runtimes
+from graphport.runtimes.predict import prepare_inputs
+from graphport.runtimes.torch import load_reference
 from graphport.validators.parity import INT4_REFERENCE, ParityReport, validate_export
 
 logger = logging.getLogger(__name__)
@@ -172,9 +190,6 @@ def _run(
     overwrite: bool,
     localize: bool = False,
 ) -> TransformResult:
-    from graphport.runtimes import default_runtimes, parse_runtimes
-    from graphport.runtimes.torch import load_reference
-
     src = ExportDirectory(src_dir)
     dst = Path(dst_dir)
     _check_source(src, dst)
@@ -292,9 +307,6 @@ def optimize_export(
     quantizer and the raw-mask kernels, and the fused norms and GELUs that onnxruntime's
     CPU provider runs slower traded back (onnxruntime target only; OpenVINO fuses at
     compile time itself). O3: + onnxruntime's extended optimizations saved offline."""
-    from graphport.graphs.cleanup import CleanupPass
-    from graphport.graphs.fusion import OrtCpuKernelsPass, OrtFusionPass, PackAttentionPass
-
     if level not in (1, 2, 3):
         raise UsageError(f"Optimization level {level} does not exist; use 1, 2 or 3.")
     if target not in TARGETS:
@@ -349,8 +361,6 @@ def _gqa_step(src: ExportDirectory) -> Step | None:
     keeps every position (graphs/gqa.py), or None where it does not apply."""
     from transformers import AutoConfig
 
-    from graphport.graphs.gqa import FAMILIES, GroupQueryAttentionPass, attention_shape
-
     manifest = src.manifest
     contract = manifest.kv_cache or {}
     windows = [layer.get("sliding_window") for layer in contract.get("layers") or []]
@@ -396,8 +406,6 @@ def quantize_export(
     ``target_cosine``, it then keeps the most sensitive nodes in fp32 until its outputs
     on the calibration inputs reach that cosine. ``localize`` adds every module's error
     against fp32 eager to the report: where the quantization error accumulates."""
-    from graphport.graphs import quantize as q
-
     if mode not in QUANT_MODES:
         raise UsageError(f"Unknown mode {mode!r}; use one of {', '.join(QUANT_MODES)}.")
     if mode == "openvino-int8-static":
@@ -416,9 +424,9 @@ def quantize_export(
             raise UsageError("A target cosine needs --mode int8-dynamic and --calibration.")
         if not 0.0 < target_cosine < 1.0:
             raise UsageError(f"The target cosine must lie between 0 and 1, not {target_cosine}.")
-    reader = q.FeedReader(calibration_feeds(src, calibration)) if calibration else None
+    reader = FeedReader(calibration_feeds(src, calibration)) if calibration else None
     if mode == "int8-dynamic":
-        steps = [("int8-dynamic", "int8", lambda s, d: (True, q.quantize_int8_dynamic(s, d)))]
+        steps = [("int8-dynamic", "int8", lambda s, d: (True, quantize_int8_dynamic(s, d)))]
         if reader is not None:  # data to measure activations with: tame their outliers
             feeds = list(reader)
             steps[:0] = [
@@ -431,19 +439,19 @@ def quantize_export(
                     "int8",
                     lambda s, d: (
                         True,
-                        q.quantize_int8_dynamic_to_target(s, d, feeds, target_cosine),
+                        quantize_int8_dynamic_to_target(s, d, feeds, target_cosine),
                     ),
                 )
     elif mode == "int8-static":
         if reader is None:
             raise UsageError("int8-static needs calibration inputs; pass --calibration FILE.")
-        steps = [("int8-static", "int8", lambda s, d: (True, q.quantize_int8_static(s, d, reader)))]
+        steps = [("int8-static", "int8", lambda s, d: (True, quantize_int8_static(s, d, reader)))]
     else:
         steps = [
             (
                 "int4-weight",
                 "int4",
-                lambda s, d: (True, q.quantize_int4_weights(s, d, block_size, method, reader)),
+                lambda s, d: (True, quantize_int4_weights(s, d, block_size, method, reader)),
             )
         ]
     return _run(src, dst, steps, "onnxruntime", runtimes, allow_budget_break, overwrite, localize)
@@ -451,9 +459,6 @@ def quantize_export(
 
 def _split_step(feeds: list[dict]) -> Step:
     def step(src: Path, dst: Path) -> tuple[bool, dict[str, Any]]:
-        from graphport.graphs.outliers import SplitOutliersPass, feed_forward_blocks
-        from graphport.graphs.smooth import activation_ranges
-
         model = ir.load(src)
         names = [b["act"].outputs[0].name for b in feed_forward_blocks(model.graph)]
         graph_pass = SplitOutliersPass(activation_ranges(src, feeds, names))
@@ -472,8 +477,6 @@ def _split_step(feeds: list[dict]) -> Step:
 
 def _smooth_step(feeds: list[dict]) -> Step:
     def step(src: Path, dst: Path) -> tuple[bool, dict[str, Any]]:
-        from graphport.graphs.smooth import SmoothActivationsPass, activation_ranges, smoothable
-
         model = ir.load(src)
         ranges = activation_ranges(src, feeds, list(smoothable(model.graph)))
         graph_pass = SmoothActivationsPass(ranges)
@@ -500,8 +503,6 @@ def compress_openvino_export(
 ) -> TransformResult:
     """An OpenVINO IR export of SRC with NNCF-compressed weights, checked on OpenVINO
     against eager with the int8 / int4 budget."""
-    from graphport.graphs.openvino import compress_weights
-
     logger.info("Compressing the weights to int%d for OpenVINO", bits)
     return _openvino_export(
         src_dir,
@@ -530,8 +531,6 @@ def quantize_openvino_static(
     The outlier passes find single-node GELUs in fused graphs: quantize an ``-O2``
     export (OpenVINO reads the com.microsoft operators it uses).
     """
-    from graphport.graphs.openvino import quantize_static
-
     src = ExportDirectory(src_dir)
     dst = Path(dst_dir)
     _check_source(src, dst)
@@ -572,9 +571,6 @@ def _openvino_export(
 ) -> TransformResult:
     """SRC's graphs converted to IR by ``convert(onnx, xml)``, checked on OpenVINO
     against eager with the budget of ``precision``; SRC's passes are kept."""
-    from graphport.exporters.openvino import genai_files
-    from graphport.runtimes.torch import load_reference
-
     src = ExportDirectory(src_dir)
     dst = Path(dst_dir)
     # Weight compression reads IR as well (NNCF works on OpenVINO's model).
@@ -634,8 +630,6 @@ def _check_source(src: ExportDirectory, dst: Path, formats: tuple[str, ...] = ("
 
 def calibration_feeds(export_dir: str | Path, calibration: str | Path) -> list[dict]:
     """Feeds from a text file (one sentence per line) or a directory of images."""
-    from graphport.runtimes.predict import prepare_inputs
-
     path = Path(calibration)
     if not path.exists():
         raise UsageError(f"Calibration data {path} does not exist.")

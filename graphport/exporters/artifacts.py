@@ -18,8 +18,15 @@ import numpy as np
 import torch
 
 from graphport.errors import UsageError
+from graphport.exporters import executorch
 from graphport.exporters.config import OnnxConfig
+from graphport.exporters.litert import require_litert
 from graphport.exporters.onnx import call_module, export_to_onnx, named_output_tensors, save_onnx
+from graphport.exporters.openvino import onnx_to_openvino
+from graphport.exporters.ort import onnx_to_ort, required_operators
+from graphport.exporters.pt2 import export_pt2
+from graphport.exporters.tensorrt import build_engine, optimization_profile, require_tensorrt
+from graphport.exporters.torchscript import DEPRECATION, export_torchscript
 from graphport.manifest import GraphSpec, TensorSpec
 
 logger = logging.getLogger(__name__)
@@ -53,12 +60,8 @@ def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise UsageError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
     if fmt == "tensorrt":
-        from graphport.exporters.tensorrt import require_tensorrt
-
         require_tensorrt()  # before any work: TensorRT and a GPU must be here
     elif fmt == "litert":
-        from graphport.exporters.litert import require_litert
-
         require_litert()
 
 
@@ -116,8 +119,6 @@ def write_artifact(
         }
         opset: int | None = exported.opset
         if fmt == "openvino":
-            from graphport.exporters.openvino import onnx_to_openvino
-
             xml = onnx_to_openvino(
                 directory / f"{name}.onnx", directory / f"{name}.xml", options.openvino_fp16_weights
             )
@@ -129,16 +130,12 @@ def write_artifact(
             if xml.name != f"{name}.xml":
                 info["stateful"] = "KV cache as OpenVINO state (beam_idx), openvino-genai layout"
         elif fmt == "ort":
-            from graphport.exporters.ort import onnx_to_ort, required_operators
-
             logger.info("Converting to the onnxruntime mobile format")
             onnx_to_ort(directory / f"{name}.onnx", directory, options.ort_target_platform)
             _remove(directory, files)
             spec.file, spec.external_data = f"{name}.ort", None
             files = [f"{name}.ort", required_operators(name)]
         elif fmt == "tensorrt":
-            from graphport.exporters.tensorrt import build_engine, optimization_profile
-
             profile = optimization_profile(config, options.trt_profile)
             logger.info("Building the TensorRT engine")
             info["tensorrt"] = build_engine(
@@ -153,8 +150,6 @@ def write_artifact(
         spec.name = name
         opset = None
         if fmt == "torchscript":
-            from graphport.exporters.torchscript import DEPRECATION, export_torchscript
-
             logger.info("Tracing with torch.jit.trace")
             export_torchscript(model, config, directory / f"{name}.pt")
             spec.file = f"{name}.pt"
@@ -163,8 +158,6 @@ def write_artifact(
             info = _write_executorch(model, config, directory / f"{name}.pte", options)
             spec.file = f"{name}.pte"
         else:
-            from graphport.exporters.pt2 import export_pt2
-
             logger.info("Exporting with torch.export and compiling with AOTInductor")
             export_pt2(model, config, directory / f"{name}.pt2")
             spec.file = f"{name}.pt2"
@@ -178,8 +171,6 @@ def write_artifact(
 def _write_executorch(
     model: torch.nn.Module, config: OnnxConfig, path: Path, options: FormatOptions
 ) -> dict[str, Any]:
-    from graphport.exporters import executorch
-
     mode = options.quantize
     if options.static_cache:
         length = options.max_cache_len or executorch.DEFAULT_MAX_CACHE_LEN

@@ -22,6 +22,7 @@ or offloaded layers) is refused with ``UnsupportedCacheError``, naming the layer
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -147,8 +148,6 @@ class CacheLayout:
     @classmethod
     def read(cls, model: torch.nn.Module, input_ids: Sequence[int] | None = None) -> CacheLayout:
         """Run ``model`` once with ``use_cache=True`` and read the layout off its cache."""
-        from graphport.exporters.kv_cache import decoder_cache, output_cache
-
         ids = list(input_ids or ())[:DRY_RUN_TOKENS] or [min(5, _vocab_size(model) - 1)] * 3
         tokens = torch.tensor([ids], dtype=torch.long)
         try:
@@ -176,8 +175,6 @@ class CacheLayout:
         several new tokens on a past (ProphetNet's decoder takes one at most)."""
         from transformers import EncoderDecoderCache
         from transformers.modeling_outputs import BaseModelOutput
-
-        from graphport.exporters.kv_cache import cache_argument, output_cache
 
         decoder_ids = torch.full((1, DRY_RUN_TOKENS), min(5, _vocab_size(model) - 1))
         try:
@@ -222,6 +219,32 @@ class CacheLayout:
                 for i, layer in _layers(cache.cross_attention_cache)
             ),
         )
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The keyword the model's forward takes its cache by (``cache`` since Transformers 5,
+    ``past_key_values`` before)."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def output_cache(output: object) -> object:
+    for name in ("cache", "past_key_values"):
+        value = output.get(name) if hasattr(output, "get") else None
+        if value is not None:
+            return value
+    raise ValueError("the model returned no cache; was it called with use_cache=True?")
+
+
+def decoder_cache(cache: object) -> object:
+    """The self-attention half of an ``EncoderDecoderCache`` whose cross-attention half
+    holds nothing (a decoder-only head of an encoder family, such as Megatron-BERT's, keeps
+    its cache in one), else ``cache`` itself."""
+    from transformers import EncoderDecoderCache
+
+    if isinstance(cache, EncoderDecoderCache) and cache.cross_attention_cache.get_seq_length() == 0:
+        return cache.self_attention_cache
+    return cache
 
 
 def _entry(layer: LayerShape) -> dict[str, int]:

@@ -25,6 +25,13 @@ import torch
 
 from graphport.errors import ExportError, UnsupportedModelError, UsageError
 from graphport.exporters.cache_layout import CacheLayout, UnsupportedCacheError
+from graphport.exporters.kv_cache import (
+    CausalLMWithCache,
+    Seq2SeqDecoderWithCache,
+    Seq2SeqEncoder,
+    past_names,
+    present_names,
+)
 from graphport.exporters.tasks import Task, parse_task
 
 logger = logging.getLogger(__name__)
@@ -435,7 +442,7 @@ class OnnxConfigWithPast(OnnxConfig):
         }
         if self.uses_position_ids:
             inputs["position_ids"] = {0: "batch", 1: "sequence"}
-        for index, name in enumerate(_past_names(self.num_layers)):
+        for index, name in enumerate(past_names(self.num_layers)):
             inputs[name] = {0: "batch", 2: self._past_axis(index // 2)}
         return inputs
 
@@ -443,7 +450,7 @@ class OnnxConfigWithPast(OnnxConfig):
     def outputs(self) -> Mapping[str, Axes]:
         outputs = dict(super().outputs)
         if self.use_past:
-            for index, name in enumerate(_present_names(self.num_layers)):
+            for index, name in enumerate(present_names(self.num_layers)):
                 outputs[name] = {0: "batch", 2: self._present_axis(index // 2)}
         return outputs
 
@@ -556,23 +563,9 @@ class OnnxConfigWithPast(OnnxConfig):
     def sub_graphs(self, model: torch.nn.Module) -> list[SubGraph]:
         if not self.use_past:
             return super().sub_graphs(model)
-        from graphport.exporters.kv_cache import CausalLMWithCache
-
         self.read_cache_layout(model)
         module = CausalLMWithCache(model, list(self.inputs), self.num_layers, self.cache_layout)
         return [SubGraph("model", module, self)]
-
-
-def _past_names(num_layers: int) -> list[str]:
-    from graphport.exporters.kv_cache import past_names
-
-    return past_names(num_layers)
-
-
-def _present_names(num_layers: int) -> list[str]:
-    from graphport.exporters.kv_cache import present_names
-
-    return present_names(num_layers)
 
 
 class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
@@ -768,7 +761,7 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
         if self.uses_encoder_attention_mask:
             inputs["encoder_attention_mask"] = {0: "batch", 1: "encoder_sequence"}
         if self.use_past:
-            for name in _past_names(self.num_layers):
+            for name in past_names(self.num_layers):
                 inputs[name] = {0: "batch", 2: "past_decoder_sequence"}
         return inputs
 
@@ -800,7 +793,7 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
             return {"last_hidden_state": dict(self.encoder_output_axes)}
         outputs: dict[str, Axes] = {"logits": {0: "batch", 1: "decoder_sequence"}}
         if self.use_past and self.graph == "decoder":
-            for name in _present_names(self.num_layers):
+            for name in present_names(self.num_layers):
                 outputs[name] = {0: "batch", 2: "total_decoder_sequence"}
         return outputs
 
@@ -905,8 +898,6 @@ class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):
     def sub_graphs(self, model: torch.nn.Module) -> list[SubGraph]:
         if self.is_bare_model:
             return [SubGraph("model", model, self)]
-        from graphport.exporters.kv_cache import Seq2SeqDecoderWithCache, Seq2SeqEncoder
-
         if self.use_past:
             _check_decoder_start(model)
             self.read_cache_layout(model)

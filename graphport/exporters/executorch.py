@@ -36,6 +36,7 @@ import torch
 from graphport.errors import ExportError, UsageError
 from graphport.exporters.config import OnnxConfig
 from graphport.exporters.signature import wrap_for_tracing
+from graphport.exporters.tensorrt import axis_ranges
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +95,6 @@ def export_executorch(
 
     Inputs are positional in the config's order, outputs a list in its order.
     """
-    from graphport.exporters.tensorrt import axis_ranges
-
     wrapper, inputs = wrap_for_tracing(quantized_copy(model, quantize), config)
     ranges = axis_ranges(config)
     dims = {name: torch.export.Dim(name, min=1, max=high) for name, (_, _, high) in ranges.items()}

@@ -14,6 +14,7 @@ from typing import Any
 from graphport.errors import UnsupportedModelError
 from graphport.exporters.config import OnnxConfig
 from graphport.exporters.tasks import Task, parse_task
+from graphport.models.loader import load_checkpoint, load_model
 from graphport.models.registry import get_registration, registrations
 
 
@@ -86,8 +87,6 @@ class FeaturesManager:
     ) -> Any:
         """Load ``model`` (a local checkpoint or cached hub id) with the feature's head."""
         FeaturesManager._validate_framework_choice(framework)
-        from graphport.models.loader import load_checkpoint, load_model
-
         task, _ = parse_task(feature)
         return load_model(load_checkpoint(model), task)
 

@@ -41,6 +41,7 @@ from transformers import PretrainedConfig
 
 from graphport.errors import EagerModelError, ExportError, UnsupportedModelError
 from graphport.exporters.config import _COMMON_OUTPUTS, Axes, OnnxConfig, ShapeSet, SubGraph
+from graphport.exporters.onnx import named_output_tensors
 from graphport.exporters.tasks import Task
 
 Dims = tuple[int | str, ...]
@@ -442,8 +443,6 @@ class GenericOnnxConfig(OnnxConfig):
         return [self.trace_shapes(), self.validation_shapes()[0]]
 
     def _run(self, model: torch.nn.Module, shapes: ShapeSet) -> tuple[ShapeSet, dict]:
-        from graphport.exporters.onnx import named_output_tensors
-
         dtype = next(model.parameters()).dtype
         inputs = {
             k: v.to(dtype) if v.is_floating_point() else v

@@ -24,17 +24,19 @@ them): one decoder graph serves every step, and a runtime carries one kind of ca
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from transformers import DynamicCache, EncoderDecoderCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 from transformers.modeling_outputs import BaseModelOutput
 
-if TYPE_CHECKING:
-    from graphport.exporters.cache_layout import CacheLayout
+from graphport.exporters.cache_layout import (
+    CacheLayout,
+    cache_argument,
+    decoder_cache,
+    output_cache,
+)
 
 KEY = "past_key_values.{}.key"
 VALUE = "past_key_values.{}.value"
@@ -51,35 +53,9 @@ def present_names(num_layers: int) -> list[str]:
     return [name.format(i) for i in range(num_layers) for name in (PRESENT_KEY, PRESENT_VALUE)]
 
 
-def cache_argument(model: torch.nn.Module) -> str:
-    """The keyword the model's forward takes its cache by (``cache`` since Transformers 5,
-    ``past_key_values`` before)."""
-    parameters = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
-
-
 def cache_layers(cache: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(keys, values) per layer of a transformers cache object."""
     return [(layer.keys, layer.values) for layer in cache.layers]
-
-
-def output_cache(output: object) -> object:
-    for name in ("cache", "past_key_values"):
-        value = output.get(name) if hasattr(output, "get") else None
-        if value is not None:
-            return value
-    raise ValueError("the model returned no cache; was it called with use_cache=True?")
-
-
-def decoder_cache(cache: object) -> object:
-    """The self-attention half of an ``EncoderDecoderCache`` whose cross-attention half
-    holds nothing (a decoder-only head of an encoder family, such as Megatron-BERT's, keeps
-    its cache in one), else ``cache`` itself."""
-    from transformers import EncoderDecoderCache
-
-    if isinstance(cache, EncoderDecoderCache) and cache.cross_attention_cache.get_seq_length() == 0:
-        return cache.self_attention_cache
-    return cache
 
 
 class _WithCache(torch.nn.Module):

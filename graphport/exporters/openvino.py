@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from graphport.errors import ExportError
+from graphport.manifest import BEAM_IDX, PAST_PREFIX, PRESENT_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +38,7 @@ GENAI_TOKENIZER_FILES = (
     "openvino_detokenizer.xml",
     "openvino_detokenizer.bin",
 )
-PAST_PREFIX, PRESENT_PREFIX = "past_key_values.", "present."
 DECODER_INPUTS = frozenset({"input_ids", "attention_mask", "position_ids"})
-BEAM_IDX = "beam_idx"
 
 
 def onnx_to_openvino(onnx_path: Path, xml_path: Path, compress_to_fp16: bool = False) -> Path:

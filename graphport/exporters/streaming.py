@@ -24,18 +24,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx_ir as ir
 import torch
 from onnx_ir.tensor_adapters import TorchTensor, from_torch_dtype
 
+from graphport.checkpoint import safetensors_header
 from graphport.errors import ExportError
-from graphport.models.loader import safetensors_header
 
 logger = logging.getLogger(__name__)
 
@@ -227,34 +225,3 @@ def _fold_weight_transposes(
         graph.remove(node, safe=True)
         if not source.uses() and source.name in graph.initializers:
             graph.initializers.pop(source.name)
-
-
-class SharedResult:
-    """A value several lazy tensors are cut from (a weight's packed blocks, scales and
-    zero points), computed once by whichever of them is written first and dropped after
-    the last one has been written. Thread-safe: onnx_ir writes tensors in parallel."""
-
-    def __init__(self, compute: Callable[[], Any], consumers: int) -> None:
-        self._compute = compute
-        self._left = consumers
-        self._value: Any = None
-        self._lock = threading.Lock()
-
-    def take(self) -> Any:
-        with self._lock:
-            if self._value is None:
-                self._value = self._compute()
-            value = self._value
-            self._left -= 1
-            if self._left == 0:
-                self._value = None  # every consumer has its part: free it
-        return value
-
-
-def numpy_lazy(
-    func: Callable[[], np.ndarray], dtype: ir.DataType, shape: tuple[int, ...], name: str
-) -> ir.LazyTensor:
-    """A lazy initializer from a function returning a numpy array."""
-    return ir.LazyTensor(
-        lambda: ir.tensor(func(), name=name), dtype=dtype, shape=ir.Shape(shape), name=name
-    )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
+from typing import Any
 
 import onnx_ir as ir
 from onnx_ir.passes import common as common_passes
-
-from graphport.exporters.onnx import optimize_graph
 
 logger = logging.getLogger(__name__)
 
@@ -40,3 +41,51 @@ class CleanupPass(ir.passes.InPlacePass):
         after = _fingerprint(model)
         logger.debug("cleanup: nodes/initializers/functions %s -> %s", before, after)
         return ir.passes.PassResult(model, modified=after != before)
+
+
+def _exact_rewrite_rules() -> tuple[Any, ...] | None:
+    """onnxscript's default rewrite rules, less its no-op rules that match their constant
+    only approximately (None where onnxscript no longer has them where they were).
+
+    Those rules take ``x + c`` for ``x + 0`` (and ``x * c`` for ``x * 1``) when ``c`` is
+    within an absolute 1e-8, so ``variance + 1e-8``, the epsilon of an RMSNorm (Helium's
+    default), was dropped and a zero vector, such as a padding token's zeroed embedding,
+    normalized to NaN, which attention then spread to every position of its row. The
+    runtimes' own graph optimizers remove exact no-ops. Dropout removal is exact and kept.
+    """
+    try:
+        from onnxscript.rewriter import _DEFAULT_REWRITE_RULES
+        from onnxscript.rewriter.rules.common import _no_op
+    except ImportError:
+        return None
+    kept = {id(_no_op.dropout_zero_rule), id(_no_op.dropout_inference_rule)}
+    approximate = {id(rule) for rule in _no_op.rules.rules} - kept
+    return tuple(rule for rule in _DEFAULT_REWRITE_RULES if id(rule) not in approximate)
+
+
+@contextlib.contextmanager
+def exact_rewrite_rules() -> Iterator[None]:
+    """Within the block, onnxscript's optimizer (the one ``torch.onnx.export(optimize=True)``
+    runs) applies ``_exact_rewrite_rules``. onnxscript takes its rule list from a module
+    attribute at each call and has no argument for it, hence the swap."""
+    rules = _exact_rewrite_rules()
+    if rules is None:
+        yield
+        return
+    from onnxscript import rewriter
+
+    saved = rewriter._DEFAULT_REWRITE_RULES
+    rewriter._DEFAULT_REWRITE_RULES = rules
+    try:
+        yield
+    finally:
+        rewriter._DEFAULT_REWRITE_RULES = saved
+
+
+def optimize_graph(model: ir.Model) -> None:
+    """onnxscript's optimizer in place (inlining, constant folding, shape simplification,
+    its rewrite rules, dead code, initializer deduplication) with ``_exact_rewrite_rules``."""
+    import onnxscript.optimizer
+
+    with exact_rewrite_rules():
+        onnxscript.optimizer.optimize(model)

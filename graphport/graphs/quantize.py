@@ -19,7 +19,9 @@ import onnx
 
 from graphport.errors import PassError, UsageError
 from graphport.graphs import DEFAULT_INT4_METHOD, INT4_METHODS
+from graphport.graphs.nbits import kernel_report
 from graphport.graphs.outliers import FP32_PREFIX
+from graphport.metrics import row_cosines
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +103,6 @@ def min_vector_cosine(path: Path, feeds: list[dict], reference: list[list[np.nda
     """The smallest cosine between any output vector (last axis) of the graph at ``path``
     and the matching vector of ``reference`` (outputs per feed), over all feeds."""
     import onnxruntime as ort
-
-    from graphport.metrics import row_cosines
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 1.0
@@ -242,8 +242,6 @@ def quantize_int4_weights(
     decoding, measured once).
     """
     from onnxruntime.quantization import matmul_nbits_quantizer as nbits
-
-    from graphport.graphs.nbits import kernel_report
 
     if method not in INT4_METHODS:
         raise UsageError(f"Unknown int4 method {method!r}; use one of {', '.join(INT4_METHODS)}.")

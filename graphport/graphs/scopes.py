@@ -15,9 +15,12 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from graphport.exporters.onnx import MODULE_SCOPES_KEY
-
 logger = logging.getLogger(__name__)
+
+# The node metadata torch.export writes with the module path of each node (a list of the
+# dotted paths of the enclosing modules, then the op); kept in saved graphs so parity
+# failures can be localized to a module (graphport/validators/localize.py).
+MODULE_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 
 
 def node_modules(node: ir.Node) -> list[str]:

@@ -19,6 +19,7 @@ import torch
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
+from graphport.checkpoint import safetensors_header
 from graphport.errors import ModelLoadError, UnsupportedModelError
 from graphport.exporters.tasks import Task
 from graphport.models.registry import REMOVED_MODEL_TYPES
@@ -113,14 +114,6 @@ class Checkpoint:
 
 
 _STORED_DTYPES = {"F32": "fp32", "F16": "fp16", "BF16": "bf16"}
-
-
-def safetensors_header(file: Path) -> dict[str, Any]:
-    """A safetensors file's header: 8 bytes of little-endian length, then that much JSON
-    (tensor name -> dtype, shape, data_offsets; and ``__metadata__``)."""
-    with Path(file).open("rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(length))
 
 
 def resolve_model_path(model: str | Path) -> Path:

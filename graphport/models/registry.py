@@ -22,6 +22,9 @@ from typing import Any
 
 from graphport.errors import UnsupportedModelError
 from graphport.exporters.config import OnnxConfig, OnnxConfigWithPast
+from graphport.exporters.generic import GenericOnnxConfig
+from graphport.exporters.generic_decoder import GenericDecoderOnnxConfig, takes_cache
+from graphport.exporters.generic_seq2seq import GenericSeq2SeqOnnxConfig
 from graphport.exporters.tasks import Task, infer_task, parse_task
 
 logger = logging.getLogger(__name__)
@@ -56,8 +59,6 @@ class Registration:
             return False
         if not self.config_class.lends_decoder:
             return False
-        from graphport.exporters.generic_decoder import takes_cache
-
         return takes_cache(self.model_type)
 
 
@@ -129,8 +130,6 @@ def has_model_class(model_type: str) -> bool:
 
 def generic_registration(model_type: str) -> Registration:
     """The registration of a model type no family covers: the generic export config."""
-    from graphport.exporters.generic import GenericOnnxConfig
-
     return Registration(model_type, "generic", GenericOnnxConfig, {}, generic=True)
 
 
@@ -140,8 +139,6 @@ def supported_tasks(model_type: str) -> tuple[Task, ...]:
 
 def get_onnx_config(model_config: Any, task: Task | str) -> OnnxConfig:
     """Build the export config for a transformers config and task, or say what is supported."""
-    from graphport.exporters.tasks import parse_task
-
     registration = get_registration(model_config.model_type)
     parsed, with_past = parse_task(task)
     if parsed not in registration.tasks:
@@ -153,16 +150,10 @@ def get_onnx_config(model_config: Any, task: Task | str) -> OnnxConfig:
     config_class = registration.config_class
     borrowed = parsed is Task.TEXT_GENERATION and registration.borrows_decoder
     if borrowed and not with_past:
-        from graphport.exporters.generic import GenericOnnxConfig
-
         config_class = GenericOnnxConfig
     if (registration.generic or borrowed) and with_past and parsed is Task.TEXT_GENERATION:
-        from graphport.exporters.generic_decoder import GenericDecoderOnnxConfig
-
         config_class = GenericDecoderOnnxConfig  # the cache layout a dry run reads
     if registration.generic and parsed is Task.TEXT2TEXT_GENERATION:
-        from graphport.exporters.generic_seq2seq import GenericSeq2SeqOnnxConfig
-
         config_class = GenericSeq2SeqOnnxConfig  # an encoder and a decoder graph
     return config_class(model_config, task=parsed, use_past=with_past)
 
@@ -225,7 +216,5 @@ def resolve_task(checkpoint: Any, task: str | Task | None) -> tuple[Task, bool]:
         inferred is Task.TEXT_GENERATION and registration.borrows_decoder
     )
     if generic and inferred in (Task.TEXT_GENERATION, Task.TEXT2TEXT_GENERATION):
-        from graphport.exporters.generic_decoder import takes_cache
-
         with_past = takes_cache(checkpoint.model_type, inferred)
     return inferred, with_past

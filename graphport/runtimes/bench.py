@@ -17,6 +17,8 @@ import numpy as np
 from graphport.errors import GraphportError, UsageError
 from graphport.exporters.config import OnnxConfig, ShapeSet
 from graphport.manifest import ExportDirectory
+from graphport.models.registry import export_config
+from graphport.runtimes import get_runtime_class
 
 
 @dataclasses.dataclass
@@ -64,9 +66,6 @@ def bench_export(
     """p50/p90 of every graph of the export on each runtime. ``sequence_length`` is in
     tokens for text and in samples for raw audio (None: 128 tokens, or the config's
     trace size for other inputs)."""
-    from graphport.models.registry import export_config
-    from graphport.runtimes import get_runtime_class
-
     directory = ExportDirectory(export_dir)
     configs = export_config(directory).graph_configs()
     options = {"threads": threads} if threads else {}

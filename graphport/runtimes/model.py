@@ -74,6 +74,7 @@ from graphport.manifest import ExportDirectory
 from graphport.runtimes import get_runtime_class
 from graphport.runtimes.base import Runtime
 from graphport.runtimes.generate import max_positions
+from graphport.runtimes.kv_buffer import SharedKVBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -385,8 +386,6 @@ class RuntimeModelForCausalLM(RuntimeModel, GenerationMixin):
         self, feeds: dict[str, np.ndarray], cache: DynamicCache | None, past_length: int
     ) -> ModelOutput:
         """One step on the shared KV buffer (rule 6)."""
-        from graphport.runtimes.kv_buffer import SharedKVBuffer
-
         main = feeds[self.main_input_name]
         batch, total = main.shape[0], past_length + main.shape[1]
         held = self.kv_buffer
@@ -496,26 +495,3 @@ def _generation_config(export_dir: ExportDirectory, config: PretrainedConfig) ->
         # use_cache false): without it generate() would feed one token and no past.
         generation.use_cache = True
     return generation
-
-
-def model_class(directory: ExportDirectory) -> type[RuntimeModel]:
-    """The runtime model class for an export, or the error that says why there is none."""
-    manifest = directory.manifest
-    names = [g.name for g in manifest.graphs]
-    if names != ["model"]:
-        from graphport.runtimes.model_seq2seq import multi_graph_class
-
-        return multi_graph_class(directory)
-    if manifest.task == "text-generation":
-        return RuntimeModelForCausalLM
-    return RuntimeModel
-
-
-def load_model(
-    export_dir: ExportDirectory | str, runtime: str = "onnxruntime", **options: Any
-) -> RuntimeModel:
-    """The export as a transformers model on ``runtime`` (see the module docstring)."""
-    directory = (
-        export_dir if isinstance(export_dir, ExportDirectory) else ExportDirectory(export_dir)
-    )
-    return model_class(directory).from_export(directory, runtime, **options)

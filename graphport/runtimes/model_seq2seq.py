@@ -41,7 +41,7 @@ from transformers import (
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 from transformers.utils import ModelOutput
 
-from graphport.errors import UnsupportedModelError, UsageError
+from graphport.errors import UsageError
 from graphport.manifest import ExportDirectory
 from graphport.runtimes import get_runtime_class
 from graphport.runtimes.base import Runtime
@@ -263,21 +263,3 @@ def seq2seq_class(directory: ExportDirectory) -> type[RuntimeModelForSeq2SeqLM]:
     if directory.manifest.source.get("model_type") == "whisper":
         return _whisper_class()
     return RuntimeModelForSeq2SeqLM
-
-
-def multi_graph_class(directory: ExportDirectory) -> type[RuntimeModel]:
-    """The runtime model class for an export of several graphs, or why there is none."""
-    manifest = directory.manifest
-    names = [g.name for g in manifest.graphs]
-    contract = manifest.kv_cache or {}
-    if {"encoder", "decoder"} <= set(names) and contract.get("encoder_graph"):
-        return seq2seq_class(directory)
-    if set(names) in ({"text", "vision"}, {"text", "audio"}):
-        from graphport.runtimes.model_towers import RuntimeModelForTwoTowers
-
-        return RuntimeModelForTwoTowers
-    raise UnsupportedModelError(
-        f"{directory.path} is a {manifest.task} export with graphs {', '.join(names)}, "
-        "which graphport.load cannot run (it runs one graph, an encoder and a decoder with "
-        "its KV cache, or two towers); use `graphport run` or `graphport generate` for it."
-    )

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from graphport.errors import RuntimeUnavailableError
+from graphport.manifest import BEAM_IDX, PAST_PREFIX, PRESENT_PREFIX
 from graphport.runtimes.base import Runtime
 
 
@@ -75,8 +76,6 @@ class OpenVinoRuntime(Runtime):
         if not states:
             return self._collect(request.infer(feeds, share_inputs=True), names)
         import openvino as ov
-
-        from graphport.exporters.openvino import BEAM_IDX, PAST_PREFIX, PRESENT_PREFIX
 
         returned = self._returned.setdefault(id(request), {})
         # A variable is named past name + present name.

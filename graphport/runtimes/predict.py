@@ -18,6 +18,7 @@ import numpy as np
 
 from graphport.errors import UsageError
 from graphport.manifest import ExportDirectory, GraphSpec
+from graphport.runtimes import default_runtimes, get_runtime_class
 
 
 @dataclasses.dataclass
@@ -202,8 +203,6 @@ def _tokenizer_if_any(directory: ExportDirectory) -> Any:
 def default_runtime(directory: ExportDirectory) -> str:
     """The runtime `run` and `generate` use unless told: the export's target, else
     onnxruntime for ONNX graphs, else the first installed runtime of the format."""
-    from graphport.runtimes import default_runtimes
-
     names = default_runtimes(directory.manifest)
     if not names:
         raise UsageError(
@@ -236,8 +235,6 @@ def _embed_towers(
 ) -> Prediction:
     """Each input through the tower of its kind; embeddings L2-normalized, and their
     cosine similarities (text against image is the zero-shot score of a dual encoder)."""
-    from graphport.runtimes import get_runtime_class
-
     towers = {_graph_kind(g): g for g in directory.manifest.graphs}
     kinds = [input_kind(item) for item in inputs]
     unknown = sorted(set(kinds) - set(towers))
@@ -278,8 +275,6 @@ def _embed_towers(
 def _embed_single(
     directory: ExportDirectory, inputs: list[str], runtime: str, options: dict[str, Any]
 ) -> Prediction:
-    from graphport.runtimes import get_runtime_class
-
     feeds, _ = prepare_inputs(directory, inputs)
     engine = get_runtime_class(runtime)(directory, **options)
     outputs = engine.run(feeds)

@@ -18,6 +18,7 @@ class TensorRtRuntime(Runtime):
     formats = frozenset({"tensorrt"})
 
     def _load(self) -> None:
+        # Inside: the exporters package loads torch, which this adapter does not need.
         from graphport.exporters.tensorrt import require_tensorrt
 
         trt, _, _ = require_tensorrt()

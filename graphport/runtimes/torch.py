@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 
 from graphport.errors import ModelLoadError
+from graphport.graphs.gptq import GptqSpec, dequantize_gptq
 from graphport.manifest import ExportDirectory
+from graphport.resources import available_memory, gigabytes
 from graphport.runtimes.base import Runtime
 
 logger = logging.getLogger(__name__)
@@ -35,8 +37,9 @@ def load_reference(directory: ExportDirectory, dtype: str | None = None) -> Any:
     """The eager model an export was traced from, as it was loaded for tracing (the whole
     model: a composite export's graphs are its sub-modules), in ``dtype`` (default: the
     export's, unless that does not fit in memory: see ``reference_dtype``)."""
+    # Inside the functions: get_runtime_class imports every adapter to ask whether it is
+    # available, and the exporters and models packages load torch and transformers.
     from graphport.exporters.tasks import Task
-    from graphport.graphs.gptq import GptqSpec
     from graphport.models.loader import load_checkpoint, load_model
     from graphport.models.registry import get_onnx_config
 
@@ -65,7 +68,6 @@ def dequantized_gptq_model(
     import torch
 
     from graphport.exporters.streaming import CheckpointReader, checkpoint_keys
-    from graphport.graphs.gptq import GptqSpec, dequantize_gptq
     from graphport.models.loader import DTYPES, load_meta_model
 
     spec = GptqSpec.from_config(checkpoint.config)
@@ -114,8 +116,6 @@ def reference_dtype(checkpoint: Any, export_dtype: str) -> str:
     own (half) precision when the export's would take more than 70 % of the memory
     available (the 7B-shaped Llama of benchmarks/llm.py: 23.7 GB in fp32, 11.9 GB as its
     bf16 checkpoint stores it)."""
-    from graphport.resources import available_memory, gigabytes
-
     stored = checkpoint.stored_dtype()
     width = {"fp32": 4, "fp16": 2, "bf16": 2}
     need = checkpoint.parameter_count() * width[export_dtype]

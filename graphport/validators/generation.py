@@ -17,7 +17,7 @@ from typing import Any
 
 from graphport.manifest import ExportDirectory
 from graphport.runtimes.generate import VALIDATION_STEPS, eager_generate, generation_defaults
-from graphport.runtimes.model import load_model
+from graphport.runtimes.model_factory import load_model
 
 
 @dataclasses.dataclass

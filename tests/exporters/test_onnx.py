@@ -105,7 +105,7 @@ def test_a_tiny_epsilon_survives_graph_optimization():
     import numpy as np
     from onnx import TensorProto, helper
 
-    from graphport.exporters.onnx import optimize_graph
+    from graphport.graphs.cleanup import optimize_graph
 
     graph = helper.make_graph(
         [

@@ -24,7 +24,7 @@ from graphport.api.generate import generate_text
 from graphport.manifest import ExportDirectory
 from graphport.models.tiny import tiny_model
 from graphport.runtimes.generate import eager_generate
-from graphport.runtimes.model import load_model
+from graphport.runtimes.model_factory import load_model
 
 RUNTIMES = {"onnxruntime", "openvino"}
 
