@@ -54,3 +54,50 @@ def test_dequantized_blocks_are_what_onnxruntime_multiplies_by(k: int, n: int, b
     error = np.abs(dequantized.T - weight).max()
     assert 0 < error <= np.abs(weight).max() / 7
     onnx.checker.check_model(model)
+
+
+def test_int8_activations_are_what_accuracy_level_4_computes_with():
+    import torch
+
+    from graphport.validators.quantized import int8_activations
+
+    rng = np.random.default_rng(1)
+    k, n, block = 256, 64, 32
+    blocks = quantize_blocks(rng.normal(size=(k, n)).astype(np.float32), block)
+    node = helper.make_node(
+        "MatMulNBits",
+        ["x", "b", "scales", "zero_points"],
+        ["y"],
+        domain="com.microsoft",
+        K=k,
+        N=n,
+        bits=4,
+        block_size=block,
+        accuracy_level=4,  # int8 activations, rounded per block by the kernel
+    )
+    graph = helper.make_graph(
+        [node],
+        "nbits",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, n])],
+        [
+            numpy_helper.from_array(blocks.packed, "b"),
+            numpy_helper.from_array(blocks.scales, "scales"),
+            numpy_helper.from_array(blocks.zero_points, "zero_points"),
+        ],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    )
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = rng.normal(size=(3, k)).astype(np.float32)
+    x[:, 5] *= 30  # an outlier channel, as real activations have: it sets its block's range
+    (y,) = session.run(None, {"x": x})
+    weight = dequantize_nbits(blocks.packed, blocks.scales, blocks.zero_points, 4, k)
+
+    float_error = np.abs(y - x @ weight.T).max()
+    rounded = int8_activations(torch.from_numpy(x), block).numpy()
+    assert np.abs(y - rounded @ weight.T).max() < float_error / 1000
+    # The rounding is per block: a whole-row scale is not what the kernel does.
+    whole_row = int8_activations(torch.from_numpy(x), k).numpy()
+    assert np.abs(y - whole_row @ weight.T).max() > float_error / 10
