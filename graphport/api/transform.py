@@ -247,7 +247,11 @@ def _run(
                 "name": name,
                 "modified": modified,
                 "seconds": round(time.perf_counter() - start, 3),
-                "budget": {"min_cosine": cosine} if cosine else {"atol": check.atol},
+                "budget": (
+                    {"min_cosine": cosine}
+                    if cosine
+                    else {"atol": check.atol, "norm_tol": check.norm_tol}
+                ),
                 "parity": {"passed": check.passed, **check.summary()["worst"]},
                 **details,
             }

@@ -16,6 +16,7 @@ from graphport.api.transform import optimize_export, quantize_export
 from graphport.errors import ParityError, UsageError
 from graphport.manifest import ExportDirectory
 from graphport.runtimes import available_runtimes, default_runtimes
+from graphport.validators.parity import NORM_TOL
 
 
 def digest(directory: Path) -> dict[str, str]:
@@ -36,7 +37,7 @@ def test_optimize_levels(bert_export: Path, tmp_path: Path, level: int, passes: 
     assert digest(bert_export) == before, "SRC stays untouched"
     assert [p["name"] for p in result.passes] == passes
     assert all(p["parity"]["passed"] for p in result.passes)
-    assert all(p["budget"] == {"atol": 1e-4} for p in result.passes)
+    assert all(p["budget"] == {"atol": 1e-4, "norm_tol": NORM_TOL} for p in result.passes)
     assert result.report.passed
     manifest = ExportDirectory(tmp_path / "opt").manifest
     assert [p["name"] for p in manifest.passes] == passes

@@ -76,6 +76,23 @@ def test_a_tampered_graph_fails(tampered_export: Path):
     assert "> atol 0.0001" in failures[0]
 
 
+@pytest.mark.parametrize(
+    "module", ["encoder.layer.1.intermediate.dense", "encoder.layer.1.output.dense"]
+)
+def test_a_projection_scaled_by_one_percent_fails(bert_export: Path, tmp_path: Path, module: str):
+    # The budget's magnitude term (norm_tol x RMS) leaves float32 noise room on real weights
+    # without hiding a projection 1 % off (3e-4 on this model's unit-RMS hidden states).
+    from conftest import perturb_initializer
+
+    copy = Path(shutil.copytree(bert_export, tmp_path / "scaled"))
+    perturb_initializer(copy, module, "MatMul", lambda w: w * np.float32(1.01))
+    report = validate_export(copy, ["onnxruntime"])
+    assert report.norm_tol > 0
+    assert not report.passed
+    failures = report.failures()
+    assert failures and all("last_hidden_state" in f and " x rms " in f for f in failures)
+
+
 def test_an_unavailable_runtime_is_a_failed_case(bert_export: Path, monkeypatch):
     from graphport.runtimes.openvino import OpenVinoRuntime
 
