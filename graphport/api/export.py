@@ -181,13 +181,14 @@ def run_export(plan: ExportPlan, on_step: StepCallback | None = None) -> ExportR
     notify = on_step or (lambda step: None)
     try:
         if not plan.transforms:
-            result = _export(plan, plan.output, plan.overwrite)
+            result, _ = _export(plan, plan.output)
             notify(result)
         else:
             with staging_directory(plan.output) as staging:
-                exported = _export(plan, staging / "export", overwrite=False)
+                exported, eager = _export(plan, staging / "export")
                 notify(exported)
-                steps = _transform(plan, exported.path, notify)
+                # The traced eager model is every pass's reference: not loaded again.
+                steps = _transform(plan, exported.path, eager, notify)
             result = ExportResult(
                 plan.output,
                 ExportDirectory(plan.output).manifest,
@@ -210,14 +211,22 @@ def _write_html(html: Path | None, report: ParityReport | None) -> None:
         write_html(report, html)
 
 
-def _transform(plan: ExportPlan, exported: Path, notify: StepCallback) -> list[TransformResult]:
-    """The -O optimization, then the quantization, of the plain export ``exported``."""
+def _transform(
+    plan: ExportPlan, exported: Path, reference: Any, notify: StepCallback
+) -> list[TransformResult]:
+    """The -O optimization, then the quantization, of the plain export ``exported``,
+    checked against the eager model ``reference``."""
     steps: list[TransformResult] = []
     current = exported
     if plan.optimize is not None:
         target = plan.output if plan.quantize is None else exported.parent / "optimized"
         step = optimize_export(
-            current, target, level=plan.optimize, overwrite=plan.overwrite, localize=plan.localize
+            current,
+            target,
+            level=plan.optimize,
+            overwrite=plan.overwrite,
+            localize=plan.localize,
+            reference=reference,
         )
         notify(step)
         steps.append(step)
@@ -230,14 +239,16 @@ def _transform(plan: ExportPlan, exported: Path, notify: StepCallback) -> list[T
             plan.calibration,
             overwrite=plan.overwrite,
             localize=plan.localize,
+            reference=reference,
         )
         notify(step)
         steps.append(step)
     return steps
 
 
-def _export(plan: ExportPlan, output: Path, overwrite: bool) -> ExportResult:
-    """The plain export of ``plan`` into ``output``: load, trace, write, validate, place."""
+def _export(plan: ExportPlan, output: Path) -> tuple[ExportResult, Any]:
+    """The plain export of ``plan`` into ``output``: load, trace, write, validate, place.
+    Returns its result and the eager model it traced."""
     from graphport.api.streaming import write_streamed
 
     start = time.perf_counter()
@@ -369,4 +380,4 @@ def _export(plan: ExportPlan, output: Path, overwrite: bool) -> ExportResult:
             f"{REPORT_NAME} record the failed report.",
             report,
         )
-    return result
+    return result, eager
