@@ -148,6 +148,43 @@ def test_the_api_and_the_cli_write_the_same_export(checkpoints, tmp_path: Path, 
     ], "no staging left behind"
 
 
+def test_a_chained_export_loads_the_checkpoint_once(
+    checkpoints, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import graphport.api.export as api_export
+    import graphport.runtimes.torch
+
+    loads: list[str] = []
+    load_model = api_export.load_model
+    monkeypatch.setattr(
+        api_export,
+        "load_model",
+        lambda checkpoint, *a: loads.append("eager") or load_model(checkpoint, *a),
+    )
+    monkeypatch.setattr(
+        graphport.runtimes.torch, "load_reference", lambda *a: pytest.fail("reloaded")
+    )
+    stages: list[Any] = []
+    out = tmp_path / "out"
+    result = export_model(
+        checkpoints["bert"],
+        out,
+        optimize=1,
+        quantize="int8-dynamic",
+        validate=False,
+        on_step=stages.append,
+    )
+    assert loads == ["eager"]
+    assert [type(s).__name__ for s in stages] == [
+        "ExportResult",
+        "TransformResult",
+        "TransformResult",
+    ]
+    assert [p["name"] for p in result.manifest.passes] == ["cleanup", "int8-dynamic"]
+    assert result.report.passed and result.path == out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_the_plan_is_printed_and_nothing_written(checkpoints, tmp_path: Path):
     out = tmp_path / "out"
     printed = invoke("export", str(checkpoints["bert"]), str(out), "-O", "2", "--plan").output
