@@ -256,7 +256,7 @@ def _export(plan: ExportPlan, output: Path) -> tuple[ExportResult, Any]:
     onnx_config = plan.onnx_config
     logger.info("Loading %s (%s, %s)", checkpoint.path, checkpoint.model_type, task.value)
     loader = load_meta_model if plan.streaming else load_model
-    eager = loader(checkpoint, task, dtype, dict(onnx_config.values_override or {}))
+    eager = loader(checkpoint, task, dtype, dict(plan.model_overrides))
     options = plan.format_options
     try:
         graphs = onnx_config.sub_graphs(eager)

@@ -53,6 +53,9 @@ class ExportPlan:
     with_past: bool  # exported with its KV cache
     task_given: bool  # --task named it (an inferred cache may be dropped, a given one not)
     onnx_config: OnnxConfig
+    # The config values the eager model is loaded with: the traced config's, except for
+    # ExecuTorch, whose decoder keeps its cache in the program (the with-past config's).
+    model_overrides: Mapping[str, Any]
     fmt: str
     dtype: str
     opset: int | None
@@ -289,6 +292,7 @@ def plan_export(
     onnx_config = get_onnx_config(
         checkpoint.config, f"{parsed_task.value}{'-with-past' if with_past else ''}"
     )
+    model_overrides = dict(onnx_config.values_override or {})
     if fmt == "executorch":
         onnx_config, options = _executorch_graphs(
             checkpoint, parsed_task, with_past, onnx_config, options
@@ -307,6 +311,7 @@ def plan_export(
         with_past=with_past,
         task_given=task not in (None, "auto"),
         onnx_config=onnx_config,
+        model_overrides=model_overrides,
         fmt=fmt,
         dtype=dtype,
         opset=opset,
