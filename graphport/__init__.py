@@ -2,7 +2,9 @@
 
 The public entry points, all in the orchestration layer ``graphport.api``:
 
-- ``export_model`` (graphport/api/export.py): a checkpoint -> an export directory.
+- ``export_model`` (graphport/api/export.py): a checkpoint -> an export directory, with
+  every option of ``graphport export`` (-O, quantize, streaming, format knobs).
+- ``plan_export`` (graphport/api/plan.py): what such an export will do, checked first.
 - ``optimize_export``, ``quantize_export`` (graphport/api/transform.py): an export -> a
   new export, every pass checked against eager.
 - ``validate_export`` (graphport/validators/parity.py): an export against eager.
@@ -16,7 +18,14 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_PUBLIC = ("export_model", "load", "optimize_export", "pipeline", "quantize_export")
+_PUBLIC = (
+    "export_model",
+    "load",
+    "optimize_export",
+    "pipeline",
+    "plan_export",
+    "quantize_export",
+)
 __all__ = ["__version__", *_PUBLIC, "validate_export"]
 
 

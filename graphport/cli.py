@@ -238,6 +238,14 @@ def _html_on_parity_error(html_file: Path | None) -> Iterator[None]:
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @_html_option
 @_localize_option
+@click.option(
+    "--plan",
+    "show_plan",
+    is_flag=True,
+    help="Print what the export would do (trace, streaming, quantization, validation, "
+    "memory) and exit without writing anything.",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --plan: print the plan as JSON.")
 def export(
     model: str,
     output: Path,
@@ -261,97 +269,70 @@ def export(
     overwrite: bool,
     html_file: Path | None,
     localize: bool,
+    show_plan: bool,
+    as_json: bool,
 ) -> None:
     """Export MODEL (a checkpoint directory or cached hub id) into the directory OUTPUT,
     optionally optimized (-O) and quantized (--quantize) on the way."""
-    from graphport.api.export import export_model
-    from graphport.api.streaming import plan_streaming
+    from graphport.api.export import ExportResult, run_export
+    from graphport.api.plan import plan_export
     from graphport.errors import ParityError, UsageError
-    from graphport.exporters.artifacts import FormatOptions
-    from graphport.exporters.tensorrt import parse_profile_overrides
-    from graphport.manifest import check_output_path, staging_directory
 
-    if fmt == "executorch" and optimize is None:
-        # ExecuTorch quantizes while lowering (torchao), not by rewriting an ONNX graph.
-        executorch_quantize, quantize = quantize, None
-    else:
-        executorch_quantize = None
-    if html_file is not None and no_validate:
-        raise UsageError("--html writes the parity report, which --no-validate skips; drop one.")
-    _check_html(html_file)
-    check_output_path(output, overwrite)  # before the long work, not after it
-    # int4 streams by default (api/streaming.py) unless -O asks for the in-memory passes.
-    stream = plan_streaming(model, dtype, fmt, quantize if optimize is None else None, streaming)
-    if stream and (optimize is not None or calibration is not None):
-        raise UsageError(
-            "A streamed export takes --quantize int4-weight alone; run `graphport optimize` "
-            "on its output, or pass --no-streaming on a machine with more memory."
-        )
-    # A streamed export quantizes while it writes; others chain the transforms after.
-    streamed_quantize, quantize = (quantize, None) if stream else (None, quantize)
-    transform = optimize is not None or quantize is not None
-    if transform and fmt != "onnx":
-        raise UsageError(
-            "--optimize and --quantize rewrite ONNX graphs (executorch takes --quantize "
-            "int8-dynamic or int4-weight alone); drop --format."
-        )
-    if calibration is not None and quantize is None:
-        raise UsageError("--calibration is for --quantize; add a quantization mode.")
-    options = FormatOptions(
+    if as_json and not show_plan:
+        raise UsageError("--json prints the plan; add --plan, or drop --json.")
+    plan = plan_export(
+        model,
+        output,
+        task=task,
+        opset=opset,
+        dtype=dtype,
+        atol=atol,
+        rtol=rtol,
+        validate=not no_validate,
+        runtimes=_split(runtimes),
+        runtime_options=_runtime_options(providers),
+        overwrite=overwrite,
+        fmt=fmt,
         openvino_fp16_weights=fp16_weights,
         ort_target_platform=ort_target_platform,
-        trt_profile=parse_profile_overrides(trt_profile),
-        quantize=executorch_quantize,
+        trt_profile=trt_profile,
         max_cache_len=max_cache_len,
+        optimize=optimize,
+        quantize=quantize,
+        calibration=calibration,
+        streaming=streaming,
+        html=html_file,
+        localize=localize,
     )
-    with contextlib.ExitStack() as stack:
-        # With transforms the plain export is an intermediate, staged beside OUTPUT.
-        exported = output
-        if transform:
-            exported = stack.enter_context(staging_directory(output)) / "export"
-        try:
-            result = export_model(
-                model,
-                exported,
-                task=task,
-                opset=opset,
-                dtype=dtype,
-                atol=atol,
-                validate=not no_validate,
-                runtimes=_split(runtimes),
-                runtime_options=_runtime_options(providers),
-                overwrite=overwrite and not transform,
-                fmt=fmt,
-                format_options=options,
-                localize=localize,
-                quantize=streamed_quantize,
-                streaming=stream,
-            )
-        except ParityError as e:
-            if e.report is not None:
-                click.echo(e.report.table())
-            _write_html(html_file, e.report)
-            raise
-        manifest = result.manifest
-        size = sum((exported / f).stat().st_size for f in manifest.files)
-        if result.report is not None:
-            click.echo(result.report.table())
+    if show_plan:
+        click.echo(json.dumps(plan.to_dict(), indent=2) if as_json else "\n".join(plan.describe()))
+        return
+    done: list[Any] = []
+
+    def show(step: Any) -> None:
+        done.append(step)
+        if not isinstance(step, ExportResult):
+            _print_passes(step)
+            return
+        manifest = step.manifest
+        size = sum((step.path / f).stat().st_size for f in manifest.files)
+        if step.report is not None:
+            click.echo(step.report.table())
         click.echo(
             f"Exported {manifest.source['model_type']} ({manifest.task}, {manifest.format}, "
             f"{manifest.dtype}{f', opset {manifest.opset}' if manifest.opset else ''}, "
             f"{manifest.exporter['strategy']}{_streamed(manifest)}) "
-            f"{'for' if transform else 'to'} {output} "
-            f"[{size / 1e6:.1f} MB] in {result.seconds:.1f} s"
-            + ("; validation skipped" if result.report is None else "; parity passed")
+            f"{'for' if plan.transforms else 'to'} {output} "
+            f"[{size / 1e6:.1f} MB] in {step.seconds:.1f} s"
+            + ("; validation skipped" if step.report is None else "; parity passed")
         )
-        if transform:
-            with _html_on_parity_error(html_file):
-                final = _transform_export(
-                    exported, output, optimize, quantize, calibration, overwrite, localize
-                )
-            _write_html(html_file, final.report)
-        else:
-            _write_html(html_file, result.report)
+
+    try:
+        run_export(plan, on_step=show)
+    except ParityError as e:
+        if not done and e.report is not None:  # the export's own report (a pass's: none)
+            click.echo(e.report.table())
+        raise
 
 
 def _streamed(manifest: Any) -> str:
@@ -359,34 +340,6 @@ def _streamed(manifest: Any) -> str:
     if "streamed" not in manifest.exporter:
         return ""
     return "".join([", streamed", *(f", {p['name']}" for p in manifest.passes)])
-
-
-def _transform_export(
-    exported: Path,
-    output: Path,
-    level: int | None,
-    mode: str | None,
-    calibration: Path | None,
-    overwrite: bool,
-    localize: bool = False,
-) -> Any:
-    """The optimize and quantize steps of ``export``; returns the last one's result."""
-    from graphport.api.transform import optimize_export, quantize_export
-
-    result = None
-    if level is not None:
-        target = output if mode is None else exported.parent / "optimized"
-        result = optimize_export(
-            exported, target, level=level, overwrite=overwrite, localize=localize
-        )
-        _print_passes(result)
-    if mode is not None:
-        current = exported if result is None else result.path
-        result = quantize_export(
-            current, output, mode, calibration, overwrite=overwrite, localize=localize
-        )
-        _print_passes(result)
-    return result
 
 
 @cli.command()

@@ -1,6 +1,7 @@
 """The orchestration layer and the public Python surface: it calls every layer below it.
 
-- ``export_model`` (export.py): checkpoint -> config -> trace -> validate -> place.
+- ``plan_export`` (plan.py): every decision of an export, checked and taken once.
+- ``export_model`` (export.py): plan -> trace -> validate -> place -> optimize/quantize.
 - ``optimize_export`` / ``quantize_export`` (transform.py): an export -> a new export,
   every pass checked against eager.
 - ``load`` / ``pipeline`` (load.py): an export directory as a transformers model on a
@@ -8,18 +9,22 @@
 - ``validate_export`` lives in ``graphport.validators`` and is re-exported here.
 """
 
-from graphport.api.export import ExportResult, export_model
+from graphport.api.export import ExportResult, export_model, run_export
 from graphport.api.load import load, pipeline
+from graphport.api.plan import ExportPlan, plan_export
 from graphport.api.transform import TransformResult, optimize_export, quantize_export
 from graphport.validators.parity import validate_export
 
 __all__ = [
+    "ExportPlan",
     "ExportResult",
     "TransformResult",
     "export_model",
     "load",
     "optimize_export",
     "pipeline",
+    "plan_export",
     "quantize_export",
+    "run_export",
     "validate_export",
 ]

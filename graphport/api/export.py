@@ -1,11 +1,13 @@
 """``export_model``: checkpoint directory -> validated, self-describing export directory.
 
-Steps: check the checkpoint, resolve the task, build the export config, load the eager
+Steps: ``plan_export`` (api/plan.py) checks every option and decides the export once
+(checkpoint, task, format, streaming, where a quantization happens); then load the eager
 model, trace to ONNX, write graph + preprocessor files + manifest into a staging
-directory beside the output, validate it, then move it into place. Any failure before
-the move removes the staging directory, so an output directory with a manifest only
-exists for an export that finished (a parity failure keeps it, with the failed report
-in its manifest, for inspection, and still fails the command).
+directory beside the output, validate it, then move it into place, and run the plan's
+optimize and quantize passes on it (api/transform.py). Any failure before the move
+removes the staging directory, so an output directory with a manifest only exists for an
+export that finished (a parity failure keeps it, with the failed report in its manifest,
+for inspection, and still fails the command).
 """
 
 from __future__ import annotations
@@ -15,26 +17,27 @@ import dataclasses
 import logging
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from graphport.errors import ParityError, UsageError
-from graphport.exporters.artifacts import FormatOptions, check_format, write_artifact
+from graphport.api.plan import ExportPlan, plan_export
+from graphport.api.transform import BUDGETS, TransformResult, optimize_export, quantize_export
+from graphport.errors import ParityError
+from graphport.exporters.artifacts import FormatOptions, write_artifact
 from graphport.exporters.cache_layout import UnsupportedCacheError
-from graphport.exporters.onnx import check_eager_runs, check_opset
+from graphport.exporters.onnx import check_eager_runs
 from graphport.exporters.tasks import Task
 from graphport.manifest import (
     MANIFEST_NAME,
     ExportDirectory,
     Manifest,
-    check_output_path,
     move_into_place,
     staging_directory,
 )
-from graphport.models.loader import DTYPES, load_checkpoint, load_meta_model, load_model
-from graphport.models.registry import get_onnx_config, get_registration, resolve_task
+from graphport.models.loader import load_meta_model, load_model
+from graphport.models.registry import get_onnx_config
 from graphport.validators.parity import INT4_REFERENCE, ParityReport, validate_export
 
 logger = logging.getLogger(__name__)
@@ -54,10 +57,15 @@ REPORT_NAME = "parity.json"
 
 @dataclasses.dataclass
 class ExportResult:
+    """An export directory and its last parity report; with optimize/quantize passes,
+    the final (transformed) directory, and each pass's result in ``transforms``."""
+
     path: Path
     manifest: Manifest
     report: ParityReport | None
     seconds: float
+    plan: ExportPlan | None = None
+    transforms: list[TransformResult] = dataclasses.field(default_factory=list)
 
 
 def package_versions() -> dict[str, str]:
@@ -75,61 +83,21 @@ def _kv_cache_contract(config: Any, dtype: str) -> dict[str, Any] | None:
     return contract
 
 
-def _executorch_graphs(
-    checkpoint: Any, task: Task, with_past: bool, options: FormatOptions
-) -> tuple[Any, FormatOptions]:
-    """An ExecuTorch decoder keeps its KV cache inside the program (static, batch 1), so
-    its graph has the contract of a decoder without a cache (runtimes/executorch.py)."""
-    from graphport.exporters.executorch import check_quantize
-
-    check_quantize(options.quantize)
-    if with_past and task is not Task.TEXT_GENERATION:
-        raise UsageError(
-            f"--format executorch exports decoder-only models with their KV cache, and "
-            f"{checkpoint.model_type} ({task.value}) is an encoder-decoder; export it with "
-            "--format onnx."
-        )
-    return get_onnx_config(checkpoint.config, task.value), dataclasses.replace(
-        options, static_cache=with_past
-    )
-
-
 def _quantized_budget(options: FormatOptions) -> dict[str, float]:
     """The min cosine of a quantized ExecuTorch program: the ONNX budgets of its mode."""
     if options.quantize is None:
         return {}
-    from graphport.api.transform import BUDGETS
     from graphport.exporters.executorch import QUANT_MODES
 
     return {"min_cosine": BUDGETS[QUANT_MODES[options.quantize]]}
 
 
 def _int4_budget() -> float:
-    from graphport.api.transform import BUDGETS
-
     return BUDGETS["int4"]
 
 
-def _export_then_quantize(
-    model: str | Path,
-    output: Path,
-    quantize: str,
-    overwrite: bool,
-    localize: bool,
-    **export_options: Any,
-) -> ExportResult:
-    """An export in memory, then ``quantize_export`` on it into ``output``."""
-    from graphport.api.transform import quantize_export
-
-    start = time.perf_counter()
-    check_output_path(output, overwrite)
-    with staging_directory(output) as staging:
-        exported = export_model(model, staging / "export", localize=localize, **export_options)
-        result = quantize_export(
-            exported.path, output, quantize, overwrite=overwrite, localize=localize
-        )
-    manifest = ExportDirectory(output).manifest
-    return ExportResult(output, manifest, result.report, time.perf_counter() - start)
+# What ``export_model`` reports after each stage: the plain export, then each transform.
+StepCallback = Callable[["ExportResult | TransformResult"], None]
 
 
 def export_model(
@@ -141,7 +109,7 @@ def export_model(
     atol: float | None = None,
     validate: bool = True,
     rtol: float | None = None,
-    runtimes: Sequence[str] | None = None,
+    runtimes: str | Sequence[str] | None = None,
     overwrite: bool = False,
     runtime_options: Mapping[str, Mapping[str, Any]] | None = None,
     fmt: str = "onnx",
@@ -149,8 +117,17 @@ def export_model(
     localize: bool = False,
     quantize: str | None = None,
     streaming: bool | None = None,
+    optimize: int | None = None,
+    calibration: str | Path | None = None,
+    html: str | Path | None = None,
+    openvino_fp16_weights: bool | None = None,
+    ort_target_platform: str | None = None,
+    trt_profile: str | Mapping[str, tuple[int, int, int]] | None = None,
+    max_cache_len: int | None = None,
+    on_step: StepCallback | None = None,
 ) -> ExportResult:
-    """Export ``model`` (a checkpoint directory or cached hub id) into ``output``.
+    """Export ``model`` (a checkpoint directory or cached hub id) into ``output``: the
+    Python form of ``graphport export``, with the same options.
 
     ``runtimes`` defaults to every installed runtime that can run the format. ``localize``
     compares every module's output in validation too (see ``validate_export``).
@@ -158,90 +135,148 @@ def export_model(
     ``streaming`` (default: when the in-memory export would not fit in memory) traces the
     model on the meta device and writes each weight from the checkpoint, one at a time
     (api/streaming.py); ``quantize="int4-weight"`` then quantizes each weight on its way
-    to the file. Without streaming, ``quantize`` runs ``quantize_export`` on the export.
+    to the file. Otherwise ``optimize`` (-O level) and ``quantize`` run
+    ``optimize_export`` and ``quantize_export`` (with ``calibration``) on the plain
+    export, staged beside ``output``; with ``fmt="executorch"`` ``quantize`` goes to the
+    lowering instead. ``html`` also writes the final parity report as one HTML page.
+    ``on_step`` is called with the plain export's result, then each transform's.
+
+    Every option is checked first, by ``plan_export`` (api/plan.py); ``run_export``
+    runs a plan made before.
     """
-    from graphport.api.streaming import (
-        check_memory,
-        checkpoint_is_gptq,
-        should_stream,
-        write_streamed,
+    plan = plan_export(
+        model,
+        output,
+        task=task,
+        opset=opset,
+        dtype=dtype,
+        atol=atol,
+        validate=validate,
+        rtol=rtol,
+        runtimes=runtimes,
+        overwrite=overwrite,
+        runtime_options=runtime_options,
+        fmt=fmt,
+        format_options=format_options,
+        localize=localize,
+        quantize=quantize,
+        streaming=streaming,
+        optimize=optimize,
+        calibration=calibration,
+        html=html,
+        openvino_fp16_weights=openvino_fp16_weights,
+        ort_target_platform=ort_target_platform,
+        trt_profile=trt_profile,
+        max_cache_len=max_cache_len,
     )
-    from graphport.runtimes import available_runtimes, parse_runtimes
+    return run_export(plan, on_step)
+
+
+def run_export(plan: ExportPlan, on_step: StepCallback | None = None) -> ExportResult:
+    """Carry out ``plan``: the plain export, then its optimize and quantize passes.
+
+    With passes, the plain export is an intermediate staged beside the output, and the
+    result is the last pass's export (``transforms`` holds every pass's result)."""
+    start = time.perf_counter()
+    notify = on_step or (lambda step: None)
+    try:
+        if not plan.transforms:
+            result, _ = _export(plan, plan.output)
+            notify(result)
+        else:
+            with staging_directory(plan.output) as staging:
+                exported, eager = _export(plan, staging / "export")
+                notify(exported)
+                # The traced eager model is every pass's reference: not loaded again.
+                steps = _transform(plan, exported.path, eager, notify)
+            result = ExportResult(
+                plan.output,
+                ExportDirectory(plan.output).manifest,
+                steps[-1].report,
+                time.perf_counter() - start,
+                plan,
+                steps,
+            )
+    except ParityError as e:  # a failed report is the one most worth reading
+        _write_html(plan.html, e.report)
+        raise
+    _write_html(plan.html, result.report)
+    return result
+
+
+def _write_html(html: Path | None, report: ParityReport | None) -> None:
+    if html is not None and report is not None:
+        from graphport.validators.html import write_html
+
+        write_html(report, html)
+
+
+def _transform(
+    plan: ExportPlan, exported: Path, reference: Any, notify: StepCallback
+) -> list[TransformResult]:
+    """The -O optimization, then the quantization, of the plain export ``exported``,
+    checked against the eager model ``reference``."""
+    steps: list[TransformResult] = []
+    current = exported
+    if plan.optimize is not None:
+        target = plan.output if plan.quantize is None else exported.parent / "optimized"
+        step = optimize_export(
+            current,
+            target,
+            level=plan.optimize,
+            overwrite=plan.overwrite,
+            localize=plan.localize,
+            reference=reference,
+        )
+        notify(step)
+        steps.append(step)
+        current = step.path
+    if plan.quantize is not None:
+        step = quantize_export(
+            current,
+            plan.output,
+            plan.quantize,
+            plan.calibration,
+            overwrite=plan.overwrite,
+            localize=plan.localize,
+            reference=reference,
+        )
+        notify(step)
+        steps.append(step)
+    return steps
+
+
+def _export(plan: ExportPlan, output: Path) -> tuple[ExportResult, Any]:
+    """The plain export of ``plan`` into ``output``: load, trace, write, validate, place.
+    Returns its result and the eager model it traced."""
+    from graphport.api.streaming import write_streamed
 
     start = time.perf_counter()
-    output = Path(output)
-    if dtype not in DTYPES:
-        raise UsageError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}.")
-    check_format(fmt)
-    if dtype == "bf16" and validate and fmt in ("onnx", "openvino", "ort"):
-        raise UsageError(
-            "A bf16 graph cannot be validated on the CPU runtimes: onnxruntime's CPU provider "
-            "has no bfloat16 kernels and OpenVINO's ONNX reader returns float16 results far "
-            "from eager for bfloat16 graphs; export with --no-validate and validate where bf16 "
-            "kernels exist, or use --dtype fp16."
-        )
-    if opset is not None:
-        check_opset(opset)
-    check_output_path(output, overwrite)
-    if validate and runtimes is not None:  # bad names fail before any work
-        runtimes = parse_runtimes(runtimes, runtime_options)
-    checkpoint = load_checkpoint(model)
-    stream = should_stream(checkpoint, dtype, fmt, quantize, streaming)
-    if quantize is not None and not stream:
-        return _export_then_quantize(
-            model,
-            output,
-            quantize,
-            overwrite,
-            localize,
-            task=task,
-            opset=opset,
-            dtype=dtype,
-            atol=atol,
-            validate=validate,
-            rtol=rtol,
-            runtimes=runtimes,
-            runtime_options=runtime_options,
-            fmt=fmt,
-            format_options=format_options,
-            streaming=False,
-        )
-    if stream:
-        check_memory(checkpoint, validate)
-    registration = get_registration(checkpoint.model_type)
-    parsed_task, with_past = resolve_task(checkpoint, task)
-    onnx_config = get_onnx_config(
-        checkpoint.config, f"{parsed_task.value}{'-with-past' if with_past else ''}"
-    )
-    if validate:
-        # An int4 graph (MatMulNBits) runs on onnxruntime only.
-        quantized_graph = quantize is not None or checkpoint_is_gptq(checkpoint)
-        default = ["onnxruntime"] if quantized_graph else available_runtimes(fmt)
-        if runtimes is None:
-            runtimes = parse_runtimes(default, runtime_options)
-    logger.info("Loading %s (%s, %s)", checkpoint.path, checkpoint.model_type, parsed_task.value)
-    loader = load_meta_model if stream else load_model
-    eager = loader(checkpoint, parsed_task, dtype, dict(onnx_config.values_override or {}))
-    options = dataclasses.replace(format_options or FormatOptions(), opset=opset)
-    if fmt == "executorch":
-        onnx_config, options = _executorch_graphs(checkpoint, parsed_task, with_past, options)
+    checkpoint, task, dtype = plan.checkpoint, plan.task, plan.dtype
+    onnx_config = plan.onnx_config
+    logger.info("Loading %s (%s, %s)", checkpoint.path, checkpoint.model_type, task.value)
+    loader = load_meta_model if plan.streaming else load_model
+    eager = loader(checkpoint, task, dtype, dict(plan.model_overrides))
+    options = plan.format_options
     try:
         graphs = onnx_config.sub_graphs(eager)
     except UnsupportedCacheError as e:
-        if task not in (None, "auto"):  # asked for with-past: say why not
+        if plan.task_given:  # asked for with-past: say why not
             raise
         # Inferred: a causal LM whose cache is not plain keys and values generates without.
-        logger.warning("%s Exporting %s without a KV cache.", e, parsed_task.value)
-        onnx_config = get_onnx_config(checkpoint.config, parsed_task.value)
+        logger.warning("%s Exporting %s without a KV cache.", e, task.value)
+        onnx_config = get_onnx_config(checkpoint.config, task.value)
         graphs = onnx_config.sub_graphs(eager)
     for graph in graphs:  # before anything is written
         check_eager_runs(graph.module, graph.config)
 
     with staging_directory(output) as staging:
         artifacts = [
-            write_streamed(graph, eager, checkpoint, staging, opset, quantize)
-            if stream
-            else write_artifact(fmt, graph.module, graph.config, staging, options, graph.name)
+            write_streamed(
+                graph, eager, checkpoint, staging, plan.opset, plan.streamed_quantize, plan.gptq
+            )
+            if plan.streaming
+            else write_artifact(plan.fmt, graph.module, graph.config, staging, options, graph.name)
             for graph in graphs
         ]
         artifact = artifacts[0]
@@ -261,7 +296,7 @@ def export_model(
         for file in checkpoint.preprocessor_files():
             shutil.copy2(file, staging / file.name)
             copied.append(file.name)
-        if fmt == "openvino":  # a stateful decoder's tokenizer for openvino-genai
+        if plan.fmt == "openvino":  # a stateful decoder's tokenizer for openvino-genai
             from graphport.exporters.openvino import genai_files
 
             copied += genai_files(staging)
@@ -273,18 +308,18 @@ def export_model(
                 "architectures": checkpoint.architectures,
                 "weights_sha256": checkpoint.weights_sha256(),
             },
-            task=parsed_task.value,
-            family=registration.family,
-            generic=registration.generic,
+            task=task.value,
+            family=plan.registration.family,
+            generic=plan.registration.generic,
             modality=onnx_config.modality,
-            format=fmt,
+            format=plan.fmt,
             dtype=dtype,
             opset=artifact.opset,
             graphs=[a.spec for a in artifacts],
             exporter=exporter,
             tolerance={
-                "atol": atol if atol is not None else onnx_config.atol_for_validation,
-                "rtol": rtol if rtol is not None else onnx_config.rtol_for_validation,
+                "atol": plan.atol if plan.atol is not None else onnx_config.atol_for_validation,
+                "rtol": plan.rtol if plan.rtol is not None else onnx_config.rtol_for_validation,
                 **_quantized_budget(options),
                 **(
                     {"min_cosine": _int4_budget(), "reference": INT4_REFERENCE} if quantized else {}
@@ -299,7 +334,7 @@ def export_model(
             streamed = dict(artifact.exporter["streamed"])
             manifest.passes.append(
                 {
-                    "name": quantize or "gptq",
+                    "name": plan.streamed_quantize or "gptq",
                     "modified": True,
                     "seconds": streamed.pop("seconds"),
                     "budget": {"min_cosine": _int4_budget(), "reference": INT4_REFERENCE},
@@ -310,20 +345,20 @@ def export_model(
         manifest.write(staging)
 
         report = None
-        if validate:
-            logger.info("Validating against eager on %s", ", ".join(runtimes))
+        if plan.validate:
+            logger.info("Validating against eager on %s", ", ".join(plan.runtimes))
             report = validate_export(
                 ExportDirectory(staging),
-                runtimes,
-                atol=atol,
-                rtol=rtol,
+                list(plan.runtimes),
+                atol=plan.atol,
+                rtol=plan.rtol,
                 # A streamed export's model has no weights: validation loads the eager
                 # model in the checkpoint's precision and frees it before the runtimes.
-                reference_model=None if stream else eager,
+                reference_model=None if plan.streaming else eager,
                 config=onnx_config,
-                runtime_options=runtime_options,
-                localize=localize,
-                release_reference=stream,
+                runtime_options=plan.runtime_options,
+                localize=plan.localize,
+                release_reference=plan.streaming,
             )
             report.export_dir = str(output)
             manifest.validation = report.summary()
@@ -336,7 +371,7 @@ def export_model(
             report.write(staging / REPORT_NAME)
         move_into_place(staging, output)
 
-    result = ExportResult(output, manifest, report, time.perf_counter() - start)
+    result = ExportResult(output, manifest, report, time.perf_counter() - start, plan)
     if report is not None and not report.passed:
         raise ParityError(
             f"The export of {checkpoint.source} does not match the eager model: "
@@ -345,4 +380,4 @@ def export_model(
             f"{REPORT_NAME} record the failed report.",
             report,
         )
-    return result
+    return result, eager

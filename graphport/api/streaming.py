@@ -23,8 +23,9 @@ import onnx_ir as ir
 from graphport.errors import ExportError, UsageError
 from graphport.exporters.artifacts import Artifact
 from graphport.exporters.config import SubGraph
-from graphport.exporters.onnx import export_to_onnx, optimize_graph, tensor_bytes
+from graphport.exporters.onnx import export_to_onnx, tensor_bytes
 from graphport.exporters.streaming import CheckpointReader, bind_checkpoint
+from graphport.graphs.cleanup import optimize_graph
 from graphport.graphs.gptq import GptqSpec, gptq_to_nbits
 from graphport.graphs.weight_only import MatMulNBitsPass, NBitsBlocks, NBitsShape
 from graphport.manifest import GraphSpec
@@ -47,16 +48,17 @@ BASE_MEMORY = 1 * GIB
 
 def should_stream(
     checkpoint: Checkpoint,
+    gptq: GptqSpec | None,
     dtype: str,
     fmt: str,
     quantize: str | None,
     requested: bool | None,
 ) -> bool:
-    """Whether to export ``checkpoint`` by streaming: as ``requested``, else when the
-    in-memory export would not fit in the memory available now, and for an int4 export
-    of a causal LM (which streaming writes straight from the checkpoint, where the
-    in-memory export writes, validates and re-reads an fp32 graph first)."""
-    gptq = GptqSpec.from_config(checkpoint.config)  # refuses unsupported bits and groups
+    """Whether to export ``checkpoint`` (GPTQ with settings ``gptq``) by streaming: as
+    ``requested``, else when the in-memory export would not fit in the memory available
+    now, and for an int4 export of a causal LM (which streaming writes straight from the
+    checkpoint, where the in-memory export writes, validates and re-reads an fp32 graph
+    first). The export plan (api/plan.py) asks once."""
     if requested is False:
         if gptq is not None:
             raise UsageError(
@@ -101,18 +103,16 @@ def should_stream(
     return True
 
 
-def checkpoint_is_gptq(checkpoint: Checkpoint) -> bool:
-    return GptqSpec.from_config(checkpoint.config) is not None
-
-
-def plan_streaming(
-    model: str | Path, dtype: str, fmt: str, quantize: str | None, requested: bool | None
-) -> bool:
-    """``should_stream`` for a checkpoint not yet loaded (the CLI decides before it
-    chains its transforms)."""
-    from graphport.models.loader import load_checkpoint
-
-    return should_stream(load_checkpoint(model), dtype, fmt, quantize, requested)
+def peak_memory(checkpoint: Checkpoint, dtype: str, stream: bool, validate: bool) -> int:
+    """Bytes an export of ``checkpoint`` is expected to need at its peak: in memory,
+    ``IN_MEMORY_FACTOR`` times its float weights; streamed, the eager model validation
+    loads in the checkpoint's own precision, or (unvalidated) the largest tensor."""
+    if not stream:
+        parameters = checkpoint.parameter_count() or checkpoint.weight_bytes // 4
+        return int(BASE_MEMORY + parameters * DTYPE_BYTES[dtype] * IN_MEMORY_FACTOR)
+    if validate:
+        return BASE_MEMORY + checkpoint.weight_bytes
+    return BASE_MEMORY + _largest_tensor(checkpoint) * 4
 
 
 def check_memory(checkpoint: Checkpoint, validate: bool) -> None:
@@ -141,13 +141,15 @@ def write_streamed(
     staging: Path,
     opset: int | None,
     quantize: str | None,
+    gptq_spec: GptqSpec | None = None,
     block_size: int = 32,
 ) -> Artifact:
     """Trace ``graph`` (of a model on the meta device) and write it with its weights read
-    from ``checkpoint``, int4-quantized on the way for ``quantize="int4-weight"``."""
+    from ``checkpoint``, int4-quantized on the way for ``quantize="int4-weight"``; the
+    Linear layers of a GPTQ checkpoint (settings ``gptq_spec``) keep their blocks."""
     start = time.perf_counter()
     reader = CheckpointReader(checkpoint.weight_files)
-    gptq = gptq_linears(eager, checkpoint, reader)
+    gptq = gptq_linears(eager, gptq_spec, reader)
     logger.info("Tracing %s on the meta device", graph.name)
     exported = export_to_onnx(graph.module, graph.config, opset)
     model = exported.model
@@ -197,13 +199,13 @@ def write_streamed(
 
 
 def gptq_linears(
-    eager: Any, checkpoint: Checkpoint, reader: CheckpointReader
+    eager: Any, spec: GptqSpec | None, reader: CheckpointReader
 ) -> dict[str, tuple[NBitsShape, Any]]:
-    """For a GPTQ checkpoint: eager weight name -> (its MatMulNBits shape, a function
-    repacking its stored blocks) for every Linear stored as qweight/qzeros/scales."""
+    """For a GPTQ checkpoint (settings ``spec``): eager weight name -> (its MatMulNBits
+    shape, a function repacking its stored blocks) for every Linear stored as
+    qweight/qzeros/scales."""
     import torch
 
-    spec = GptqSpec.from_config(checkpoint.config)
     if spec is None:
         return {}
     found = {}

@@ -189,12 +189,14 @@ def _run(
     allow_budget_break: bool,
     overwrite: bool,
     localize: bool = False,
+    reference: Any = None,
 ) -> TransformResult:
     src = ExportDirectory(src_dir)
     dst = Path(dst_dir)
     _check_source(src, dst)
     check_output_path(dst, overwrite)
-    reference = load_reference(src)  # the eager model, loaded once for every check
+    if reference is None:  # the eager model, loaded once for every check
+        reference = load_reference(src)
     with staging_directory(dst) as staging:
         _copy_source(src, staging)
         directory = ExportDirectory(staging)
@@ -306,11 +308,14 @@ def optimize_export(
     allow_budget_break: bool = False,
     overwrite: bool = False,
     localize: bool = False,
+    reference: Any = None,
 ) -> TransformResult:
     """O1: cleanup. O2: + onnxruntime fusions, then fused attention packed for the int8
     quantizer and the raw-mask kernels, and the fused norms and GELUs that onnxruntime's
     CPU provider runs slower traded back (onnxruntime target only; OpenVINO fuses at
-    compile time itself). O3: + onnxruntime's extended optimizations saved offline."""
+    compile time itself). O3: + onnxruntime's extended optimizations saved offline.
+    ``reference`` is the eager model every pass is checked against (default: loaded from
+    the source checkpoint; ``export_model`` hands over the one it traced)."""
     if level not in (1, 2, 3):
         raise UsageError(f"Optimization level {level} does not exist; use 1, 2 or 3.")
     if target not in TARGETS:
@@ -357,6 +362,7 @@ def optimize_export(
         allow_budget_break,
         overwrite,
         localize,
+        reference,
     )
 
 
@@ -400,6 +406,7 @@ def quantize_export(
     overwrite: bool = False,
     target_cosine: float | None = None,
     localize: bool = False,
+    reference: Any = None,
 ) -> TransformResult:
     """int8-dynamic, int8-static (QDQ, needs --calibration) or int4-weight (MatMulNBits)
     for onnxruntime; openvino-int8-static (needs --calibration), openvino-int8-weight and
@@ -409,19 +416,20 @@ def quantize_export(
     the remaining activation outliers into the weights (graphs/smooth.py); given
     ``target_cosine``, it then keeps the most sensitive nodes in fp32 until its outputs
     on the calibration inputs reach that cosine. ``localize`` adds every module's error
-    against fp32 eager to the report: where the quantization error accumulates."""
+    against fp32 eager to the report: where the quantization error accumulates.
+    ``reference``: the eager model to check against, as in ``optimize_export``."""
     if mode not in QUANT_MODES:
         raise UsageError(f"Unknown mode {mode!r}; use one of {', '.join(QUANT_MODES)}.")
     if mode == "openvino-int8-static":
         if calibration is None:
             raise UsageError(f"{mode} needs calibration inputs; pass --calibration FILE.")
         return quantize_openvino_static(
-            src, dst, calibration, allow_budget_break, overwrite, localize
+            src, dst, calibration, allow_budget_break, overwrite, localize, reference
         )
     if mode.startswith("openvino-"):
         bits = 8 if mode == "openvino-int8-weight" else 4
         return compress_openvino_export(
-            src, dst, bits, block_size, allow_budget_break, overwrite, localize
+            src, dst, bits, block_size, allow_budget_break, overwrite, localize, reference
         )
     if target_cosine is not None:
         if mode != "int8-dynamic" or calibration is None:
@@ -458,7 +466,9 @@ def quantize_export(
                 lambda s, d: (True, quantize_int4_weights(s, d, block_size, method, reader)),
             )
         ]
-    return _run(src, dst, steps, "onnxruntime", runtimes, allow_budget_break, overwrite, localize)
+    return _run(
+        src, dst, steps, "onnxruntime", runtimes, allow_budget_break, overwrite, localize, reference
+    )
 
 
 def _split_step(feeds: list[dict]) -> Step:
@@ -504,6 +514,7 @@ def compress_openvino_export(
     allow_budget_break: bool = False,
     overwrite: bool = False,
     localize: bool = False,
+    reference: Any = None,
 ) -> TransformResult:
     """An OpenVINO IR export of SRC with NNCF-compressed weights, checked on OpenVINO
     against eager with the int8 / int4 budget."""
@@ -517,6 +528,7 @@ def compress_openvino_export(
         allow_budget_break,
         overwrite,
         localize,
+        reference,
     )
 
 
@@ -527,6 +539,7 @@ def quantize_openvino_static(
     allow_budget_break: bool = False,
     overwrite: bool = False,
     localize: bool = False,
+    reference: Any = None,
 ) -> TransformResult:
     """Static int8 for OpenVINO: split-outliers and smooth-activations on the ONNX graph
     (checked on onnxruntime like every fp32 pass), then NNCF's post-training
@@ -542,6 +555,8 @@ def quantize_openvino_static(
     if len(src.manifest.graphs) != 1:
         raise UsageError("openvino-int8-static quantizes single-graph exports only.")
     feeds = calibration_feeds(src.path, calibration)
+    if reference is None:  # one eager model for the ONNX passes and the IR's check
+        reference = load_reference(src)
     steps = [
         ("split-outliers", "fp32", _split_step(feeds)),
         ("smooth-activations", "fp32", _smooth_step(feeds)),
@@ -549,7 +564,16 @@ def quantize_openvino_static(
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{dst.name}.", dir=dst.parent) as scratch:
         prepared = Path(scratch) / "prepared"
-        _run(src.path, prepared, steps, None, ["onnxruntime"], allow_budget_break, False)
+        _run(
+            src.path,
+            prepared,
+            steps,
+            None,
+            ["onnxruntime"],
+            allow_budget_break,
+            False,
+            reference=reference,
+        )
         logger.info("Quantizing weights and activations to int8 for OpenVINO")
         return _openvino_export(
             prepared,
@@ -560,6 +584,7 @@ def quantize_openvino_static(
             allow_budget_break,
             overwrite,
             localize,
+            reference,
         )
 
 
@@ -572,6 +597,7 @@ def _openvino_export(
     allow_budget_break: bool,
     overwrite: bool,
     localize: bool = False,
+    reference: Any = None,
 ) -> TransformResult:
     """SRC's graphs converted to IR by ``convert(onnx, xml)``, checked on OpenVINO
     against eager with the budget of ``precision``; SRC's passes are kept."""
@@ -580,7 +606,8 @@ def _openvino_export(
     # Weight compression reads IR as well (NNCF works on OpenVINO's model).
     _check_source(src, dst, ("onnx", "openvino") if name.endswith("-weight") else ("onnx",))
     check_output_path(dst, overwrite)
-    reference = load_reference(src)
+    if reference is None:
+        reference = load_reference(src)
     manifest = Manifest.from_dict(src.manifest.to_dict())
     graph_files = {g.file for g in manifest.graphs} | {
         g.external_data for g in manifest.graphs if g.external_data

@@ -30,9 +30,7 @@ from onnx_ir.passes.common import ClearMetadataAndDocStringPass, RemoveUnusedNod
 from graphport.errors import EagerModelError, ExportError, UsageError
 from graphport.exporters.config import MIN_ONNX_OPSET, OnnxConfig
 from graphport.exporters.signature import dynamic_shapes_for
-
-# optimize_graph lives in graphs/cleanup.py; api/streaming.py still imports it from here.
-from graphport.graphs.cleanup import exact_rewrite_rules, optimize_graph  # noqa: F401
+from graphport.graphs.cleanup import exact_rewrite_rules
 from graphport.graphs.scopes import MODULE_SCOPES_KEY
 
 logger = logging.getLogger(__name__)

@@ -205,15 +205,18 @@ def test_a_checkpoint_too_large_even_streamed_says_how_much_it_needs(
 
 
 def test_the_export_streams_by_itself_when_memory_is_short(
-    bf16_llama: Path, monkeypatch: pytest.MonkeyPatch
+    bf16_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from graphport.api.streaming import plan_streaming
+    from graphport.api.plan import plan_export
+    from graphport.api.streaming import BASE_MEMORY
 
-    assert not plan_streaming(bf16_llama, "fp32", "onnx", None, None)
-    monkeypatch.setattr("graphport.api.streaming.available_memory", lambda: 1 << 20)
-    assert plan_streaming(bf16_llama, "fp32", "onnx", "int4-weight", None)
+    out = tmp_path / "out"
+    assert not plan_export(bf16_llama, out).streaming
+    # Room for the streamed export (0.4 MB of weights), not the in-memory one (4.6 MB).
+    monkeypatch.setattr("graphport.api.streaming.available_memory", lambda: BASE_MEMORY + (1 << 20))
+    assert plan_export(bf16_llama, out, quantize="int4-weight").streaming
     with pytest.raises(UsageError, match="int4-weight"):
-        plan_streaming(bf16_llama, "fp32", "onnx", "int8-dynamic", None)
+        plan_export(bf16_llama, out, quantize="int8-dynamic")
 
 
 def test_a_model_that_cannot_run_on_the_meta_device_says_so(
