@@ -62,7 +62,10 @@ def apply_int4_weights(eager: Any, graph_path: Path) -> int:
     """
     import torch
 
-    params = dict(eager.named_parameters())
+    # Tied weights are listed under every name: an int4 lm_head tied to the embedding
+    # gets a parameter of its own, and the embedding keeps its float values (as the graph's
+    # Gather does).
+    params = dict(eager.named_parameters(remove_duplicate=False))
     model = ir.load(graph_path)
     count = 0
     for node in model.graph:
@@ -88,10 +91,11 @@ def apply_int4_weights(eager: Any, graph_path: Path) -> int:
             # A regrouped (act-order) weight: row i of the blocks is input perm[i].
             order = perm.inputs[1].const_value.numpy()
             weight = weight[:, np.argsort(order)]
-        with torch.no_grad():
-            params[found].copy_(torch.from_numpy(weight).to(params[found].dtype))
+        owner, attribute = found.rsplit(".", 1)
+        module = eager.get_submodule(owner)
+        replaced = torch.from_numpy(weight).to(params[found].dtype)
+        setattr(module, attribute, torch.nn.Parameter(replaced, requires_grad=False))
         if int(attrs.get("accuracy_level", 0)) == INT8_ACTIVATIONS_LEVEL:
-            module = eager.get_submodule(found.rsplit(".", 1)[0])
             block = int(attrs["block_size"])
             module.register_forward_pre_hook(
                 lambda _, args, block=block, order=order: (
