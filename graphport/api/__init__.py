@@ -5,9 +5,11 @@
   every pass checked against eager.
 - ``load`` / ``pipeline`` (load.py): an export directory as a transformers model on a
   runtime, and ``transformers.pipeline`` around it.
+- ``evaluate`` (evaluate.py): task accuracy of exports against eager on a dataset.
 - ``validate_export`` lives in ``graphport.validators`` and is re-exported here.
 """
 
+from graphport.api.evaluate import evaluate
 from graphport.api.export import ExportResult, export_model
 from graphport.api.load import load, pipeline
 from graphport.api.transform import TransformResult, optimize_export, quantize_export
@@ -16,6 +18,7 @@ from graphport.validators.parity import validate_export
 __all__ = [
     "ExportResult",
     "TransformResult",
+    "evaluate",
     "export_model",
     "load",
     "optimize_export",
