@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -68,8 +68,6 @@ def numpy(tensor: Any) -> np.ndarray:
 
 class TaskEvaluator(abc.ABC):
     """The metrics of one task (see the module docstring)."""
-
-    task: ClassVar[str]
 
     def __init__(
         self,
