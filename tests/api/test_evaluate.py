@@ -236,3 +236,14 @@ def test_cli_bad_input(llama: Path, exported, tmp_path: Path):
     classifier = exported("bert", "text-classification")
     labels = _jsonl(tmp_path / "labels.jsonl", [{"text": "hello", "label": "spam"}])
     assert "outside the model's label set" in _bad([str(classifier), "--data", str(labels)])
+
+
+def test_data_without_datasets_names_the_extra(llama: Path, tmp_path: Path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
+    data = _jsonl(tmp_path / "prose.jsonl", [{"text": "w5 w6 w7"}])
+    with pytest.raises(UsageError, match=r"needs the datasets package.*graphport\[eval\]"):
+        graphport.evaluate(llama, data)
+    # The built-in text needs no datasets.
+    assert graphport.evaluate(llama, limit=8).tokens == 8
