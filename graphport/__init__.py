@@ -8,6 +8,7 @@ The public entry points, all in the orchestration layer ``graphport.api``:
 - ``optimize_export``, ``quantize_export`` (graphport/api/transform.py): an export -> a
   new export, every pass checked against eager.
 - ``validate_export`` (graphport/validators/parity.py): an export against eager.
+- ``evaluate`` (graphport/api/evaluate.py): task accuracy of exports against eager.
 - ``load`` (graphport/api/load.py): an export as a transformers model on a runtime.
 - ``pipeline`` (graphport/api/load.py): ``transformers.pipeline`` around ``load``.
 """
@@ -19,6 +20,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _PUBLIC = (
+    "evaluate",
     "export_model",
     "load",
     "optimize_export",

@@ -6,9 +6,11 @@
   every pass checked against eager.
 - ``load`` / ``pipeline`` (load.py): an export directory as a transformers model on a
   runtime, and ``transformers.pipeline`` around it.
+- ``evaluate`` (evaluate.py): task accuracy of exports against eager on a dataset.
 - ``validate_export`` lives in ``graphport.validators`` and is re-exported here.
 """
 
+from graphport.api.evaluate import evaluate
 from graphport.api.export import ExportResult, export_model, run_export
 from graphport.api.load import load, pipeline
 from graphport.api.plan import ExportPlan, plan_export
@@ -19,6 +21,7 @@ __all__ = [
     "ExportPlan",
     "ExportResult",
     "TransformResult",
+    "evaluate",
     "export_model",
     "load",
     "optimize_export",
