@@ -62,6 +62,8 @@ def apply_int4_weights(eager: Any, graph_path: Path) -> int:
     """
     import torch
 
+    if graph_path.suffix == ".xml":
+        return _apply_ir_weights(eager, graph_path)
     # Tied weights are listed under every name: an int4 lm_head tied to the embedding
     # gets a parameter of its own, and the embedding keeps its float values (as the graph's
     # Gather does).
@@ -105,6 +107,79 @@ def apply_int4_weights(eager: Any, graph_path: Path) -> int:
             )
         count += 1
     return count
+
+
+def _apply_ir_weights(eager: Any, xml_path: Path) -> int:
+    """The OpenVINO IR form of ``apply_int4_weights``: every MatMul whose weight input is
+    computed from constants alone (NNCF's compressed blocks, Convert, Subtract, Multiply)
+    has that weight evaluated once, in float, and put into the eager Linear it stands for.
+    NNCF's IR keeps no module names, so a weight is matched by shape and value: its Linear
+    is the one of that shape whose float weight it is closest to (rounding moves a weight
+    far less than the distance between two layers' weights)."""
+    import openvino as ov
+    import torch
+    from openvino import opset13 as ops
+
+    core = ov.Core()
+    model = core.read_model(str(xml_path))
+    constant: dict[int, bool] = {}
+
+    def is_constant(node: Any) -> bool:
+        key = node.get_instance_id()
+        if key not in constant:
+            kind = node.get_type_name()
+            constant[key] = kind == "Constant" or (
+                node.get_input_size() > 0
+                and kind not in ("Parameter", "ReadValue")
+                and all(is_constant(i.get_source_output().get_node()) for i in node.inputs())
+            )
+        return constant[key]
+
+    # (module type, weight as the module holds it): a MatMul's [K, N] weight is a Linear's
+    # transposed; a Gather's table (NNCF compresses the embedding to int8) an Embedding's.
+    weights = []
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind == "MatMul" and is_constant(op.input_value(1).get_node()):
+            transposed = op.get_attributes().get("transpose_b", False)
+            weights.append((torch.nn.Linear, not transposed, op.input_value(1)))
+        elif (
+            kind == "Gather"
+            and op.input_value(0).get_node().get_type_name() != "Constant"  # decompressed
+            and is_constant(op.input_value(0).get_node())
+        ):
+            weights.append((torch.nn.Embedding, False, op.input_value(0)))
+    if not weights:
+        return 0
+    folded = ov.Model([ops.result(w) for _, _, w in weights], [], "weights")
+    values = core.compile_model(folded, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({})
+    count = 0
+    for index, (kind, transpose, _) in enumerate(weights):
+        weight = np.asarray(values[index], dtype=np.float32)
+        weight = weight.T if transpose else weight
+        modules = [m for m in eager.modules() if isinstance(m, kind)]
+        module = _closest(modules, weight)
+        if module is None:
+            continue
+        replaced = torch.from_numpy(np.ascontiguousarray(weight)).to(module.weight.dtype)
+        module.weight = torch.nn.Parameter(replaced, requires_grad=False)
+        count += 1
+    return count
+
+
+def _closest(modules: list[Any], weight: np.ndarray) -> Any:
+    """The module of ``weight``'s shape whose weight is nearest to it (on a fixed sample of
+    positions; None when no module has that shape)."""
+    candidates = [m for m in modules if tuple(m.weight.shape) == weight.shape]
+    if not candidates:
+        return None
+    flat = weight.reshape(-1)
+    sample = np.random.default_rng(0).choice(flat.size, min(4096, flat.size), replace=False)
+    distances = [
+        float(np.square(m.weight.detach().float().numpy().reshape(-1)[sample] - flat[sample]).sum())
+        for m in candidates
+    ]
+    return candidates[int(np.argmin(distances))]
 
 
 # MatMulNBits' accuracy_level at which onnxruntime's CPU kernel rounds activations to int8.

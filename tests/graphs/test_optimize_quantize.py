@@ -92,6 +92,9 @@ def test_openvino_weight_compression(bert_export: Path, tmp_path: Path, bits: in
     assert (manifest.format, manifest.target) == ("openvino", "openvino")
     assert manifest.graph().file == "model.xml" and "model.onnx" not in manifest.files
     assert manifest.tolerance["min_cosine"] == budget
+    if bits == 4:  # judged against eager with the IR's own weights, matched by value
+        replaced = re.search(r"int4 weights \((\d+) Linear layers\)", result.report.reference)
+        assert replaced and int(replaced.group(1)) > 0
     # The IR holds low-precision weight constants the kernels decompress.
     kinds = {
         op.get_output_element_type(0).get_type_name()
