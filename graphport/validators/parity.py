@@ -292,7 +292,6 @@ def _run_runtime(
     from graphport.runtimes import get_runtime_class
 
     name, options = run.name, run.options
-
     for graph in reference.graphs:
         prefix = reference.prefix(graph.name)
         try:
@@ -315,7 +314,7 @@ def _run_runtime(
             if name != "torch":  # eager against eager proves nothing
                 actual.setdefault(graph.name, {})[name, label] = outputs
             float_logits = reference.float_expected.get(key, {}).get("logits")
-            if float_logits is not None:
+            if float_logits is not None:  # the quantization's own distance, plain atol
                 valid = valid_positions(feeds, graph.config.outputs["logits"], float_logits.shape)
                 diff = compare_output(
                     "logits",
