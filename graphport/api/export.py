@@ -38,7 +38,8 @@ from graphport.manifest import (
 )
 from graphport.models.loader import load_meta_model, load_model
 from graphport.models.registry import get_onnx_config
-from graphport.validators.parity import INT4_REFERENCE, ParityReport, validate_export
+from graphport.validators.parity import INT4_REFERENCE, validate_export
+from graphport.validators.report import ParityReport
 
 logger = logging.getLogger(__name__)
 

@@ -65,7 +65,8 @@ from graphport.models.rotary import attention_shape
 from graphport.runtimes import default_runtimes, parse_runtimes
 from graphport.runtimes.predict import prepare_inputs
 from graphport.runtimes.torch import load_reference
-from graphport.validators.parity import INT4_REFERENCE, ParityReport, validate_export
+from graphport.validators.parity import INT4_REFERENCE, validate_export
+from graphport.validators.report import ParityReport
 
 logger = logging.getLogger(__name__)
 

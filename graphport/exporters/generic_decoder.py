@@ -19,7 +19,7 @@ import torch
 
 from graphport.errors import ExportError, UnsupportedModelError
 from graphport.exporters.cache_layout import CacheLayout
-from graphport.exporters.config import OnnxConfigWithPast
+from graphport.exporters.decoder import OnnxConfigWithPast
 from graphport.exporters.generic import _TRACEABLE_EXPERTS, _experts_implementation, model_class
 from graphport.exporters.tasks import Task
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from graphport.errors import UnsupportedModelError
-from graphport.exporters.config import OnnxSeq2SeqConfigWithPast
 from graphport.exporters.generic_decoder import CACHE_ARGUMENTS, takes_cache
+from graphport.exporters.seq2seq import OnnxSeq2SeqConfigWithPast
 from graphport.exporters.tasks import Task
 
 # Where a config names no ``vocab_size``: FSMT's source and target vocabularies.

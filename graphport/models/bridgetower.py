@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from graphport.exporters.config import Axes, OnnxConfig, TextOnnxConfig, VisionOnnxConfig
+from graphport.exporters.config import Axes, OnnxConfig
+from graphport.exporters.modalities import TextOnnxConfig, VisionOnnxConfig
 from graphport.exporters.tasks import Task
 from graphport.models.registry import register
 from graphport.models.tiny import UNSET

@@ -36,7 +36,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from graphport.exporters.config import SubGraph, TextOnnxConfig
+from graphport.exporters.config import SubGraph
+from graphport.exporters.modalities import TextOnnxConfig
 from graphport.models.registry import register
 from graphport.models.tiny import UNSET
 from graphport.models.towers import Positional

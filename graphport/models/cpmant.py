@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphport.exporters.config import Axes, TextOnnxConfig
+from graphport.exporters.config import Axes
+from graphport.exporters.modalities import TextOnnxConfig
 from graphport.exporters.tasks import Task
 from graphport.models.registry import register
 from graphport.models.tiny import UNSET

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from graphport.exporters.config import Axes, VisionOnnxConfig
+from graphport.exporters.config import Axes
+from graphport.exporters.modalities import VisionOnnxConfig
 from graphport.exporters.tasks import Task
 from graphport.models.registry import register
 

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from graphport.exporters.config import Axes, TextOnnxConfig, VisionOnnxConfig
+from graphport.exporters.config import Axes
+from graphport.exporters.modalities import TextOnnxConfig, VisionOnnxConfig
 from graphport.exporters.tasks import Task
 from graphport.models.registry import register
 

@@ -16,7 +16,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from graphport.exporters.config import Axes, ShapeSet, TextOnnxConfig
+from graphport.exporters.config import Axes, ShapeSet
+from graphport.exporters.modalities import TextOnnxConfig
 from graphport.exporters.tasks import Task
 from graphport.models.registry import register
 

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphport.exporters.config import Axes, SubGraph, TextOnnxConfig, _pair
+from graphport.exporters.config import Axes, SubGraph
+from graphport.exporters.modalities import TextOnnxConfig, _pair
 from graphport.exporters.tasks import Task
 from graphport.models.registry import register
 from graphport.models.tiny import UNSET

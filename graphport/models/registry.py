@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from graphport.errors import UnsupportedModelError
-from graphport.exporters.config import OnnxConfig, OnnxConfigWithPast
+from graphport.exporters.config import OnnxConfig
+from graphport.exporters.decoder import OnnxConfigWithPast
 from graphport.exporters.generic import GenericOnnxConfig
 from graphport.exporters.generic_decoder import GenericDecoderOnnxConfig, takes_cache
 from graphport.exporters.generic_seq2seq import GenericSeq2SeqOnnxConfig

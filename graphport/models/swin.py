@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graphport.exporters.config import VisionOnnxConfig
+from graphport.exporters.modalities import VisionOnnxConfig
 from graphport.models.registry import register
 
 _TINY = {

@@ -18,13 +18,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from graphport.exporters.config import (
-    Axes,
-    OnnxConfig,
-    SubGraph,
-    TextOnnxConfig,
-    VisionOnnxConfig,
-)
+from graphport.exporters.config import Axes, OnnxConfig, SubGraph
+from graphport.exporters.modalities import TextOnnxConfig, VisionOnnxConfig
 from graphport.exporters.tasks import Task
 
 Inputs = dict[str, torch.Tensor]

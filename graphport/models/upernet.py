@@ -8,7 +8,8 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
-from graphport.exporters.config import Axes, VisionOnnxConfig
+from graphport.exporters.config import Axes
+from graphport.exporters.modalities import VisionOnnxConfig
 from graphport.exporters.tasks import Task
 from graphport.models.registry import register
 

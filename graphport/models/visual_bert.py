@@ -14,7 +14,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from graphport.exporters.config import Axes, TextOnnxConfig
+from graphport.exporters.config import Axes
+from graphport.exporters.modalities import TextOnnxConfig
 from graphport.exporters.tasks import Task
 from graphport.models.registry import register
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graphport.exporters.config import AudioOnnxConfig
+from graphport.exporters.modalities import AudioOnnxConfig
 from graphport.exporters.tasks import Task
 from graphport.models.registry import register
 

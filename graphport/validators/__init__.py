@@ -1,8 +1,10 @@
 """Validators: compare runtime outputs with the eager model and judge parity."""
 
 from graphport.validators.compare import OutputDiff, compare_output
+from graphport.validators.contract import check_contract
 from graphport.validators.html import render_html, write_html
-from graphport.validators.parity import CaseResult, ParityReport, check_contract, validate_export
+from graphport.validators.parity import validate_export
+from graphport.validators.report import CaseResult, ParityReport
 
 __all__ = [
     "CaseResult",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -154,6 +155,45 @@ def compare_output(
         diff.total = int(cosines.size)
         diff.mismatched = int((~(cosines >= cosine)).sum())
     return diff
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """The budget an export is judged by, built once per validation and passed around.
+
+    ``atol``, ``rtol`` and ``norm_tol`` are the three terms of ``OutputDiff``'s element
+    bound; ``cosine``, when set, judges outputs by their smallest cosine similarity
+    instead; ``per_output_atol`` overrides ``atol`` for the outputs it names.
+    """
+
+    atol: float
+    rtol: float
+    norm_tol: float = 0.0
+    cosine: float | None = None
+    per_output_atol: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def atol_for(self, name: str) -> float:
+        """The absolute budget of one output: its override, else ``atol``."""
+        return self.per_output_atol.get(name, self.atol)
+
+    def compare(
+        self,
+        name: str,
+        expected: np.ndarray,
+        actual: np.ndarray | None,
+        valid: np.ndarray | None = None,
+    ) -> OutputDiff:
+        """``compare_output`` with this budget for the output ``name``."""
+        return compare_output(
+            name,
+            expected,
+            actual,
+            self.atol_for(name),
+            self.rtol,
+            valid,
+            self.cosine,
+            self.norm_tol,
+        )
 
 
 def next_token_kl(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:

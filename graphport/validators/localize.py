@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from graphport.graphs.scopes import node_modules
-from graphport.validators.compare import compare_output
+from graphport.validators.compare import Tolerance, compare_output
 
 logger = logging.getLogger(__name__)
 
@@ -187,13 +187,12 @@ def localize(
     feeds: Mapping[str, np.ndarray],
     eager: Sequence[ModuleOutput],
     candidates: Mapping[str, Sequence[tuple[str, str]]],
-    atol: float,
-    rtol: float,
-    cosine: float | None,
+    tolerance: Tolerance,
     valid: Callable[[tuple[int, ...]], np.ndarray | None],
 ) -> Localization:
     """Rules 3 to 5 for one runtime and one case; ``valid(shape)`` gives the positions to
-    judge in an output of that shape (None: all)."""
+    judge in an output of that shape (None: all). Modules are judged by the export's
+    ``atol``, ``rtol`` (floored) and ``cosine``, without per-output or norm terms."""
     names = align_names([m.name for m in eager], list(candidates))
     wanted = sorted({v for m in eager if m.name in names for v, _ in candidates[names[m.name]]})
     values = runtime.run_with_intermediates(feeds, wanted) if wanted else {}
@@ -213,10 +212,10 @@ def localize(
                 module.name,
                 module.value,
                 actual,
-                atol,
-                max(rtol, INTERMEDIATE_RTOL),
+                tolerance.atol,
+                max(tolerance.rtol, INTERMEDIATE_RTOL),
                 valid(module.value.shape),
-                cosine,
+                tolerance.cosine,
             )
             if best is None or _closer(diff, best[0]):
                 best = (diff, node)

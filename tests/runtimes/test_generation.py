@@ -24,7 +24,7 @@ from graphport.api.generate import generate_text
 from graphport.cli import cli
 from graphport.manifest import ExportDirectory
 from graphport.runtimes.generate import left_pad
-from graphport.validators.parity import GenerationCheck
+from graphport.validators.generation import GenerationCheck
 
 VOCAB = 128
 

@@ -14,6 +14,7 @@ from conftest import perturb_initializer as perturb
 
 from graphport.api.export import export_model
 from graphport.cli import cli
+from graphport.validators.compare import Tolerance
 from graphport.validators.localize import align_names
 from graphport.validators.parity import cross_runtime_diffs, validate_export
 
@@ -123,7 +124,7 @@ def test_runtimes_that_pass_but_disagree_are_reported():
         ("tensorrt", "case"): {"out": reference + 8e-4},
     }
     feeds = {"case": {"input_ids": np.zeros((1, 3), dtype=np.int64)}}
-    diffs = cross_runtime_diffs(actual, feeds, {"out": {0: "batch"}}, {}, 1e-3, 0.0, None)
+    diffs = cross_runtime_diffs(actual, feeds, {"out": {0: "batch"}}, Tolerance(1e-3, 0.0))
     verdicts = {(d.a, d.b): d.passed for d in diffs}
     assert verdicts == {
         ("onnxruntime", "openvino"): False,

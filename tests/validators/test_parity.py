@@ -17,7 +17,9 @@ from graphport.exporters.config import OnnxConfig
 from graphport.manifest import MANIFEST_NAME, ExportDirectory
 from graphport.models.registry import get_onnx_config
 from graphport.validators.compare import compare_output
-from graphport.validators.parity import CaseResult, ParityReport, check_contract, validate_export
+from graphport.validators.contract import check_contract
+from graphport.validators.parity import validate_export
+from graphport.validators.report import CaseResult, ParityReport
 
 
 @pytest.fixture(scope="module")
