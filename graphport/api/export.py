@@ -23,6 +23,7 @@ from typing import Any
 from graphport.errors import ParityError, UsageError
 from graphport.exporters.artifacts import FormatOptions, check_format, write_artifact
 from graphport.exporters.cache_layout import UnsupportedCacheError
+from graphport.exporters.genai_config import write_genai_config
 from graphport.exporters.onnx import check_eager_runs, check_opset
 from graphport.exporters.tasks import Task
 from graphport.manifest import (
@@ -307,6 +308,7 @@ def export_model(
                     **streamed,
                 }
             )
+        manifest.files = sorted({*manifest.files, *write_genai_config(staging, manifest)})
         manifest.write(staging)
 
         report = None
