@@ -1,5 +1,6 @@
 """``graphport generate``: prompts -> generated text, through transformers' ``generate()``
-on the export loaded with ``graphport.load``.
+on the export loaded with ``graphport.load``, or a native engine that decodes the same
+tokens faster (rule 4).
 
 Rules:
 
@@ -17,10 +18,12 @@ Rules:
 4. The engine (``engine="auto"``): onnxruntime-genai for an ONNX decoder export with its
    genai_config.json, OpenVINO GenAI for a stateful IR decoder, each where it is installed
    and the request is greedy or sampling (batches included) on the export's default
-   runtime; transformers' ``generate()`` for everything else (beam search, other settings,
-   custom logits processors or stopping criteria, another runtime or providers). An
-   engine asked for by name that is not installed, cannot load the export or cannot do
-   what is asked is one sentence (which engine can), exit 2.
+   runtime; transformers' ``generate()`` for everything else (beam search, other settings
+   given or in the generation config, custom logits processors or stopping criteria,
+   another runtime or providers, and a ``seed``: torch's seeded sampling is what eager
+   repeats, an engine's sampler draws other tokens). An engine asked for by name that is
+   not installed, cannot load the export or cannot do what is asked is one sentence
+   (which engine can), exit 2. Engines take rules 1-3 as they are (engines.py).
 """
 
 from __future__ import annotations
@@ -136,7 +139,7 @@ def generate_text(
     kwargs = {k: v for k, v in generate_kwargs.items() if v is not None}
     check_options(**{k: kwargs.get(k) for k in _CHECKED})
     require_generative(directory)
-    chosen = choose_engine(directory, engine, runtime, runtime_options, kwargs)
+    chosen = choose_engine(directory, engine, runtime, runtime_options, kwargs, seed)
     if runtime is None:  # onnxruntime for ONNX graphs, else the format's runtime
         runtime = default_runtime(directory)
     if chosen != "transformers":
@@ -150,6 +153,7 @@ def choose_engine(
     runtime: str | None = None,
     runtime_options: Mapping[str, Any] | None = None,
     generate_kwargs: Mapping[str, Any] | None = None,
+    seed: int | None = None,
 ) -> str:
     """The engine that decodes (rule 4): ``engine`` itself when it can, the fastest one
     that can for ``auto``; a named engine that cannot is a ``UsageError`` saying why."""
@@ -158,6 +162,10 @@ def choose_engine(
     if engine == "transformers":
         return engine
     kwargs = dict(generate_kwargs or {})
+    if engine == "auto" and seed is not None:
+        # A seed asks for torch's reproducible sampling, which eager repeats; an engine
+        # seeds its own sampler (asked for by name, it takes the seed).
+        return "transformers"
     candidates = [engine] if engine != "auto" else [_native_engine(directory)]
     for name in candidates:
         if name is None:
@@ -208,12 +216,20 @@ def _cannot(
     native = {"onnx": "onnxruntime", "openvino": "openvino"}[manifest.format]
     if (runtime is not None and runtime != native) or runtime_options:
         return f"run on another runtime or with runtime options{transformers}"
-    beams = kwargs.get("num_beams", load_generation_config(directory).num_beams or 1)
-    if beams > 1:  # asked for, or the generation config's default
+    config = load_generation_config(directory)
+    if kwargs.get("num_beams", config.num_beams or 1) > 1:  # asked for, or the config's
         return f"do beam search{transformers}"
     unsupported = sorted(set(kwargs) - _ENGINE_SETTINGS)
     if unsupported:
         return f"take {', '.join(unsupported)}{transformers}"
+    # The generation config's own settings that only transformers applies.
+    configured = [
+        key
+        for key, neutral in _CONFIG_ONLY.items()
+        if getattr(config, key, None) not in (None, [], {}, *neutral)
+    ]
+    if configured:
+        return f"apply the generation config's {', '.join(configured)}{transformers}"
     if not engine_installed(name):
         extra = ENGINE_EXTRAS[name]
         how = f"pip install graphport[{extra}]" if extra else f"pip install {name}"
@@ -316,7 +332,7 @@ def _engine_generate(
     )
     try:
         engine = (
-            OnnxruntimeGenaiEngine(directory, pad_token_id=pad)
+            OnnxruntimeGenaiEngine(directory, pad, defaults["eos_token_id"])
             if name == "onnxruntime-genai"
             else OpenvinoGenaiEngine(directory)
         )
@@ -331,6 +347,9 @@ def _engine_generate(
     steps = max((len(t) for t in tokens), default=0)
     texts = [tokenizer.decode(row, skip_special_tokens=True) for row in tokens]
     eos = list(defaults["eos_token_id"])
+    vocab = next(t.shape[-1] for t in directory.manifest.graph().outputs if t.name == "logits")
+    if isinstance(vocab, int):
+        _warn_out_of_vocabulary(eos, vocab)
     return GeneratedText(tokens, texts, steps, seconds, eos, runtime, engine=name)
 
 
@@ -345,8 +364,9 @@ def _check_positions(directory: ExportDirectory, rows: list[list[int]], new_toke
     for index, row in enumerate(rows):
         if len(row) + new_tokens > limit:
             raise UsageError(
-                f"Prompt {index + 1} has {len(row)} tokens, and with {new_tokens} new tokens "
-                f"it passes the model's {limit} positions; shorten it or ask for fewer tokens."
+                f"Prompt {index + 1} has {len(row)} tokens; with {new_tokens} new tokens that "
+                f"exceeds the model's {limit} positions; shorten the prompt or ask for fewer "
+                "new tokens."
             )
 
 
@@ -372,6 +392,28 @@ _CHECKED = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penal
 ENGINE_CHOICES = ("auto", "transformers", "onnxruntime-genai", "openvino-genai")
 # What the native engines take; anything else (a logits processor, stopping criteria,
 # min_new_tokens, ...) is transformers' generate() alone.
+# Generation-config settings the engines do not apply (a non-default one keeps auto on
+# transformers' generate()).
+_CONFIG_ONLY = {  # name -> its neutral values besides None and empty
+    "min_length": (0, 1),
+    "min_new_tokens": (0,),
+    "no_repeat_ngram_size": (0,),
+    "bad_words_ids": (),
+    "suppress_tokens": (),
+    "begin_suppress_tokens": (),
+    "forced_bos_token_id": (),
+    "forced_eos_token_id": (),
+    "sequence_bias": (),
+    "typical_p": (1.0,),
+    "epsilon_cutoff": (0.0,),
+    "eta_cutoff": (0.0,),
+    "min_p": (0.0,),
+    "encoder_repetition_penalty": (1.0,),
+    "exponential_decay_length_penalty": (),
+    "num_return_sequences": (1,),
+    "penalty_alpha": (0.0,),
+    "guidance_scale": (1.0,),
+}
 _ENGINE_SETTINGS = frozenset({*_CHECKED, "do_sample", "pad_token_id"})
 
 

@@ -88,13 +88,25 @@ class OnnxruntimeGenaiEngine(Engine):
 
     name = "onnxruntime-genai"
 
-    def __init__(self, directory: ExportDirectory, pad_token_id: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: ExportDirectory,
+        pad_token_id: int | None = None,
+        eos_token_id: Sequence[int] | None = None,
+    ) -> None:
         super().__init__(directory)
         import onnxruntime_genai as og
 
         config = og.Config(str(directory.path))
-        if pad_token_id is not None:  # finished rows padded as generate() pads them
-            config.overlay(json.dumps({"model": {"pad_token_id": int(pad_token_id)}}))
+        # The generation config as it is now (as generate() reads it), not as exported;
+        # finished rows padded as generate() pads them.
+        overlay: dict[str, Any] = {}
+        if pad_token_id is not None:
+            overlay["pad_token_id"] = int(pad_token_id)
+        if eos_token_id:
+            overlay["eos_token_id"] = [int(i) for i in eos_token_id]
+        if overlay:
+            config.overlay(json.dumps({"model": overlay}))
         self.model = og.Model(config)
         genai_config = json.loads((directory.path / GENAI_CONFIG).read_text(encoding="utf-8"))
         self.vocab_size = int(genai_config["model"]["vocab_size"])
@@ -122,9 +134,13 @@ class OnnxruntimeGenaiEngine(Engine):
         params.set_search_options(**options)
         generator = og.Generator(self.model, params)
         generator.append_tokens(batch)
+        # Each step's tokens, not the sequences: genai leaves the step that ends the last
+        # row out of them, its end token included.
+        steps = []
         while not generator.is_done():
             generator.generate_next_token()
-        return [generator.get_sequence(i)[batch.shape[1] :] for i in range(batch.shape[0])]
+            steps.append(generator.get_next_tokens().copy())
+        return [list(row) for row in np.array(steps).T] if steps else [[]] * len(batch)
 
 
 class OpenvinoGenaiEngine(Engine):
