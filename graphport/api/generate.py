@@ -162,9 +162,10 @@ def choose_engine(
     if engine == "transformers":
         return engine
     kwargs = dict(generate_kwargs or {})
-    if engine == "auto" and seed is not None:
+    if engine == "auto" and (seed is not None or directory.manifest.dtype != "fp32"):
         # A seed asks for torch's reproducible sampling, which eager repeats; an engine
-        # seeds its own sampler (asked for by name, it takes the seed).
+        # seeds its own sampler (asked for by name, it takes the seed). fp16 and bf16
+        # graphs are left to the runtimes graphport validated them on.
         return "transformers"
     candidates = [engine] if engine != "auto" else [_native_engine(directory)]
     for name in candidates:
