@@ -21,6 +21,7 @@ Usage (from the repository root):
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -42,7 +43,9 @@ def random_export(root: Path) -> Path:
     return root / "onnx"
 
 
-def engines(export: Path, rows: list[list[int]]) -> dict[str, Callable[[int], list[list[int]]]]:
+def engines(
+    export: Path, rows: list[list[int]], max_new: int
+) -> dict[str, Callable[[int], list[list[int]]]]:
     """engine name -> generate(new tokens) -> new tokens per row, each loaded once."""
     import torch
 
@@ -65,8 +68,10 @@ def engines(export: Path, rows: list[list[int]]) -> dict[str, Callable[[int], li
             )
         return out[:, ids.shape[1] :].tolist()
 
-    vocab = int(model.config.vocab_size)
-    genai = OnnxruntimeGenaiEngine(ExportDirectory(export), 0, [vocab + 1])  # no end token
+    # An end token that eager's greedy tokens never reach: both engines run every step.
+    seen = {t for row in transformers(max_new) for t in row} | {t for row in rows for t in row}
+    end = next(t for t in range(int(model.config.vocab_size) - 1, 0, -1) if t not in seen)
+    genai = OnnxruntimeGenaiEngine(ExportDirectory(export), 0, [end])
 
     def onnxruntime_genai(new: int) -> list[list[int]]:
         return genai.generate(rows, Settings(max_new_tokens=new, pad_token_id=0))
@@ -84,9 +89,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         export = args.export or random_export(Path(tmp))
+        vocab = json.loads((export / "config.json").read_text())["vocab_size"]
         rng = np.random.default_rng(0)
-        rows = [rng.integers(100, 1000, args.prompt).tolist()] * args.batch
-        runs = engines(export, rows)
+        rows = [rng.integers(3, min(vocab, 1000), args.prompt).tolist()] * args.batch
+        runs = engines(export, rows, args.new_tokens)
         tokens = {name: run(args.new_tokens) for name, run in runs.items()}  # warm-up
         step: dict[str, float] = {}
         for _ in range(args.rounds):

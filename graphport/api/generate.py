@@ -214,6 +214,11 @@ def _cannot(
         missing = [f for f in GENAI_TOKENIZER_FILES if not (directory.path / f).is_file()]
         if missing:
             return f"run {directory.path}: it has no {missing[0]}{transformers}"
+    vocab = next(t.shape[-1] for t in manifest.graph().outputs if t.name == "logits")
+    eos = generation_defaults(directory)["eos_token_id"]
+    if isinstance(vocab, int) and not any(0 <= int(i) < vocab for i in eos):
+        # genai ends on the pad token where no end token is set; generate() never ends
+        return f"decode without an end token inside the vocabulary{transformers}"
     native = {"onnx": "onnxruntime", "openvino": "openvino"}[manifest.format]
     if (runtime is not None and runtime != native) or runtime_options:
         return f"run on another runtime or with runtime options{transformers}"

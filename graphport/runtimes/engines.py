@@ -97,19 +97,21 @@ class OnnxruntimeGenaiEngine(Engine):
         super().__init__(directory)
         import onnxruntime_genai as og
 
+        genai_config = json.loads((directory.path / GENAI_CONFIG).read_text(encoding="utf-8"))
+        self.vocab_size = int(genai_config["model"]["vocab_size"])
         config = og.Config(str(directory.path))
         # The generation config as it is now (as generate() reads it), not as exported;
-        # finished rows padded as generate() pads them.
+        # finished rows padded as generate() pads them. End ids the logits cannot hold
+        # are left out (genai refuses them; transformers ignores them).
         overlay: dict[str, Any] = {}
         if pad_token_id is not None:
             overlay["pad_token_id"] = int(pad_token_id)
-        if eos_token_id:
-            overlay["eos_token_id"] = [int(i) for i in eos_token_id]
+        eos = [int(i) for i in eos_token_id or () if 0 <= int(i) < self.vocab_size]
+        if eos:
+            overlay["eos_token_id"] = eos
         if overlay:
             config.overlay(json.dumps({"model": overlay}))
         self.model = og.Model(config)
-        genai_config = json.loads((directory.path / GENAI_CONFIG).read_text(encoding="utf-8"))
-        self.vocab_size = int(genai_config["model"]["vocab_size"])
 
     def _generate(self, batch: np.ndarray, settings: Settings) -> list[Sequence[int]]:
         import onnxruntime_genai as og

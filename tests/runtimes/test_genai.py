@@ -170,6 +170,13 @@ def test_auto_follows_the_generation_config(llama: Path, tmp_path: Path):
     assert choose_engine(ExportDirectory(copy)) == "transformers"
 
 
+def test_an_end_token_outside_the_vocabulary_stays_with_transformers(llama, tmp_path: Path):
+    copy = tmp_path / "big-eos"  # genai would end on the pad token; generate() never ends
+    shutil.copytree(llama, copy)
+    (copy / "generation_config.json").write_text(json.dumps({"eos_token_id": 50256}))
+    assert choose_engine(ExportDirectory(copy)) == "transformers"
+
+
 def test_genai_sampling_is_seeded_by_its_own_sampler(llama: Path):
     sample = ["--max-new-tokens", "12", "--sample", "--temperature", "1.5", "--seed", "3"]
     runs = [_cli(llama, "w5 w9", *sample, "--engine", "onnxruntime-genai", "--json")]
