@@ -467,7 +467,15 @@ def run(
     default=None,
     help="Beam search with N beams (needs a KV cache). Default: the generation config.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print {token_ids, text} as JSON.")
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "transformers", "onnxruntime-genai", "openvino-genai"]),
+    default="auto",
+    show_default=True,
+    help="The decoding loop. auto: onnxruntime-genai (ONNX) or OpenVINO GenAI (IR) where "
+    "installed, for greedy or sampled decoding; transformers' generate() otherwise.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print {token_ids, text, engine} as JSON.")
 def generate(
     export_dir: Path,
     prompts: tuple[str, ...],
@@ -481,11 +489,13 @@ def generate(
     seed: int | None,
     repetition_penalty: float | None,
     num_beams: int | None,
+    engine: str,
     as_json: bool,
 ) -> None:
     """Generate text from PROMPTS with a generative export (several prompts: one batch);
     image-to-text and speech-recognition exports take image or audio files. Decoding is
-    transformers' generate() on the runtime, with the export's generation config."""
+    the fastest engine installed that can do what is asked (--engine), with the export's
+    generation config; the engine used is printed."""
     from graphport.api.generate import generate_text
 
     result = generate_text(
@@ -494,6 +504,7 @@ def generate(
         runtime,
         _runtime_options(providers).get(runtime),
         seed=seed,
+        engine=engine,
         max_new_tokens=max_new_tokens,
         do_sample=sample,
         temperature=temperature,
@@ -504,7 +515,7 @@ def generate(
     )
     if as_json:
         rows = [
-            {"token_ids": result.trimmed(row), "text": text}
+            {"token_ids": result.trimmed(row), "text": text, "engine": result.engine}
             for row, text in enumerate(result.texts)
         ]
         click.echo(json.dumps(rows[0] if len(rows) == 1 else rows))
@@ -513,7 +524,7 @@ def generate(
         click.echo(text)
     click.echo(
         f"[{result.steps} steps, {len(result.texts)} prompt(s), "
-        f"{result.tokens_per_second:.1f} tokens/s on {result.runtime}]",
+        f"{result.tokens_per_second:.1f} tokens/s on {result.runtime} with {result.engine}]",
         err=True,
     )
 

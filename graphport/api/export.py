@@ -27,6 +27,7 @@ from graphport.api.transform import BUDGETS, TransformResult, optimize_export, q
 from graphport.errors import ParityError
 from graphport.exporters.artifacts import FormatOptions, write_artifact
 from graphport.exporters.cache_layout import UnsupportedCacheError
+from graphport.exporters.genai_config import write_genai_config
 from graphport.exporters.onnx import check_eager_runs
 from graphport.exporters.tasks import Task
 from graphport.manifest import (
@@ -343,6 +344,7 @@ def _export(plan: ExportPlan, output: Path) -> tuple[ExportResult, Any]:
                     **streamed,
                 }
             )
+        manifest.files = sorted({*manifest.files, *write_genai_config(staging, manifest)})
         manifest.write(staging)
 
         report = None

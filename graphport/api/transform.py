@@ -35,6 +35,7 @@ import onnx
 import onnx_ir as ir
 
 from graphport.errors import ParityError, PassError, UsageError
+from graphport.exporters.genai_config import GENAI_CONFIG, write_genai_config
 from graphport.exporters.openvino import genai_files
 from graphport.exporters.openvino_quantize import compress_weights, quantize_static
 from graphport.graphs import DEFAULT_INT4_METHOD, QUANT_MODES
@@ -269,6 +270,7 @@ def _run(
                 if not allow_budget_break:
                     raise ParityError(message + ".", check)
                 logger.warning("%s (continuing: budget breaks allowed)", message)
+        write_genai_config(staging, manifest)  # the cache contract may have changed (-O 2)
         manifest.files = sorted(
             p.name
             for p in staging.iterdir()
@@ -615,7 +617,7 @@ def _openvino_export(
     }
     with staging_directory(dst) as staging:
         for file in manifest.files:
-            if file not in graph_files and file != "parity.json":
+            if file not in graph_files and file not in ("parity.json", GENAI_CONFIG):
                 shutil.copy2(src.path / file, staging / file)
         start = time.perf_counter()
         for graph in manifest.graphs:

@@ -16,6 +16,7 @@ from conftest import add_causal_tokenizer
 
 import graphport
 from graphport.api.export import export_model
+from graphport.api.generate import generate_text
 from graphport.api.transform import quantize_export
 from graphport.cli import cli
 from graphport.exporters.openvino import GENAI_TOKENIZER_FILES, genai_files, is_stateful
@@ -124,6 +125,15 @@ def test_generate_command_runs_the_export(ov_export: Path):
     )
     assert result.exit_code == 0, result.output
     assert '"token_ids"' in result.output
+
+
+def test_generate_takes_openvino_genai_for_a_padded_batch(ov_export, eager, tokenizer):
+    prompts = [PROMPT, "w3 w8", "w9 w4"]  # rows of two lengths: a batch per length
+    result = generate_text(ov_export, prompts, max_new_tokens=NEW_TOKENS)
+    assert result.engine == "openvino-genai"
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True)
+    assert result.tokens == _eager_new_tokens(eager, encoded, do_sample=False)
+    assert generate_text(ov_export, prompts[:1], engine="transformers").engine == "transformers"
 
 
 def test_int4_quantization_stays_stateful_and_runs_in_llm_pipeline(
