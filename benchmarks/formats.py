@@ -52,7 +52,7 @@ def main() -> int:
 
     from graphport.api.export import export_model
     from graphport.errors import GraphportError
-    from graphport.exporters.artifacts import FormatOptions
+    from graphport.formats.executorch import ExecuTorchOptions
     from graphport.manifest import ExportDirectory
     from graphport.runtimes import available_runtimes, get_runtime_class
     from graphport.runtimes.bench import bench_export
@@ -67,7 +67,7 @@ def main() -> int:
             print(f"[{name}] exporting", file=sys.stderr, flush=True)
             start = time.perf_counter()
             try:
-                options = FormatOptions(quantize=mode)
+                options = ExecuTorchOptions(quantize=mode)
                 result = export_model(minilm_dir(), out, fmt=fmt, format_options=options)
             except GraphportError as e:
                 rows.append((name, "-", "-", "-", "-", "-", f"not built: {e}"))

@@ -20,6 +20,7 @@ import click
 
 from graphport import __version__
 from graphport.errors import GraphportError
+from graphport.formats import format_names, formats
 from graphport.graphs import DEFAULT_INT4_METHOD, INT4_METHODS
 from graphport.graphs import QUANT_MODES as QUANT_MODE_CHOICES
 from graphport.sweep import GENERATION_TASKS
@@ -162,14 +163,10 @@ def _html_on_parity_error(html_file: Path | None) -> Iterator[None]:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(
-        ["onnx", "openvino", "torchscript", "pt2", "ort", "tensorrt", "executorch", "litert"]
-    ),
+    type=click.Choice(format_names()),
     default="onnx",
     show_default=True,
-    help="onnx; openvino IR; torchscript (.pt, deprecated by torch); pt2 (AOTInductor); "
-    "ort (onnxruntime mobile); tensorrt (engine, needs TensorRT and a GPU); executorch "
-    "(.pte on XNNPACK); litert (refused: litert-torch converts at fixed shapes only).",
+    help="; ".join(f.summary for f in formats()) + ".",
 )
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 18).")
 @click.option(
@@ -865,8 +862,18 @@ def deploy(
 
 @cli.command(name="list")
 @click.option("--json", "as_json", is_flag=True)
-def list_(as_json: bool) -> None:
-    """Architectures graphport can export, with their tasks."""
+@click.option(
+    "--formats",
+    "show_formats",
+    is_flag=True,
+    help="List the export formats instead: the runtimes that run each (the default first), "
+    "the deploy targets that take it and the extra it needs.",
+)
+def list_(as_json: bool, show_formats: bool) -> None:
+    """Architectures graphport can export, with their tasks (or, --formats, the formats)."""
+    if show_formats:
+        _list_formats(as_json)
+        return
     from graphport.models import registrations
 
     rows = [(r.family, r.model_type, [t.value for t in r.tasks]) for r in registrations()]
@@ -876,6 +883,34 @@ def list_(as_json: bool) -> None:
     width = max(len(m) for _, m, _ in rows)
     for family, model_type, tasks in rows:
         click.echo(f"{family:<10} {model_type:<{width}}  {', '.join(tasks)}")
+
+
+def _list_formats(as_json: bool) -> None:
+    rows = [
+        {
+            "format": f.name,
+            "writes": list(f.writes),
+            "runtimes": list(f.runtimes),
+            "deploy_targets": sorted(f.deploy_targets),
+            "passes": f.takes_passes,
+            "extra": f.extra,
+            "available": f.is_available(),
+        }
+        for f in formats()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    width = max(len(r["format"]) for r in rows)
+    for r in rows:
+        details = [
+            f"runtimes {', '.join(r['runtimes']) or '-'}",
+            f"deploy {', '.join(r['deploy_targets']) or '-'}",
+            *(["passes"] if r["passes"] else []),
+            *([f"extra [{r['extra']}]"] if r["extra"] else []),
+            *([] if r["available"] else ["not installed"]),
+        ]
+        click.echo(f"{r['format']:<{width}}  {'; '.join(details)}")
 
 
 @cli.command()

@@ -48,6 +48,13 @@ class RuntimeUnavailableError(GraphportError):
     """A runtime is not installed or cannot load the artifact."""
 
 
+class MissingExtraError(RuntimeUnavailableError):
+    """A format or runtime needs a package of an optional extra that is not installed: a
+    usage error (exit 2), found before any work, whose message names the extra."""
+
+    exit_code = 2
+
+
 class ManifestError(GraphportError):
     """An export directory has no readable graphport.json manifest."""
 

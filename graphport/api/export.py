@@ -25,11 +25,11 @@ from typing import Any
 from graphport.api.plan import ExportPlan, plan_export
 from graphport.api.transform import BUDGETS, TransformResult, optimize_export, quantize_export
 from graphport.errors import ParityError
-from graphport.exporters.artifacts import FormatOptions, write_artifact
 from graphport.exporters.cache_layout import UnsupportedCacheError
 from graphport.exporters.genai_config import write_genai_config
 from graphport.exporters.onnx import check_eager_runs
 from graphport.exporters.tasks import Task
+from graphport.formats import FormatOptions, get_format, write_artifact
 from graphport.manifest import (
     MANIFEST_NAME,
     ExportDirectory,
@@ -86,12 +86,10 @@ def _kv_cache_contract(config: Any, dtype: str) -> dict[str, Any] | None:
 
 
 def _quantized_budget(options: FormatOptions) -> dict[str, float]:
-    """The min cosine of a quantized ExecuTorch program: the ONNX budgets of its mode."""
-    if options.quantize is None:
-        return {}
-    from graphport.exporters.executorch import QUANT_MODES
-
-    return {"min_cosine": BUDGETS[QUANT_MODES[options.quantize]]}
+    """The min cosine of a program quantized in its lowering (ExecuTorch): the ONNX budget
+    of its precision."""
+    precision = options.lowering_precision
+    return {} if precision is None else {"min_cosine": BUDGETS[precision]}
 
 
 def _int4_budget() -> float:
@@ -298,10 +296,7 @@ def _export(plan: ExportPlan, output: Path) -> tuple[ExportResult, Any]:
         for file in checkpoint.preprocessor_files():
             shutil.copy2(file, staging / file.name)
             copied.append(file.name)
-        if plan.fmt == "openvino":  # a stateful decoder's tokenizer for openvino-genai
-            from graphport.exporters.openvino import genai_files
-
-            copied += genai_files(staging)
+        copied += get_format(plan.fmt).finish(staging)  # openvino-genai's tokenizer
         manifest = Manifest(
             source={
                 "model": checkpoint.source,

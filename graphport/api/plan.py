@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from graphport.errors import UsageError
-from graphport.exporters.artifacts import FormatOptions, check_format
 from graphport.exporters.config import OnnxConfig
 from graphport.exporters.onnx import check_opset
 from graphport.exporters.tasks import Task
+from graphport.formats import Format, FormatOptions, get_format
 from graphport.graphs import QUANT_MODES
 from graphport.graphs.gptq import GptqSpec
 from graphport.manifest import check_output_path
@@ -36,9 +36,6 @@ from graphport.models.registry import (
 from graphport.resources import gigabytes
 
 logger = logging.getLogger(__name__)
-
-# Formats whose graphs the CPU runtimes read with bfloat16 tensors (and cannot run).
-_BF16_UNVALIDATED = ("onnx", "openvino", "ort")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +56,7 @@ class ExportPlan:
     fmt: str
     dtype: str
     opset: int | None
-    format_options: FormatOptions  # executorch's ``quantize`` is its lowering's
+    format_options: FormatOptions  # the format's own (executorch's ``quantize``: its lowering's)
     streaming: bool  # traced on the meta device, weights written from the checkpoint
     streamed_quantize: str | None  # quantized while the streamed weights are written
     optimize: int | None  # -O level of the pass over the finished export
@@ -101,7 +98,7 @@ class ExportPlan:
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON data (``graphport export --plan --json``)."""
-        lowering = self.format_options.quantize
+        lowering = self.format_options.lowering_mode
         return {
             "model": self.source,
             "checkpoint": str(self.checkpoint.path),
@@ -165,8 +162,9 @@ class ExportPlan:
         return lines
 
     def _quantization(self) -> str:
-        if self.format_options.quantize is not None:
-            return f"{self.format_options.quantize} in ExecuTorch's lowering (torchao)"
+        lowering = self.format_options.lowering_mode
+        if lowering is not None:
+            return f"{lowering} in {get_format(self.fmt).lowering}"
         if self.gptq is not None:
             also = (
                 f", {self.streamed_quantize} for the float weights"
@@ -219,15 +217,16 @@ def plan_export(
     from graphport.runtimes import available_runtimes, parse_runtimes
 
     output = Path(output)
-    options = _format_options(
+    target = get_format(fmt)
+    options = target.make_options(
         format_options,
-        opset,
-        openvino_fp16_weights,
-        ort_target_platform,
-        trt_profile,
-        max_cache_len,
+        opset=opset,
+        openvino_fp16_weights=openvino_fp16_weights,
+        ort_target_platform=ort_target_platform,
+        trt_profile=trt_profile,
+        max_cache_len=max_cache_len,
     )
-    if fmt == "executorch" and optimize is None and quantize is not None:
+    if target.quantizes_in_lowering and optimize is None and quantize is not None:
         # ExecuTorch quantizes while lowering (torchao), not by rewriting an ONNX graph.
         options, quantize = dataclasses.replace(options, quantize=quantize), None
     if html is not None:
@@ -241,8 +240,8 @@ def plan_export(
         check_html_path(html)  # before the long work, not after it
     if dtype not in DTYPES:
         raise UsageError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}.")
-    check_format(fmt)
-    if dtype == "bf16" and validate and fmt in _BF16_UNVALIDATED:
+    target.check()  # before any work: its package (the extra), TensorRT's GPU
+    if dtype == "bf16" and validate and not target.validates_bf16:
         raise UsageError(
             "A bf16 graph cannot be validated on the CPU runtimes: onnxruntime's CPU provider "
             "has no bfloat16 kernels and OpenVINO's ONNX reader returns float16 results far "
@@ -259,10 +258,7 @@ def plan_export(
         raise UsageError(f"Optimization level {optimize} does not exist; use 1, 2 or 3.")
     if quantize is not None and quantize not in QUANT_MODES:
         raise UsageError(f"Unknown mode {quantize!r}; use one of {', '.join(QUANT_MODES)}.")
-    if fmt == "executorch":
-        from graphport.exporters.executorch import check_quantize
-
-        check_quantize(options.quantize)
+    target.check_options(options)
 
     checkpoint = load_checkpoint(model)
     gptq = GptqSpec.from_config(checkpoint.config)  # refuses unsupported bits and groups
@@ -277,7 +273,7 @@ def plan_export(
         )
     # A streamed export quantizes while it writes; others chain the transforms after.
     streamed_quantize, quantize = (quantize, None) if stream else (None, quantize)
-    if (optimize is not None or quantize is not None) and fmt != "onnx":
+    if (optimize is not None or quantize is not None) and not target.takes_passes:
         raise UsageError(
             "--optimize and --quantize rewrite ONNX graphs (executorch takes --quantize "
             "int8-dynamic or int4-weight alone); drop --format."
@@ -293,9 +289,9 @@ def plan_export(
         checkpoint.config, f"{parsed_task.value}{'-with-past' if with_past else ''}"
     )
     model_overrides = dict(onnx_config.values_override or {})
-    if fmt == "executorch":
-        onnx_config, options = _executorch_graphs(
-            checkpoint, parsed_task, with_past, onnx_config, options
+    if target.static_cache:
+        onnx_config, options = _static_cache_graphs(
+            target, checkpoint, parsed_task, with_past, onnx_config, options
         )
     if validate and parsed_runtimes is None:
         # An int4 graph (MatMulNBits) runs on onnxruntime only.
@@ -333,43 +329,19 @@ def plan_export(
     )
 
 
-def _format_options(
-    options: FormatOptions | None,
-    opset: int | None,
-    openvino_fp16_weights: bool | None,
-    ort_target_platform: str | None,
-    trt_profile: str | Mapping[str, tuple[int, int, int]] | None,
-    max_cache_len: int | None,
-) -> FormatOptions:
-    """``options`` with the keywords given (not None) and the opset set."""
-    changes: dict[str, Any] = {"opset": opset}
-    if openvino_fp16_weights is not None:
-        changes["openvino_fp16_weights"] = openvino_fp16_weights
-    if ort_target_platform is not None:
-        changes["ort_target_platform"] = ort_target_platform
-    if isinstance(trt_profile, str):
-        from graphport.exporters.tensorrt import parse_profile_overrides
-
-        trt_profile = parse_profile_overrides(trt_profile)
-    if trt_profile is not None:
-        changes["trt_profile"] = trt_profile
-    if max_cache_len is not None:
-        changes["max_cache_len"] = max_cache_len
-    return dataclasses.replace(options or FormatOptions(), **changes)
-
-
-def _executorch_graphs(
+def _static_cache_graphs(
+    target: Format,
     checkpoint: Checkpoint,
     task: Task,
     with_past: bool,
     onnx_config: OnnxConfig,
     options: FormatOptions,
 ) -> tuple[OnnxConfig, FormatOptions]:
-    """An ExecuTorch decoder keeps its KV cache inside the program (static, batch 1), so
-    its graph has the contract of a decoder without a cache (runtimes/executorch.py)."""
+    """A decoder that keeps its KV cache inside the program (ExecuTorch's: static, batch 1)
+    has the graph contract of a decoder without a cache (runtimes/executorch.py)."""
     if with_past and task is not Task.TEXT_GENERATION:
         raise UsageError(
-            f"--format executorch exports decoder-only models with their KV cache, and "
+            f"--format {target.name} exports decoder-only models with their KV cache, and "
             f"{checkpoint.model_type} ({task.value}) is an encoder-decoder; export it with "
             "--format onnx."
         )

@@ -25,6 +25,7 @@ from graphport.exporters.artifacts import Artifact
 from graphport.exporters.config import SubGraph
 from graphport.exporters.onnx import export_to_onnx, tensor_bytes
 from graphport.exporters.streaming import CheckpointReader, bind_checkpoint
+from graphport.formats import get_format
 from graphport.graphs.cleanup import optimize_graph
 from graphport.graphs.gptq import GptqSpec, gptq_to_nbits
 from graphport.graphs.weight_only import MatMulNBitsPass, NBitsBlocks, NBitsShape
@@ -67,7 +68,7 @@ def should_stream(
             )
         return False
     if requested is None and gptq is None:
-        if not checkpoint.safetensors or fmt != "onnx":
+        if not checkpoint.safetensors or not get_format(fmt).streams:
             return False
         need = checkpoint.parameter_count() * DTYPE_BYTES[dtype] * IN_MEMORY_FACTOR
         if need + BASE_MEMORY < available_memory():
@@ -83,7 +84,7 @@ def should_stream(
             gigabytes(int(need)),
             gigabytes(available_memory()),
         )
-    if fmt != "onnx":
+    if not get_format(fmt).streams:
         raise UsageError(
             f"A streamed export writes ONNX, not {fmt}; export with --format onnx (convert "
             "it afterwards), or with --no-streaming on a machine with more memory."

@@ -38,6 +38,7 @@ from graphport.errors import ParityError, PassError, UsageError
 from graphport.exporters.genai_config import GENAI_CONFIG, write_genai_config
 from graphport.exporters.openvino import genai_files
 from graphport.exporters.openvino_quantize import compress_weights, quantize_static
+from graphport.formats import get_format
 from graphport.graphs import DEFAULT_INT4_METHOD, QUANT_MODES
 from graphport.graphs.cleanup import CleanupPass
 from graphport.graphs.fusion import OrtCpuKernelsPass, OrtFusionPass, PackAttentionPass
@@ -607,7 +608,7 @@ def _openvino_export(
     src = ExportDirectory(src_dir)
     dst = Path(dst_dir)
     # Weight compression reads IR as well (NNCF works on OpenVINO's model).
-    _check_source(src, dst, ("onnx", "openvino") if name.endswith("-weight") else ("onnx",))
+    _check_source(src, dst, openvino_reads=name.endswith("-weight"))
     check_output_path(dst, overwrite)
     if reference is None:
         reference = load_reference(src)
@@ -652,10 +653,14 @@ def _openvino_export(
     return TransformResult(dst, manifest.passes, report)
 
 
-def _check_source(src: ExportDirectory, dst: Path, formats: tuple[str, ...] = ("onnx",)) -> None:
-    if src.manifest.format not in formats:
+def _check_source(src: ExportDirectory, dst: Path, openvino_reads: bool = False) -> None:
+    """SRC must be a format the graph passes rewrite or, with ``openvino_reads`` (a pass
+    that works on OpenVINO's model), one that OpenVINO runs."""
+    fmt = get_format(src.manifest.format)
+    on_openvino = "openvino" in fmt.runtimes
+    if not (fmt.takes_passes or (openvino_reads and on_openvino)):
         modes = "quantize --mode openvino-int8-weight or openvino-int4-weight"
-        ir = f"; IR exports take {modes}." if src.manifest.format == "openvino" else "."
+        ir = f"; IR exports take {modes}." if on_openvino else "."
         raise UsageError(
             f"Graph passes work on ONNX exports; {src.path} is {src.manifest.format}. Export "
             "with --format onnx, optimize or quantize, then convert" + ir

@@ -11,10 +11,10 @@ Layout written into ``DEST`` (sources from ``graphport/deploy/templates/cpp``)::
 
 Rules, referred to by number below:
 
-1. A format maps to one backend: onnx and openvino run on OpenVINO's C++ API
-   (``ov::Core::read_model`` of ``model.onnx`` or ``model.xml``), pt2 on libtorch's
-   ``torch::inductor::AOTIModelPackageLoader``. The wheels ship headers, libraries and
-   CMake config, so the build needs no separate SDK.
+1. A format names its backend for the cpp target (graphport/formats/): onnx and openvino
+   run on OpenVINO's C++ API (``ov::Core::read_model`` of ``model.onnx`` or ``model.xml``),
+   pt2 on libtorch's ``torch::inductor::AOTIModelPackageLoader``. The wheels ship headers,
+   libraries and CMake config, so the build needs no separate SDK.
 2. The graph must run on that backend: no onnxruntime-only operators (an export optimized
    for onnxruntime), and no bf16 ONNX graph, which OpenVINO misreads (as the Python
    OpenVINO runtime refuses it). OpenVINO compiles with the export's dtype as inference
@@ -50,6 +50,7 @@ from pathlib import Path
 
 from graphport.deploy.tokenizer import convert_openvino
 from graphport.errors import UsageError
+from graphport.formats import get_format
 from graphport.manifest import (
     MANIFEST_NAME,
     ExportDirectory,
@@ -102,7 +103,8 @@ AOTI = Backend(
     "package targets one libtorch release. The torch wheel's CMake config warns that it found "
     "no kineto library; the program does not need it.",
 )
-BACKENDS = {"onnx": OPENVINO, "openvino": OPENVINO, "pt2": AOTI}
+# By the backend a format names for the cpp target (graphport/formats/).
+BACKENDS = {"openvino": OPENVINO, "aoti": AOTI}
 
 
 def deploy_cpp(export_dir: Path, dest: Path, overwrite: bool = False) -> Path:
@@ -168,7 +170,8 @@ def _add_tokenizer(directory: ExportDirectory, backend: Backend, staging: Path) 
 
 def check_deployable(manifest: Manifest) -> Backend:
     """The backend that runs ``manifest``'s export, or a UsageError saying why none does."""
-    backend = BACKENDS.get(manifest.format)
+    key = get_format(manifest.format).deploy_targets.get("cpp")
+    backend = BACKENDS.get(key) if key is not None else None
     if backend is None:  # rule 1
         raise UsageError(
             f"The cpp target cannot run {manifest.format} exports; it runs onnx and openvino "
@@ -180,7 +183,8 @@ def check_deployable(manifest: Manifest) -> Backend:
             f"This export was optimized for {manifest.target} and uses its own operators, "
             "which OpenVINO cannot run; deploy the export it was optimized from."
         )
-    if manifest.format == "onnx" and manifest.dtype == "bf16":  # rule 2
+    onnx_graphs = any(g.file.endswith(".onnx") for g in manifest.graphs)
+    if onnx_graphs and manifest.dtype == "bf16":  # rule 2
         raise UsageError(
             "OpenVINO misreads bfloat16 ONNX graphs (its results are far from eager); "
             "deploy an fp32 or fp16 export, or a bf16 pt2 package."

@@ -15,11 +15,12 @@ what Triton parses by construction.
 
 Rules, referred to by number below:
 
-1. A format maps to one Triton backend and file name: onnx -> onnxruntime ``model.onnx``
-   (+ its external data file, under the name the graph refers to), openvino -> openvino
-   ``model.xml`` + ``model.bin``, tensorrt -> tensorrt_plan ``model.plan``, torchscript ->
-   pytorch_libtorch ``model.pt``. An ONNX graph optimized or quantized for OpenVINO
-   (manifest target ``openvino``) is served by the OpenVINO backend, which reads ONNX too.
+1. A format names its Triton backend (graphport/formats/), which has one file name: onnx ->
+   onnxruntime ``model.onnx`` (+ its external data file, under the name the graph refers
+   to), openvino -> openvino ``model.xml`` + ``model.bin``, tensorrt -> tensorrt_plan
+   ``model.plan``, torchscript -> pytorch_libtorch ``model.pt``. An ONNX graph optimized or
+   quantized for OpenVINO (manifest target ``openvino``) is served by the OpenVINO backend,
+   which reads ONNX too.
    ort and pt2 have no Triton backend.
 2. ``max_batch_size > 0`` tells Triton that axis 0 of every input and output is the batch
    axis, which the config's dims leave out. It is written only where axis 0 of every
@@ -62,6 +63,7 @@ from typing import Any
 from graphport.deploy.tokenizer import TokenizerGraph, convert_onnxruntime
 from graphport.errors import GraphportError, RuntimeUnavailableError, UsageError
 from graphport.exporters.openvino import GENAI_MODEL_FILE
+from graphport.formats import formats_for_target, get_format
 from graphport.manifest import MANIFEST_NAME, ExportDirectory, GraphSpec, Manifest, TensorSpec
 
 logger = logging.getLogger(__name__)
@@ -82,11 +84,12 @@ class Backend:
     default_model_filename: str | None = None
 
 
-BACKENDS = {  # rule 1
-    "onnx": Backend("onnxruntime_onnx", "onnxruntime", "model.onnx"),
+# Rule 1: by the backend a format names for the triton target (graphport/formats/).
+BACKENDS = {
+    "onnxruntime": Backend("onnxruntime_onnx", "onnxruntime", "model.onnx"),
     "openvino": Backend(None, "openvino", "model.xml"),
     "tensorrt": Backend("tensorrt_plan", "tensorrt", "model.plan"),
-    "torchscript": Backend("pytorch_libtorch", "pytorch", "model.pt"),
+    "pytorch": Backend("pytorch_libtorch", "pytorch", "model.pt"),
 }
 OPENVINO_ONNX = Backend(None, "openvino", "model.onnx", default_model_filename="model.onnx")
 ENSEMBLE = Backend("ensemble", "", "")
@@ -189,14 +192,18 @@ def model_config_schema() -> Any:
 
 def backend_for(manifest: Manifest) -> Backend:
     """The Triton backend that serves the export (rule 1), or one clear ``UsageError``."""
-    if manifest.format not in BACKENDS:
+    key = get_format(manifest.format).deploy_targets.get("triton")
+    if key is None:
+        taken = {f.deploy_targets["triton"]: f.name for f in formats_for_target("triton")}
+        names = [taken[b] for b in BACKENDS if b in taken]  # in the order of the backends
         raise UsageError(
             f"Triton has no backend for the {manifest.format} format; deploy an export made "
-            f"with --format {', '.join(BACKENDS)} instead."
+            f"with --format {', '.join(names)} instead."
         )
-    if manifest.format == "onnx" and manifest.target == "openvino":
-        return OPENVINO_ONNX
-    return BACKENDS[manifest.format]
+    backend = BACKENDS[key]
+    if backend.backend == "onnxruntime" and manifest.target == "openvino":
+        return OPENVINO_ONNX  # an ONNX graph optimized for OpenVINO
+    return backend
 
 
 def model_config(manifest: Manifest, name: str, max_batch_size: int = 8) -> TritonConfig:
@@ -422,7 +429,7 @@ def _write_model(export: ExportDirectory, config: TritonConfig, directory: Path)
     version = directory / VERSION
     version.mkdir()
     _link_or_copy(export.path / graph.file, version / config.backend.model_file)
-    if graph.external_data and manifest.format in ("onnx", "openvino"):
+    if graph.external_data and config.backend.backend in ("onnxruntime", "openvino"):
         # ONNX finds its data file by the name stored in the graph; OpenVINO wants model.bin.
         _link_or_copy(export.path / graph.external_data, version / graph.external_data)
     # Small files are copied, not linked: the export rewrites its manifest in place.
@@ -512,7 +519,7 @@ def _model_section(name: str, export: ExportDirectory) -> list[str]:
             "tritonserver with that Python's libpython in `LD_PRELOAD`, or put a native build "
             "of onnxruntime-extensions in its place."
         )
-    if manifest.format == "tensorrt":
+    if backend.backend == "tensorrt":
         built = manifest.exporter.get("tensorrt") or {}
         lines.append(
             f"- The engine runs only with TensorRT {built.get('tensorrt', 'of the build')} on "

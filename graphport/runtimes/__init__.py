@@ -9,7 +9,8 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from graphport.errors import RuntimeUnavailableError, UsageError
+from graphport.errors import MissingExtraError, RuntimeUnavailableError, UsageError
+from graphport.formats import get_format, missing_extra
 from graphport.runtimes.base import Runtime
 
 _ADAPTERS = {
@@ -34,6 +35,8 @@ def get_runtime_class(name: str) -> type[Runtime]:
     module, cls = _ADAPTERS[key].split(":")
     runtime = getattr(importlib.import_module(module), cls)
     if not runtime.is_available():
+        if runtime.extra is not None:
+            raise MissingExtraError(missing_extra(key, "runtime", runtime.package, runtime.extra))
         raise RuntimeUnavailableError(
             f"The {key} runtime is not installed; install the `{runtime.module}` package."
         )
@@ -63,15 +66,15 @@ def default_runtimes(manifest: object) -> list[str]:
 
 
 def available_runtimes(fmt: str | None = None) -> list[str]:
-    """Installed runtimes, or those of them that can run artifacts of format ``fmt``."""
+    """Installed runtimes, or those of them that run artifacts of format ``fmt`` (in the
+    format's order: its default first)."""
     out = []
-    for name in _ADAPTERS:
+    for name in _ADAPTERS if fmt is None else get_format(fmt).runtimes:
         try:
-            runtime = get_runtime_class(name)
+            get_runtime_class(name)
         except RuntimeUnavailableError:
             continue
-        if fmt is None or fmt in runtime.formats:
-            out.append(name)
+        out.append(name)
     return out
 
 

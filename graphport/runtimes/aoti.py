@@ -12,7 +12,6 @@ from graphport.runtimes.torchscript import _named
 class AotiRuntime(Runtime):
     name = "aoti"
     module = "torch"
-    formats = frozenset({"pt2"})
 
     def _load(self) -> None:
         import torch

@@ -24,7 +24,10 @@ class Runtime(abc.ABC):
 
     name: ClassVar[str]
     module: ClassVar[str]  # the import that must succeed for the runtime to be available
-    formats: ClassVar[frozenset[str]]  # export formats (manifest "format") it can run
+    # The optional extra that installs ``module``, and the package's name for people; the
+    # formats it runs say so themselves (graphport/formats/).
+    extra: ClassVar[str | None] = None
+    package: ClassVar[str | None] = None
 
     def __init__(
         self, export_dir: ExportDirectory | str | Path, graph: str = "model", **options: Any

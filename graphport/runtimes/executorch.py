@@ -38,7 +38,8 @@ class _Row:
 class ExecuTorchRuntime(Runtime):
     name = "executorch"
     module = "executorch"
-    formats = frozenset({"executorch"})
+    extra = "edge"
+    package = "ExecuTorch"
 
     def _load(self) -> None:
         self.static_cache = self.export_dir.manifest.exporter.get("static_cache")

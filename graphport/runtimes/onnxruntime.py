@@ -18,7 +18,6 @@ class OnnxRuntime(Runtime):
 
     name = "onnxruntime"
     module = "onnxruntime"
-    formats = frozenset({"onnx", "ort"})
 
     @staticmethod
     def _providers(options: Mapping[str, Any]) -> list[str]:

@@ -15,7 +15,6 @@ from graphport.runtimes.base import Runtime
 class TensorRtRuntime(Runtime):
     name = "tensorrt"
     module = "tensorrt"
-    formats = frozenset({"tensorrt"})
 
     def _load(self) -> None:
         # Inside: the exporters package loads torch, which this adapter does not need.

@@ -22,7 +22,6 @@ class TorchRuntime(Runtime):
 
     name = "torch"
     module = "torch"
-    formats = frozenset()  # the eager reference runs the source model, not an artifact
 
     def _load(self) -> None:
         self.model = self.options.get("model")

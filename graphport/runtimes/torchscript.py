@@ -11,7 +11,6 @@ from graphport.runtimes.base import Runtime
 class TorchScriptRuntime(Runtime):
     name = "torchscript"
     module = "torch"
-    formats = frozenset({"torchscript"})
 
     def _load(self) -> None:
         import torch

@@ -20,7 +20,7 @@ from graphport.api.export import ExportResult, export_model
 from graphport.api.generate import generate_text
 from graphport.cli import cli
 from graphport.errors import UsageError
-from graphport.exporters.artifacts import FormatOptions
+from graphport.formats.executorch import ExecuTorchOptions
 from graphport.manifest import ExportDirectory
 from graphport.models.tiny import save_tiny_checkpoint
 from graphport.validators.parity import validate_export
@@ -66,7 +66,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory):
                 checkpoint,
                 out,
                 fmt="executorch",
-                format_options=FormatOptions(quantize=quantize, max_cache_len=CACHE),
+                format_options=ExecuTorchOptions(quantize=quantize, max_cache_len=CACHE),
             )
         return cache[checkpoint, quantize]
 

@@ -59,14 +59,14 @@ def test_torchscript_manifest_records_the_deprecation(tiny_checkpoint, tmp_path:
 
 
 def test_openvino_fp16_weights_shrink_the_ir(tiny_checkpoint, tmp_path: Path):
-    from graphport.exporters.artifacts import FormatOptions
+    from graphport.formats.openvino import OpenVinoOptions
 
     full = export_model(tiny_checkpoint("vit"), tmp_path / "fp32", fmt="openvino", validate=False)
     half = export_model(
         tiny_checkpoint("vit"),
         tmp_path / "fp16",
         fmt="openvino",
-        format_options=FormatOptions(openvino_fp16_weights=True),
+        format_options=OpenVinoOptions(openvino_fp16_weights=True),
     )
     assert half.report.passed, half.report.failures()
     size = {p: (p / "model.bin").stat().st_size for p in (full.path, half.path)}
