@@ -206,7 +206,7 @@ def _cannot(
                 "graphport); re-export it or run `graphport optimize` on it"
             )
     else:
-        if manifest.format != "openvino" or not (directory.path / GENAI_MODEL_FILE).is_file():
+        if not (directory.path / GENAI_MODEL_FILE).is_file():
             return (
                 f"run {directory.path}: it is not a stateful OpenVINO decoder (export with "
                 f"--format openvino){transformers}"

@@ -53,8 +53,8 @@ SEARCH = {
 def genai_unsupported(manifest: Manifest) -> str | None:
     """Why onnxruntime-genai cannot run the export (None: it can), as the end of a
     sentence that starts "onnxruntime-genai cannot run this export: "."""
-    if manifest.format != "onnx":
-        return f"it is {manifest.format}, not ONNX"
+    if not all(graph.file.endswith(".onnx") for graph in manifest.graphs):
+        return f"its graphs are {manifest.format}, not ONNX"
     contract = manifest.kv_cache
     if manifest.task != "text-generation" or len(manifest.graphs) != 1 or not contract:
         return f"it is not a decoder-only language model with a KV cache (task {manifest.task})"
