@@ -176,7 +176,8 @@ def _html_on_parity_error(html_file: Path | None) -> Iterator[None]:
     "--atol",
     type=float,
     default=None,
-    help="Absolute tolerance for validation (default: the architecture's).",
+    help="Absolute tolerance for validation (default: the architecture's, plus 2e-4 of each "
+    "output's RMS magnitude; a tolerance given here is absolute).",
 )
 @click.option(
     "--rtol",
@@ -343,7 +344,13 @@ def _streamed(manifest: Any) -> str:
 @click.argument("export_dir", type=click.Path(path_type=Path))
 @_runtimes_option()
 @_providers_option
-@click.option("--atol", type=float, default=None, help="Override the absolute tolerance.")
+@click.option(
+    "--atol",
+    type=float,
+    default=None,
+    help="Override the absolute tolerance (with --atol or --rtol the budget is absolute: no "
+    "term for the output's magnitude).",
+)
 @click.option("--rtol", type=float, default=None, help="Override the relative tolerance.")
 @click.option(
     "--report",

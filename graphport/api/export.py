@@ -39,7 +39,7 @@ from graphport.manifest import (
 )
 from graphport.models.loader import load_meta_model, load_model
 from graphport.models.registry import get_onnx_config
-from graphport.validators.parity import INT4_REFERENCE, validate_export
+from graphport.validators.parity import INT4_REFERENCE, NORM_TOL, validate_export
 from graphport.validators.report import ParityReport
 
 logger = logging.getLogger(__name__)
@@ -317,6 +317,8 @@ def _export(plan: ExportPlan, output: Path) -> tuple[ExportResult, Any]:
             tolerance={
                 "atol": plan.atol if plan.atol is not None else onnx_config.atol_for_validation,
                 "rtol": plan.rtol if plan.rtol is not None else onnx_config.rtol_for_validation,
+                # A budget the user sets is absolute: no magnitude term (validators/parity.py).
+                "norm_tol": 0.0 if plan.atol is not None or plan.rtol is not None else NORM_TOL,
                 **_quantized_budget(options),
                 **(
                     {"min_cosine": _int4_budget(), "reference": INT4_REFERENCE} if quantized else {}

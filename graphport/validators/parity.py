@@ -179,6 +179,7 @@ def _tolerance(
 ) -> Tolerance:
     """The caller's budget, else the manifest's, floored by the precision of the graph
     and of the eager reference."""
+    atol_given = atol is not None or rtol is not None
     # fp16-compressed weights (OpenVINO IR) carry fp16 rounding even in an fp32 graph.
     weights = "fp16" if manifest.exporter.get("weights") == "fp16" else manifest.dtype
     floor_atol, floor_rtol = DTYPE_TOLERANCE[weights]
@@ -192,10 +193,19 @@ def _tolerance(
     return Tolerance(
         atol,
         rtol,
-        norm_tol if norm_tol is not None else manifest.tolerance.get("norm_tol", NORM_TOL),
+        _norm_tol(manifest, atol_given, norm_tol),
         cosine if cosine is not None else manifest.tolerance.get("min_cosine"),
         dict(per_output_atol or {}),
     )
+
+
+def _norm_tol(manifest: Manifest, budget_given: bool, norm_tol: float | None) -> float:
+    """The magnitude term: the caller's; none when the caller set atol or rtol (a budget
+    a user sets is absolute); else the manifest's, or ``NORM_TOL`` for an export made
+    before the term existed."""
+    if norm_tol is not None:
+        return norm_tol
+    return 0.0 if budget_given else manifest.tolerance.get("norm_tol", NORM_TOL)
 
 
 def _new_report(directory: ExportDirectory, tolerance: Tolerance) -> ParityReport:
