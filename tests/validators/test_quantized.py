@@ -3,6 +3,8 @@ float weights onnxruntime computes with."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -13,11 +15,10 @@ from graphport.graphs.weight_only import quantize_blocks
 from graphport.validators.quantized import dequantize_nbits
 
 
-@pytest.mark.parametrize(("k", "n", "block"), [(64, 48, 32), (96, 32, 32), (128, 16, 64)])
-def test_dequantized_blocks_are_what_onnxruntime_multiplies_by(k: int, n: int, block: int):
-    rng = np.random.default_rng(0)
-    weight = rng.normal(size=(k, n)).astype(np.float32)  # [K, N], as MatMul reads it
-    blocks = quantize_blocks(weight, block)
+def matmul_nbits(
+    blocks: Any, k: int, n: int, block: int, accuracy_level: int
+) -> tuple[onnx.ModelProto, ort.InferenceSession]:
+    """One MatMulNBits node over ``blocks`` ([3, K] input) and its onnxruntime session."""
     node = helper.make_node(
         "MatMulNBits",
         ["x", "b", "scales", "zero_points"],
@@ -27,7 +28,7 @@ def test_dequantized_blocks_are_what_onnxruntime_multiplies_by(k: int, n: int, b
         N=n,
         bits=4,
         block_size=block,
-        accuracy_level=0,  # fp32 activations: the product is the dequantized weight's
+        accuracy_level=accuracy_level,
     )
     graph = helper.make_graph(
         [node],
@@ -44,6 +45,16 @@ def test_dequantized_blocks_are_what_onnxruntime_multiplies_by(k: int, n: int, b
         graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
     )
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return model, session
+
+
+@pytest.mark.parametrize(("k", "n", "block"), [(64, 48, 32), (96, 32, 32), (128, 16, 64)])
+def test_dequantized_blocks_are_what_onnxruntime_multiplies_by(k: int, n: int, block: int):
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(k, n)).astype(np.float32)  # [K, N], as MatMul reads it
+    blocks = quantize_blocks(weight, block)
+    # accuracy level 0: fp32 activations, the product is the dequantized weight's
+    model, session = matmul_nbits(blocks, k, n, block, accuracy_level=0)
     x = rng.normal(size=(3, k)).astype(np.float32)
     (y,) = session.run(None, {"x": x})
 
@@ -64,32 +75,8 @@ def test_int8_activations_are_what_accuracy_level_4_computes_with():
     rng = np.random.default_rng(1)
     k, n, block = 256, 64, 32
     blocks = quantize_blocks(rng.normal(size=(k, n)).astype(np.float32), block)
-    node = helper.make_node(
-        "MatMulNBits",
-        ["x", "b", "scales", "zero_points"],
-        ["y"],
-        domain="com.microsoft",
-        K=k,
-        N=n,
-        bits=4,
-        block_size=block,
-        accuracy_level=4,  # int8 activations, rounded per block by the kernel
-    )
-    graph = helper.make_graph(
-        [node],
-        "nbits",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, n])],
-        [
-            numpy_helper.from_array(blocks.packed, "b"),
-            numpy_helper.from_array(blocks.scales, "scales"),
-            numpy_helper.from_array(blocks.zero_points, "zero_points"),
-        ],
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
-    )
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    # accuracy level 4: int8 activations, rounded per block by the kernel
+    _, session = matmul_nbits(blocks, k, n, block, accuracy_level=4)
     x = rng.normal(size=(3, k)).astype(np.float32)
     x[:, 5] *= 30  # an outlier channel, as real activations have: it sets its block's range
     (y,) = session.run(None, {"x": x})
