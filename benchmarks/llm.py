@@ -649,7 +649,11 @@ class OpenvinoGenaiBackend(Backend):
         import openvino_genai
 
         self.ovg = openvino_genai
-        self.pipe = openvino_genai.LLMPipeline(str(path), "CPU", INFERENCE_NUM_THREADS=threads)
+        # f32, as graphport's openvino-genai engine asks (OpenVINO's bf16 default on CPUs
+        # with bf16 units changes an fp32 decoder's tokens).
+        self.pipe = openvino_genai.LLMPipeline(
+            str(path), "CPU", INFERENCE_NUM_THREADS=threads, INFERENCE_PRECISION_HINT="f32"
+        )
 
     def generate(self, ids: Any, n: int) -> Any:
         import numpy as np

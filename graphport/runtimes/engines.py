@@ -30,6 +30,7 @@ import numpy as np
 from graphport.errors import RuntimeUnavailableError
 from graphport.exporters.genai_config import GENAI_CONFIG
 from graphport.manifest import ExportDirectory
+from graphport.runtimes.openvino import INFERENCE_PRECISION
 
 ENGINE_EXTRAS = {"onnxruntime-genai": "genai", "openvino-genai": ""}
 ENGINE_MODULES = {"onnxruntime-genai": "onnxruntime_genai", "openvino-genai": "openvino_genai"}
@@ -146,7 +147,10 @@ class OnnxruntimeGenaiEngine(Engine):
 
 
 class OpenvinoGenaiEngine(Engine):
-    """``openvino_genai.LLMPipeline(OUT, "CPU")`` on tokenized batches."""
+    """``openvino_genai.LLMPipeline(OUT, "CPU")`` on tokenized batches, computing in the
+    export's own precision as graphport's OpenVINO runtime does (not OpenVINO's bf16
+    default: on SmolLM2-135M int4 that agreed with the f32 tokens on 28 % of 512 greedy
+    tokens, and decoded slower)."""
 
     name = "openvino-genai"
 
@@ -154,7 +158,10 @@ class OpenvinoGenaiEngine(Engine):
         super().__init__(directory)
         import openvino_genai
 
-        self.pipeline = openvino_genai.LLMPipeline(str(directory.path), device)
+        precision = INFERENCE_PRECISION[directory.manifest.dtype]
+        self.pipeline = openvino_genai.LLMPipeline(
+            str(directory.path), device, INFERENCE_PRECISION_HINT=precision
+        )
 
     def _generate(self, batch: np.ndarray, settings: Settings) -> list[Sequence[int]]:
         import openvino as ov

@@ -24,6 +24,11 @@ from graphport.errors import RuntimeUnavailableError
 from graphport.manifest import BEAM_IDX, PAST_PREFIX, PRESENT_PREFIX
 from graphport.runtimes.base import Runtime
 
+# The inference precision that computes an export as its dtype says. OpenVINO's own default
+# on CPUs with bf16 units is bf16 for every graph, which changes an fp32 decoder's greedy
+# tokens (BENCHMARKS.md, "OpenVINO GenAI's precision").
+INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+
 
 class OpenVinoRuntime(Runtime):
     """Options: ``device`` (default CPU), ``threads``, ``precision`` (inference precision).
@@ -58,7 +63,7 @@ class OpenVinoRuntime(Runtime):
 
     def _compile(self, model: Any) -> Any:
         device = self.options.get("device", "CPU")
-        default = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}[self.export_dir.manifest.dtype]
+        default = INFERENCE_PRECISION[self.export_dir.manifest.dtype]
         config = {"INFERENCE_PRECISION_HINT": self.options.get("precision") or default}
         if self.options.get("threads"):
             config["INFERENCE_NUM_THREADS"] = int(self.options["threads"])

@@ -21,6 +21,7 @@ from graphport.api.transform import quantize_export
 from graphport.cli import cli
 from graphport.exporters.openvino import GENAI_TOKENIZER_FILES, genai_files, is_stateful
 from graphport.manifest import ExportDirectory
+from graphport.runtimes.engines import OpenvinoGenaiEngine
 
 genai = pytest.importorskip("openvino_genai", reason="openvino-genai not installed")
 ov = pytest.importorskip("openvino")
@@ -134,6 +135,21 @@ def test_generate_takes_openvino_genai_for_a_padded_batch(ov_export, eager, toke
     encoded = tokenizer(prompts, return_tensors="pt", padding=True)
     assert result.tokens == _eager_new_tokens(eager, encoded, do_sample=False)
     assert generate_text(ov_export, prompts[:1], engine="transformers").engine == "transformers"
+
+
+def test_the_engine_computes_in_the_exports_precision(ov_export, monkeypatch):
+    # OpenVINO computes fp32 graphs in bf16 on CPUs with bf16 units unless told otherwise;
+    # that changed SmolLM2's greedy tokens (BENCHMARKS.md), so the engine asks for f32.
+    asked: dict[str, object] = {}
+    real = genai.LLMPipeline
+
+    def spy(path, device, **properties):
+        asked.update(properties)
+        return real(path, device, **properties)
+
+    monkeypatch.setattr(genai, "LLMPipeline", spy)
+    OpenvinoGenaiEngine(ExportDirectory(ov_export))
+    assert asked["INFERENCE_PRECISION_HINT"] == "f32"
 
 
 def test_int4_quantization_stays_stateful_and_runs_in_llm_pipeline(
