@@ -1022,6 +1022,16 @@ def _runtime_info(name: str) -> str:
     multiple=True,
     help="Only these of each model type's tasks (repeatable; default: all it has).",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run the rows as tasks of the Ray cluster at ADDRESS (alone: a local instance of "
+    "--jobs CPUs), with the same timeout and memory cap per row; needs the ray extra.",
+)
 def sweep(
     only: str | None,
     jobs: int,
@@ -1031,6 +1041,7 @@ def sweep(
     output: Path,
     rerun: bool,
     tasks: tuple[str, ...],
+    ray_address: str | None,
 ) -> None:
     """Export and validate a tiny model of every model type; write the support matrix."""
     from graphport.sweep import Status, counts, run_sweep
@@ -1053,6 +1064,7 @@ def sweep(
         rerun,
         progress=progress,
         tasks=tasks or None,
+        ray=False if ray_address is None else (ray_address or True),
     )
     rows = [r for rows in results.values() for r in rows]
     table = counts(rows)

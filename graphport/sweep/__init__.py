@@ -14,7 +14,7 @@ The modules, in the order a row passes through them:
 - ``row``: one row in this process: build, export, validate, record.
 - ``pool``: each row in a process of its own, under a wall-clock timeout and a memory cap
   (some models hang while tracing or take all memory, and one must not take the sweep
-  down).
+  down); ``ray_pool``: the same rows as tasks of a Ray cluster (``--ray``).
 - ``classify``: why a row failed, as data: the ``Reason`` graphport's errors carry, and
   regular expressions only over third-party messages.
 - ``rows``: the row record (``SweepResult``) that crosses process boundaries as JSON.
@@ -36,6 +36,7 @@ from graphport.sweep.matrix import (
     write_matrix,
 )
 from graphport.sweep.pool import run_isolated
+from graphport.sweep.ray_pool import run_on_ray
 from graphport.sweep.rows import (
     GENERATION_TASKS,
     SWEEP_RUNTIMES,
@@ -70,6 +71,7 @@ __all__ = [
     "render_matrix",
     "root_cause",
     "run_isolated",
+    "run_on_ray",
     "run_sweep",
     "save_cache",
     "select_model_types",

@@ -1,4 +1,4 @@
-"""``run_sweep``: select the rows, run them (in this process or the local pool),
+"""``run_sweep``: select the rows, run them (in this process, the local pool, or Ray),
 cache each as it arrives, and write the support matrix from the whole cache."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from pathlib import Path
 from graphport.sweep.cache import DEFAULT_CACHE, load_cache, save_cache
 from graphport.sweep.matrix import DEFAULT_OUTPUT, write_matrix
 from graphport.sweep.pool import run_isolated
+from graphport.sweep.ray_pool import import_ray, run_on_ray
 from graphport.sweep.rows import SweepResult
 from graphport.sweep.selection import all_model_types, select_model_types, sweep_tasks
 
@@ -24,6 +25,7 @@ def run_sweep(
     start_method: str = "forkserver",
     progress: Callable[[int, int, SweepResult], None] | None = None,
     tasks: Sequence[str] | None = None,
+    ray: bool | str = False,
 ) -> dict[str, list[SweepResult]]:
     """Run the model types the arguments select, cache each result as it arrives, and
     write the support matrix from the whole cache; returns the cache's results.
@@ -32,8 +34,13 @@ def run_sweep(
     rows alone, say).
 
     ``jobs`` processes run at a time; 0 runs the model types in this process, one after
-    another, without timeout or memory cap (to debug one model type).
+    another, without timeout or memory cap (to debug one model type). ``ray`` runs the rows
+    as tasks of a Ray cluster instead, with the same timeout and memory cap per row: True
+    starts a local instance of ``jobs`` CPUs, a string is the address of a running cluster
+    (``graphport.sweep.ray_pool``).
     """
+    if ray is not False:
+        import_ray()  # without the extra, fail before any work
     results = load_cache(cache)
     if results and not only:  # model types transformers dropped leave the matrix
         known = set(all_model_types())
@@ -57,7 +64,10 @@ def run_sweep(
         if progress is not None:
             progress(done, len(selected), result)
 
-    if selected and jobs == 0:  # in this process, for debugging: no isolation
+    if selected and ray is not False:
+        address = ray if isinstance(ray, str) else None
+        run_on_ray(selected, address, jobs, timeout, max_memory_gb, on_result=record)
+    elif selected and jobs == 0:  # in this process, for debugging: no isolation
         # Imported here: the row's code imports torch, which `graphport --help` must not
         # load (graphport.cli imports this package; docs/DEVELOPING.md, rule 4).
         from graphport.sweep.row import run_one
