@@ -804,6 +804,16 @@ def bench(
     default=None,
     help="Also write the results as one self-contained HTML page to this file.",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Evaluate each export as a task of the Ray cluster at ADDRESS (alone: a local "
+    "instance); needs the ray extra.",
+)
 def evaluate(
     exports: tuple[Path, ...],
     data: Path | None,
@@ -812,6 +822,7 @@ def evaluate(
     limit: int | None,
     as_json: bool,
     html_file: Path | None,
+    ray_address: str | None,
 ) -> None:
     """Task accuracy of one or more exports of a model against eager on a dataset:
     perplexity, KL divergence and top-1 agreement for language models; accuracy, F1,
@@ -820,7 +831,8 @@ def evaluate(
 
     _check_html(html_file)
     options = _runtime_options(providers).get(runtime or "onnxruntime", {})
-    report = run_evaluate(list(exports), data, runtime, limit, runtime_options=options)
+    ray = False if ray_address is None else (ray_address or True)
+    report = run_evaluate(list(exports), data, runtime, limit, runtime_options=options, ray=ray)
     if html_file is not None:
         report.write_html(html_file)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())

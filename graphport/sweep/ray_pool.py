@@ -9,54 +9,22 @@ Rules:
 2. A task returns its row as the JSON data of a ``SweepResult`` (its category is data,
    never words parsed again); the driver caches each row as it arrives, as with the local
    pool, so the cache and the matrix are the same.
-3. ``address`` names an existing cluster (``ray.init(address=...)``); without one, a local
-   instance is started with ``jobs`` CPUs, and shut down at the end. A Ray already
-   initialized in this process (a test's) is used as it is. The cluster's nodes need
-   graphport and its dependencies installed, as here.
-4. ``ray`` is the optional extra ``ray``: without it, ``--ray`` fails before any work,
-   naming the extra.
+3. The cluster: ``address``, or a local instance of ``jobs`` CPUs; ``ray`` is the optional
+   extra ``ray`` (``graphport.api.cluster``, imported where it is used: ``graphport.cli``
+   imports this package at start, and ``graphport.api`` imports torch).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from graphport.errors import MissingExtraError
-from graphport.formats.base import missing_extra
 from graphport.sweep.pool import jobs_of, run_isolated
 from graphport.sweep.rows import Category, SweepResult
 
 logger = logging.getLogger(__name__)
-
-
-def import_ray() -> Any:
-    """The ``ray`` module, or the error that names the extra installing it."""
-    try:
-        import ray
-    except ImportError as e:
-        raise MissingExtraError(missing_extra("--ray", "option", "ray", "ray")) from e
-    return ray
-
-
-@contextlib.contextmanager
-def ray_cluster(address: str | None, num_cpus: int = 1) -> Iterator[Any]:
-    """Ray, connected to ``address`` or to a local instance of ``num_cpus`` CPUs (rule 3)."""
-    ray = import_ray()
-    if ray.is_initialized():
-        yield ray
-        return
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=max(1, num_cpus), include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 def _run_row(
@@ -79,6 +47,8 @@ def run_on_ray(
 ) -> list[SweepResult]:
     """Run each model type (or ``(model type, task)``) as a Ray task, as ``run_isolated``
     runs it in a local process; ``on_result`` gets each row as it arrives."""
+    from graphport.api.cluster import ray_cluster  # see rule 3
+
     results: list[SweepResult] = []
     with ray_cluster(address, jobs) as ray:
         remote = ray.remote(num_cpus=1, max_retries=0)(_run_row)

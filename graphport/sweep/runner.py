@@ -9,7 +9,7 @@ from pathlib import Path
 from graphport.sweep.cache import DEFAULT_CACHE, load_cache, save_cache
 from graphport.sweep.matrix import DEFAULT_OUTPUT, write_matrix
 from graphport.sweep.pool import run_isolated
-from graphport.sweep.ray_pool import import_ray, run_on_ray
+from graphport.sweep.ray_pool import run_on_ray
 from graphport.sweep.rows import SweepResult
 from graphport.sweep.selection import all_model_types, select_model_types, sweep_tasks
 
@@ -39,8 +39,10 @@ def run_sweep(
     starts a local instance of ``jobs`` CPUs, a string is the address of a running cluster
     (``graphport.sweep.ray_pool``).
     """
-    if ray is not False:
-        import_ray()  # without the extra, fail before any work
+    if ray is not False:  # without the extra, fail before any work
+        from graphport.api.cluster import import_ray  # graphport.api imports torch
+
+        import_ray()
     results = load_cache(cache)
     if results and not only:  # model types transformers dropped leave the matrix
         known = set(all_model_types())
