@@ -66,7 +66,8 @@ def _rss_bytes(pid: int) -> int | None:
 def _stopped(
     model_type: str, task: str, category: Category, reason: str, seconds: float
 ) -> SweepResult:
-    from graphport.sweep.row import stopped_row  # see the module docstring
+    # Imported only when a row is stopped: see the module docstring.
+    from graphport.sweep.row import stopped_row
 
     return stopped_row(model_type, task, category, reason, seconds)
 
