@@ -16,6 +16,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,10 +40,13 @@ def ray_cluster(address: str | None = None, num_cpus: int = 1) -> Iterator[Any]:
     if ray.is_initialized():
         yield ray
         return
+    # The command reports its own progress: Ray's info lines and its workers' output stay
+    # in Ray's session logs.
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, **quiet)
     else:
-        ray.init(num_cpus=max(1, num_cpus), include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=max(1, num_cpus), include_dashboard=False, **quiet)
     try:
         yield ray
     finally:

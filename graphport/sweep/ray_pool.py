@@ -5,7 +5,8 @@ Rules:
 1. A row is one Ray task (one CPU), and the task runs it as the local pool does
    (``run_isolated`` with one job): in a process of its own on the worker node, under the
    same wall-clock timeout and memory cap, recorded as timeout / out of memory / crashed
-   when stopped. A task whose Ray worker itself dies is recorded as crashed.
+   when stopped. A task that ends without a row (its Ray worker died, or the node could
+   not run it: graphport missing there, say) is recorded as crashed, with why.
 2. A task returns its row as the JSON data of a ``SweepResult`` (its category is data,
    never words parsed again); the driver caches each row as it arrives, as with the local
    pool, so the cache and the matrix are the same.
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from graphport.sweep.classify import one_line
 from graphport.sweep.pool import jobs_of, run_isolated
 from graphport.sweep.rows import Category, SweepResult
 
@@ -63,11 +65,15 @@ def run_on_ray(
                 model_type, task = pending.pop(ref)
                 try:
                     result = SweepResult.from_dict(ray.get(ref))
-                except ray.exceptions.RayError as e:  # the Ray worker died (rule 1)
+                except ray.exceptions.RayError as e:  # no row came back (rule 1)
                     from graphport.sweep.row import stopped_row  # torch: see pool.py
 
                     logger.debug("Ray task of %s failed", model_type, exc_info=True)
-                    reason = f"the Ray task died without a result ({type(e).__name__})"
+                    cause = getattr(e, "cause", None) or e  # a task's own exception
+                    reason = (
+                        "the Ray task ended without a result: "
+                        f"{type(cause).__name__}: {one_line(str(cause))}"
+                    )
                     result = stopped_row(
                         model_type,
                         task or "feature-extraction",
