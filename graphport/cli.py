@@ -804,6 +804,16 @@ def bench(
     default=None,
     help="Also write the results as one self-contained HTML page to this file.",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Evaluate each export as a task of the Ray cluster at ADDRESS (alone: a local "
+    "instance); needs the ray extra.",
+)
 def evaluate(
     exports: tuple[Path, ...],
     data: Path | None,
@@ -812,6 +822,7 @@ def evaluate(
     limit: int | None,
     as_json: bool,
     html_file: Path | None,
+    ray_address: str | None,
 ) -> None:
     """Task accuracy of one or more exports of a model against eager on a dataset:
     perplexity, KL divergence and top-1 agreement for language models; accuracy, F1,
@@ -820,7 +831,8 @@ def evaluate(
 
     _check_html(html_file)
     options = _runtime_options(providers).get(runtime or "onnxruntime", {})
-    report = run_evaluate(list(exports), data, runtime, limit, runtime_options=options)
+    ray = False if ray_address is None else (ray_address or True)
+    report = run_evaluate(list(exports), data, runtime, limit, runtime_options=options, ray=ray)
     if html_file is not None:
         report.write_html(html_file)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
@@ -1022,6 +1034,16 @@ def _runtime_info(name: str) -> str:
     multiple=True,
     help="Only these of each model type's tasks (repeatable; default: all it has).",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run the rows as tasks of the Ray cluster at ADDRESS (alone: a local instance of "
+    "--jobs CPUs), with the same timeout and memory cap per row; needs the ray extra.",
+)
 def sweep(
     only: str | None,
     jobs: int,
@@ -1031,6 +1053,7 @@ def sweep(
     output: Path,
     rerun: bool,
     tasks: tuple[str, ...],
+    ray_address: str | None,
 ) -> None:
     """Export and validate a tiny model of every model type; write the support matrix."""
     from graphport.sweep import Status, counts, run_sweep
@@ -1053,6 +1076,7 @@ def sweep(
         rerun,
         progress=progress,
         tasks=tasks or None,
+        ray=False if ray_address is None else (ray_address or True),
     )
     rows = [r for rows in results.values() for r in rows]
     table = counts(rows)

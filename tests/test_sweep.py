@@ -10,7 +10,15 @@ import pytest
 from click.testing import CliRunner
 
 from graphport.cli import cli
-from graphport.errors import UsageError
+from graphport.errors import (
+    ExportError,
+    ModelLoadError,
+    ParityError,
+    Reason,
+    UnsupportedModelError,
+    UsageError,
+)
+from graphport.exporters.cache_layout import UnsupportedCacheError
 from graphport.sweep import (
     Status,
     SweepResult,
@@ -41,8 +49,43 @@ def test_reasons_are_one_line_without_local_paths():
     assert classify("torch.export: GuardOnDataDependentSymNode: Could not guard") == (
         "data-dependent control flow"
     )
-    assert classify("onnxruntime / shape set 1 / logits: 3/4 values off") == "outputs differ"
     assert classify("something new") == "other"
+
+
+def test_graphport_errors_are_classified_by_their_reason_not_their_words():
+    # graphport's own messages are not parsed: the reason the error carries decides.
+    assert classify(ParityError("onnxruntime / shape set 1 / logits: 3/4 values off")) == (
+        "outputs differ"
+    )
+    assert classify(ExportError("main input is nothing", reason=Reason.CACHE_NOT_CARRIED)) == (
+        "cache not carried"
+    )
+    assert classify(UsageError("does not support the task")) == "other"
+    # A cause graphport wrapped keeps its reason; an ImportError anywhere is a missing class.
+    try:
+        try:
+            raise UnsupportedCacheError("no cache")
+        except UnsupportedCacheError as e:
+            raise UnsupportedModelError("refused") from e
+    except UnsupportedModelError as e:
+        assert classify(e) is Reason.CACHE_NOT_CARRIED
+    try:
+        try:
+            raise ModuleNotFoundError("No module named 'x'")
+        except ImportError as e:
+            raise ModelLoadError("Loading failed", reason=Reason.CHECKPOINT_RELOAD) from e
+    except ModelLoadError as e:
+        assert classify(e) is Reason.MODEL_CLASS_UNAVAILABLE
+    # A reason that says only where (tracing) is refined by the third-party words.
+    tracing = ExportError("Every export strategy failed.", reason=Reason.TRACING_FAILED)
+    assert classify(tracing) is Reason.TRACING_FAILED
+    detail = "torch.export: GuardOnDataDependentSymNode: Could not guard"
+    assert classify(tracing, detail=detail) is Reason.DATA_DEPENDENT
+    # The reason survives the JSON a row crosses process boundaries as, as data.
+    row = SweepResult.from_dict(
+        _result("x", Status.EXPORT_FAILED, category=tracing.reason).to_dict()
+    )
+    assert row.category is Reason.TRACING_FAILED
 
 
 def test_the_matrix_counts_and_lists_every_model_type():

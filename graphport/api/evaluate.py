@@ -11,17 +11,22 @@ Rules:
    eager's outputs (and the work derived from them, such as its softmax) are computed
    once per batch and shared; only the forward passes count in a row's time.
 4. Progress goes to the log every ``PROGRESS_SECONDS`` on long runs.
+5. ``ray=`` fans the exports out over a Ray cluster, one task per export, after the checks
+   of rule 2 (``graphport.api.evaluate_ray``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from graphport.api.cluster import import_ray
 from graphport.api.evaluate_data import load_data
+from graphport.api.evaluate_ray import evaluate_on_ray
 from graphport.api.evaluate_tasks import EVALUATORS, TaskEvaluator
 from graphport.errors import UsageError
 from graphport.manifest import ExportDirectory
@@ -42,6 +47,7 @@ def evaluate(
     window: int = 512,
     batch_size: int = 16,
     runtime_options: dict[str, Any] | None = None,
+    ray: bool | str = False,
 ) -> EvalReport:
     """Task metrics of eager and of each export on ``data`` (a jsonl, csv, parquet or
     text file, or a saved dataset directory; default: Python's own help text).
@@ -49,8 +55,11 @@ def evaluate(
     ``runtime``: the runtime the exports run on (default: onnxruntime for ONNX graphs, the
     export's own otherwise); ``limit``: tokens for a language model, rows otherwise;
     ``window``: a language model's window length in tokens (stride = window);
-    ``batch_size``: rows (windows) per forward pass, at most.
+    ``batch_size``: rows (windows) per forward pass, at most; ``ray``: evaluate each export
+    as a task of the Ray cluster at this address (True: a local instance; rule 5).
     """
+    if ray is not False:
+        import_ray()  # without the extra, fail before any work
     single = isinstance(exports, (str, Path, ExportDirectory))
     directories = [
         e if isinstance(e, ExportDirectory) else ExportDirectory(e)
@@ -70,6 +79,18 @@ def evaluate(
     tokenizer = AutoTokenizer.from_pretrained(first.path, local_files_only=True)
     rows = load_data(data)
     evaluator = evaluator_class(first, rows, tokenizer, limit, window, batch_size)
+    if ray is not False:
+        one = functools.partial(
+            evaluate,
+            data=data,
+            runtime=runtime,
+            limit=limit,
+            window=window,
+            batch_size=batch_size,
+            runtime_options=runtime_options,
+        )
+        address = ray if isinstance(ray, str) else None
+        return evaluate_on_ray(one, [str(d.path) for d in directories], address)
     models = _load_models(directories, runtime, runtime_options or {})
     return _run(evaluator, models, rows.name)
 

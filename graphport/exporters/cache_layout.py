@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from graphport.errors import UnsupportedModelError
+from graphport.errors import Reason, UnsupportedModelError
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ DRY_RUN_TOKENS = 3
 
 class UnsupportedCacheError(UnsupportedModelError):
     """The model's cache is not one a graph can take and return as past/present tensors."""
+
+    reason = Reason.CACHE_NOT_CARRIED
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from graphport.errors import UnsupportedModelError
+from graphport.errors import Reason, UnsupportedModelError
 from graphport.exporters.tasks import Task, parse_task
 
 Axes = dict[int, str]
@@ -142,7 +142,8 @@ class OnnxConfig:
         if parsed not in self.tasks:
             raise UnsupportedModelError(
                 f"{type(self).__name__} does not support the task {parsed.value!r}; it "
-                f"supports {', '.join(t.value for t in self.tasks)}."
+                f"supports {', '.join(t.value for t in self.tasks)}.",
+                reason=Reason.TASK_NOT_SUPPORTED,
             )
         self._config = config
         self.task = parsed

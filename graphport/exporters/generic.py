@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from transformers import PretrainedConfig
 
-from graphport.errors import EagerModelError, ExportError, UnsupportedModelError
+from graphport.errors import EagerModelError, ExportError, Reason, UnsupportedModelError
 from graphport.exporters.config import _COMMON_OUTPUTS, Axes, OnnxConfig, ShapeSet, SubGraph
 from graphport.exporters.onnx import named_output_tensors
 from graphport.exporters.tasks import Task
@@ -130,7 +130,8 @@ def _main_input(cls: type, model_type: str) -> str:
         raise UnsupportedModelError(
             f"Model type {model_type!r} cannot be exported generically: {cls.__name__}'s main "
             f"input is {main!r}, and the generic path makes inputs only for "
-            f"{', '.join(_MODALITIES)}; it needs an export config of its own."
+            f"{', '.join(_MODALITIES)}; it needs an export config of its own.",
+            reason=Reason.MAIN_INPUT_UNSUPPORTED,
         )
     return main
 
@@ -194,7 +195,9 @@ def check_generic_support(model_type: str, task: Task = Task.FEATURE_EXTRACTION)
     known = {main, "input_ids", "attention_mask", "token_type_ids", "pixel_values"}
     missing = required_parameters(cls, known | {"decoder_input_ids"})
     if missing:
-        raise UnsupportedModelError(_requires(model_type, cls, missing))
+        raise UnsupportedModelError(
+            _requires(model_type, cls, missing), reason=Reason.INPUTS_NOT_DERIVED
+        )
 
 
 def _requires(model_type: str, cls: type, missing: list[str]) -> str:
@@ -233,7 +236,8 @@ class GenericOnnxConfig(OnnxConfig):
             raise UnsupportedModelError(
                 f"Model type {self.model_type!r} cannot be exported generically: its config "
                 f"gives no size for {self.main_input} (none of {', '.join(_FEATURE_SIZES)}); "
-                "it needs an export config of its own."
+                "it needs an export config of its own.",
+                reason=Reason.INPUTS_NOT_DERIVED,
             )
         self.layout: Layout = self.candidates[0]
         self._outputs: dict[str, Axes] | None = None
@@ -335,7 +339,10 @@ class GenericOnnxConfig(OnnxConfig):
         given = {i.name for layout in self.candidates for i in layout}
         missing = required_parameters(self.model_class, given)
         if missing:
-            raise UnsupportedModelError(_requires(self.model_type, self.model_class, missing))
+            raise UnsupportedModelError(
+                _requires(self.model_type, self.model_class, missing),
+                reason=Reason.INPUTS_NOT_DERIVED,
+            )
 
     # ---- the OnnxConfig contract ---------------------------------------------------------
 
@@ -463,7 +470,8 @@ class GenericOnnxConfig(OnnxConfig):
             raise ExportError(
                 f"The generic export of model type {self.model_type!r} needs the "
                 f"{self.task.value} outputs {missing}, but {self.model_class.__name__} returns "
-                f"{list(tensors)}."
+                f"{list(tensors)}.",
+                reason=Reason.OUTPUTS_NOT_FOUND,
             )
         return wanted
 
@@ -504,7 +512,8 @@ class GenericOnnxConfig(OnnxConfig):
         except ExportError as e:
             raise ExportError(
                 f"The generic export of model type {self.model_type!r} failed at tracing "
-                f"{self.model_class.__name__}: {e}"
+                f"{self.model_class.__name__}: {e}",
+                reason=e.reason or Reason.TRACING_FAILED,
             ) from e
         finally:
             if experts not in (None, _TRACEABLE_EXPERTS):

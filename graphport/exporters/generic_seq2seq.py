@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from graphport.errors import UnsupportedModelError
+from graphport.errors import Reason, UnsupportedModelError
 from graphport.exporters.generic_decoder import CACHE_ARGUMENTS, takes_cache
 from graphport.exporters.seq2seq import OnnxSeq2SeqConfigWithPast
 from graphport.exporters.tasks import Task
@@ -52,7 +52,8 @@ class GenericSeq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
             raise UnsupportedModelError(
                 f"Model type {config.model_type!r} has no family in graphport, and its "
                 f"seq2seq-LM class takes no cache ({' or '.join(CACHE_ARGUMENTS)}), so it "
-                "cannot be exported with one; export text2text-generation without -with-past."
+                "cannot be exported with one; export text2text-generation without -with-past.",
+                reason=Reason.CACHE_NOT_CARRIED,
             )
 
     @property
@@ -67,6 +68,7 @@ class GenericSeq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):
             raise UnsupportedModelError(
                 f"The config of model type {self._config.model_type!r} names no vocabulary "
                 f"size (vocab_size, {', '.join(_VOCABULARIES)}), so graphport cannot make token "
-                "inputs for it; it needs an export config of its own."
+                "inputs for it; it needs an export config of its own.",
+                reason=Reason.CONFIG_INCOMPLETE,
             )
         return min(sizes)

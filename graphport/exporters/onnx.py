@@ -27,7 +27,7 @@ import onnx_ir as ir
 import torch
 from onnx_ir.passes.common import ClearMetadataAndDocStringPass, RemoveUnusedNodesPass
 
-from graphport.errors import EagerModelError, ExportError, UsageError
+from graphport.errors import EagerModelError, ExportError, Reason, UsageError
 from graphport.exporters.config import MIN_ONNX_OPSET, OnnxConfig
 from graphport.exporters.signature import dynamic_shapes_for
 from graphport.graphs.cleanup import exact_rewrite_rules
@@ -234,7 +234,9 @@ def export_to_onnx(
             break
         else:
             tried = "; ".join(f"{a.strategy}: {a.error}" for a in attempts)
-            raise ExportError(f"Every export strategy failed. {tried}")
+            raise ExportError(
+                f"Every export strategy failed. {tried}", reason=Reason.TRACING_FAILED
+            )
     if name != strategies[0][0]:
         logger.warning("Exported with the %s fallback exporter.", name)
     select_outputs(graph, config.outputs)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from graphport.errors import ExportError, UnsupportedModelError, UsageError
+from graphport.errors import ExportError, Reason, UnsupportedModelError, UsageError
 from graphport.exporters.cache_layout import CacheLayout, UnsupportedCacheError
 from graphport.exporters.config import Axes, OnnxConfig, ShapeSet, SubGraph
 from graphport.exporters.decoder import OnnxConfigWithPast
@@ -379,7 +379,8 @@ def _check_decoder_start(model: torch.nn.Module) -> None:
         raise UsageError(
             f"The checkpoint's config names no {' or '.join(names)}, so generate() cannot "
             "start its decoder; set decoder_start_token_id in config.json (T5-style models "
-            "start from their pad token) and export again."
+            "start from their pad token) and export again.",
+            reason=Reason.CONFIG_INCOMPLETE,
         )
 
 

@@ -20,7 +20,7 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
 from graphport.checkpoint import safetensors_header
-from graphport.errors import ModelLoadError, UnsupportedModelError
+from graphport.errors import ModelLoadError, Reason, UnsupportedModelError
 from graphport.exporters.tasks import Task
 from graphport.models.registry import REMOVED_MODEL_TYPES
 
@@ -246,7 +246,8 @@ def load_model(
         )
     except Exception as e:
         raise ModelLoadError(
-            f"Loading {checkpoint.path} as {auto_class.__name__} failed: {e}"
+            f"Loading {checkpoint.path} as {auto_class.__name__} failed: {e}",
+            reason=Reason.CHECKPOINT_RELOAD,
         ) from e
     return model.eval()
 

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from graphport.errors import UnsupportedModelError
+from graphport.errors import Reason, UnsupportedModelError
 from graphport.exporters.config import OnnxConfig
 from graphport.exporters.decoder import OnnxConfigWithPast
 from graphport.exporters.generic import GenericOnnxConfig
@@ -146,7 +146,8 @@ def get_onnx_config(model_config: Any, task: Task | str) -> OnnxConfig:
         raise UnsupportedModelError(
             f"Model type {registration.model_type!r} does not support the task "
             f"{parsed.value!r}; it supports "
-            f"{', '.join(t.value for t in registration.tasks)}. Pass one of these with --task."
+            f"{', '.join(t.value for t in registration.tasks)}. Pass one of these with --task.",
+            reason=Reason.TASK_NOT_SUPPORTED,
         )
     config_class = registration.config_class
     borrowed = parsed is Task.TEXT_GENERATION and registration.borrows_decoder

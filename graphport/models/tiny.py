@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
-from graphport.errors import UnsupportedModelError
+from graphport.errors import Reason, UnsupportedModelError
 from graphport.exporters.tasks import Task, parse_task
 from graphport.models.registry import get_registration
 
@@ -519,7 +519,8 @@ def first_generic_tiny_config(model_type: str, **overrides: Any) -> PretrainedCo
     raise UnsupportedModelError(
         f"No tiny config of model type {model_type!r} could be built: "
         + "; ".join(f"{t.level}: {t.error}" for t in configs)
-        + "."
+        + ".",
+        reason=Reason.CONFIG_REJECTS_SMALL_SIZES,
     )
 
 

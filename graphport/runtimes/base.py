@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from graphport.errors import UsageError
+from graphport.errors import Reason, UsageError
 from graphport.manifest import ExportDirectory, GraphSpec
 
 
@@ -91,7 +91,8 @@ class Runtime(abc.ABC):
                 if isinstance(dim, int) and size != dim:
                     raise UsageError(
                         f"Input {name} has size {size} on axis {axis}; the graph was exported "
-                        f"with that axis fixed at {dim}."
+                        f"with that axis fixed at {dim}.",
+                        reason=Reason.AXIS_SPECIALIZED,
                     )
             want = np.dtype(spec.dtype)
             if array.dtype != want:

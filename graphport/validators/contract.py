@@ -1,8 +1,9 @@
 """The graph contract: what the export config declares about the graph's names and axes.
 
 ``check_contract`` holds the graph to the config (input/output names and order, every
-dynamic axis symbolic); ``valid_positions`` and ``intermediate_positions`` read the axes
-to tell real tokens from padding, so that comparisons judge only the former.
+dynamic axis symbolic), each problem a sentence that carries its ``Reason``;
+``valid_positions`` and ``intermediate_positions`` read the axes to tell real tokens from
+padding, so that comparisons judge only the former.
 """
 
 from __future__ import annotations
@@ -11,8 +12,25 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from graphport.errors import Reason
 from graphport.exporters.config import OnnxConfig
 from graphport.manifest import ExportDirectory
+
+
+class ContractProblem(str):
+    """One broken rule of the contract, worded for people, with its ``reason`` as data. A
+    ``str``, so the report's ``contract_problems`` keep their JSON form."""
+
+    reason: Reason
+
+    def __new__(cls, text: str, reason: Reason = Reason.GRAPH_CONTRACT) -> ContractProblem:
+        problem = super().__new__(cls, text)
+        problem.reason = reason
+        return problem
+
+    def with_prefix(self, prefix: str) -> ContractProblem:
+        """The same problem, named after its graph (``decoder: ...``)."""
+        return ContractProblem(prefix + self, self.reason)
 
 
 def _is_token_aligned(axes: Mapping[int, str]) -> bool:
@@ -22,25 +40,30 @@ def _is_token_aligned(axes: Mapping[int, str]) -> bool:
 
 def check_contract(
     export_dir: ExportDirectory, config: OnnxConfig, graph: str = "model"
-) -> list[str]:
+) -> list[ContractProblem]:
     """Names, order and dynamic axes of the graph against the export config."""
     spec = export_dir.manifest.graph(graph)
-    problems = []
+    problems: list[ContractProblem] = []
     for kind, declared, actual in (
         ("inputs", config.inputs, spec.inputs),
         ("outputs", config.outputs, spec.outputs),
     ):
         names = [t.name for t in actual]
         if names != list(declared):
-            problems.append(f"graph {kind} are {names}, the config declares {list(declared)}")
+            problems.append(
+                ContractProblem(f"graph {kind} are {names}, the config declares {list(declared)}")
+            )
             continue
         for tensor in actual:
             for axis, axis_name in declared[tensor.name].items():
                 dim = tensor.shape[axis] if axis < len(tensor.shape) else None
                 if isinstance(dim, int):
                     problems.append(
-                        f"axis {axis} ({axis_name}) of {tensor.name} was specialized to {dim} "
-                        "during tracing; it must stay dynamic"
+                        ContractProblem(
+                            f"axis {axis} ({axis_name}) of {tensor.name} was specialized to "
+                            f"{dim} during tracing; it must stay dynamic",
+                            Reason.AXIS_SPECIALIZED,
+                        )
                     )
     return problems
 

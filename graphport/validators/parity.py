@@ -243,7 +243,8 @@ def _reference_outputs(
     for graph in graphs:
         prefix = reference.prefix(graph.name)
         report.contract_problems += [
-            prefix + problem for problem in check_contract(directory, graph.config, graph.name)
+            problem.with_prefix(prefix)
+            for problem in check_contract(directory, graph.config, graph.name)
         ]
         reference.cases[graph.name] = _cases(directory, graph.config, shape_sets, seed)
         runtime = TorchRuntime(directory, graph=graph.name, model=graph.module)
@@ -310,7 +311,9 @@ def _run_runtime(
             runtime = get_runtime_class(name)(directory, graph=graph.name, **options)
         except GraphportError as e:
             report.runtimes[name] = "unavailable"
-            report.results.append(CaseResult(name, f"{prefix}load", {}, [], 0.0, str(e)))
+            report.results.append(
+                CaseResult(name, f"{prefix}load", {}, [], 0.0, str(e), reason=e.reason)
+            )
             return
         report.runtimes[name] = runtime.describe()
         logger.info("Validating %s on %s", graph.name, report.runtimes[name])
@@ -411,7 +414,9 @@ def _run_case(
     try:
         actual = runtime.run(feeds)
     except Exception as e:
-        return CaseResult(runtime.name, label, sizes, [], time.perf_counter() - start, str(e)), {}
+        seconds = time.perf_counter() - start
+        reason = e.reason if isinstance(e, GraphportError) else None
+        return CaseResult(runtime.name, label, sizes, [], seconds, str(e), reason=reason), {}
     seconds = time.perf_counter() - start
     diffs = [
         tolerance.compare(

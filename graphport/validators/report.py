@@ -1,7 +1,8 @@
 """The parity report: per-runtime, per-case, per-output differences against eager.
 
 ``ParityReport`` is data (``to_dict`` for JSON, ``summary`` for the manifest) with its
-verdict in ``passed``; ``table`` and ``failures`` word it for people. Building it is
+verdict in ``passed``; ``table`` and ``failures`` word it for people, and ``failure_reasons``
+gives each failure's ``Reason`` beside its words. Building it is
 ``graphport.validators.parity``'s work.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from graphport.errors import Reason
 from graphport.validators.compare import OutputDiff
 from graphport.validators.generation import GenerationCheck
 from graphport.validators.localize import LayerDiff
@@ -28,6 +30,8 @@ class CaseResult:
     outputs: list[OutputDiff]
     seconds: float
     error: str | None = None
+    # The error's Reason where graphport raised it (a runtime's own error has none).
+    reason: Reason | None = None
     # With localization (graphport/validators/localize.py): the first module whose output
     # leaves tolerance (when the case fails), every matched module in execution order, and
     # {"matched": modules matched to graph values, "modules": modules with a float output}.
@@ -87,21 +91,31 @@ class ParityReport:
         return self.passed
 
     def failures(self) -> list[str]:
-        lines = list(self.contract_problems)
+        return [line for _, line in self.failure_reasons()]
+
+    def failure_reasons(self) -> list[tuple[Reason, str]]:
+        """Each failure as ``(reason, line)``: the reason as data, the line for people."""
+        lines = [
+            (getattr(p, "reason", Reason.GRAPH_CONTRACT), str(p)) for p in self.contract_problems
+        ]
         for r in self.results:
             if r.error:
-                lines.append(f"{r.runtime} / {r.case}: {r.error.rstrip('.')}")
+                line = f"{r.runtime} / {r.case}: {r.error.rstrip('.')}"
+                lines.append((r.reason or Reason.RUNTIME_ERROR, line))
             for o in r.outputs:
                 if not o.passed:
-                    lines.append(f"{r.runtime} / {r.case} / {o.name}: {o.failure()}")
+                    line = f"{r.runtime} / {r.case} / {o.name}: {o.failure()}"
+                    lines.append((Reason.OUTPUTS_DIFFER, line))
         for g in self.generation:
             if g.error:
-                lines.append(f"{g.runtime} / generation {g.case}: {g.error.rstrip('.')}")
+                line = f"{g.runtime} / generation {g.case}: {g.error.rstrip('.')}"
+                lines.append((Reason.RUNTIME_ERROR, line))
             elif not g.passed:
-                lines.append(
+                line = (
                     f"{g.runtime} / generation {g.case}: tokens differ from transformers' "
                     f"generate() from step {g.first_difference}"
                 )
+                lines.append((Reason.GENERATION_DIFFERS, line))
         return lines
 
     def to_dict(self) -> dict[str, Any]:

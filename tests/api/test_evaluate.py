@@ -247,3 +247,24 @@ def test_data_without_datasets_names_the_extra(llama: Path, tmp_path: Path, monk
         graphport.evaluate(llama, data)
     # The built-in text needs no datasets.
     assert graphport.evaluate(llama, limit=8).tokens == 8
+
+
+def test_exports_fan_out_over_ray_as_a_local_run_gives(llama: Path, perturbed: Path):
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    local = graphport.evaluate([llama, perturbed], limit=40, window=16)
+    # No Ray running: evaluate starts a local instance (one CPU per export) and stops it.
+    on_ray = graphport.evaluate([llama, perturbed], limit=40, window=16, ray=True)
+    assert not ray.is_initialized()
+    assert [(r.model, r.runtime) for r in on_ray.rows] == [(r.model, r.runtime) for r in local.rows]
+    assert (on_ray.task, on_ray.tokens, on_ray.examples) == (local.task, 40, 3)
+    for got, want in zip(on_ray.rows, local.rows, strict=True):
+        assert got.values == pytest.approx(want.values, rel=1e-5, abs=1e-6)
+        assert got.deltas == pytest.approx(want.deltas, rel=1e-5, abs=1e-6)
+
+
+def test_ray_without_the_extra_names_it(llama: Path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    message = _bad([str(llama), "--ray"])
+    assert "The --ray option needs ray; install it with `pip install 'graphport[ray]'`." in message

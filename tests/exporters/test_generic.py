@@ -11,7 +11,7 @@ import torch
 from transformers import AutoConfig
 
 from graphport.api.export import export_model
-from graphport.errors import ExportError, UnsupportedModelError
+from graphport.errors import ExportError, Reason, UnsupportedModelError
 from graphport.exporters.generic import GenericOnnxConfig, check_generic_support
 from graphport.exporters.tasks import Task
 from graphport.manifest import ExportDirectory
@@ -100,10 +100,16 @@ def test_unknown_and_removed_model_types_keep_their_errors():
 
 
 def test_inputs_the_generic_path_cannot_make_are_refused_by_name():
-    with pytest.raises(UnsupportedModelError, match=r"'patchtst'.*main input is 'past_values'"):
+    with pytest.raises(
+        UnsupportedModelError, match=r"'patchtst'.*main input is 'past_values'"
+    ) as e:
         check_generic_support("patchtst")
-    with pytest.raises(UnsupportedModelError, match=r"'blip_2_qformer'.*requires query_embeds"):
+    assert e.value.reason is Reason.MAIN_INPUT_UNSUPPORTED  # the sweep's category, as data
+    with pytest.raises(
+        UnsupportedModelError, match=r"'blip_2_qformer'.*requires query_embeds"
+    ) as e:
         GenericOnnxConfig(AutoConfig.for_model("blip_2_qformer"))
+    assert e.value.reason is Reason.INPUTS_NOT_DERIVED
     with pytest.raises(UnsupportedModelError, match=r"exports no KV cache"):
         GenericOnnxConfig(AutoConfig.for_model("bert-generation"), "feature-extraction-with-past")
 
@@ -112,8 +118,11 @@ def test_a_model_that_does_not_run_on_the_derived_inputs_names_the_step(
     tiny_checkpoint, tmp_path: Path
 ):
     # Bark's base class has no forward of its own; the export stops at its first step.
-    with pytest.raises(ExportError, match=r"model type 'bark' failed at its first step, running"):
+    with pytest.raises(
+        ExportError, match=r"model type 'bark' failed at its first step, running"
+    ) as e:
         export_model(tiny_checkpoint("bark"), tmp_path / "out")
+    assert e.value.reason is Reason.EAGER_RUN_FAILED
     assert not (tmp_path / "out").exists()
 
 
@@ -128,8 +137,9 @@ def test_a_tracing_failure_names_the_model_type_and_the_step(
         ExportError,
         match=r"model type 'aimv2_vision_model' failed at tracing Aimv2VisionModel: Every export "
         r"strategy failed\. torch\.export: RuntimeError: unsupported operator aten::boom",
-    ):
+    ) as e:
         export_model(tiny_checkpoint("aimv2_vision_model"), tmp_path / "out")
+    assert e.value.reason is Reason.TRACING_FAILED  # where, not why: the sweep reads the cause
     assert not (tmp_path / "out").exists(), "a failed export leaves no output directory"
 
 

@@ -13,11 +13,12 @@ import pytest
 from onnx import numpy_helper
 from transformers import AutoConfig
 
+from graphport.errors import Reason
 from graphport.exporters.config import OnnxConfig
 from graphport.manifest import MANIFEST_NAME, ExportDirectory
 from graphport.models.registry import get_onnx_config
 from graphport.validators.compare import compare_output
-from graphport.validators.contract import check_contract
+from graphport.validators.contract import ContractProblem, check_contract
 from graphport.validators.parity import validate_export
 from graphport.validators.report import CaseResult, ParityReport
 
@@ -225,3 +226,28 @@ def test_a_failed_report_is_strict_json(tmp_path: Path):
     assert written["passed"] is False
     assert written["results"][0]["passed"] is False
     assert written["results"][0]["outputs"][0]["passed"] is False
+
+
+def test_each_failure_carries_its_reason_as_data():
+    ok, off = np.zeros((1, 2, 3), dtype=np.float32), np.ones((1, 2, 3), dtype=np.float32)
+    differs = CaseResult(
+        "openvino", "shape set 1", {}, [compare_output("x", ok, off, 1e-4, 1e-3)], 0.01
+    )
+    crashed = CaseResult("onnxruntime", "shape set 2", {}, [], 0.01, "boom")
+    fixed = CaseResult(
+        "onnxruntime", "shape set 3", {}, [], 0.01, "axis fixed", Reason.AXIS_SPECIALIZED
+    )
+    specialized = ContractProblem("axis 1 of x was specialized", Reason.AXIS_SPECIALIZED)
+    report = _report([differs, crashed, fixed], [specialized.with_prefix("decoder: ")])
+    assert [reason for reason, _ in report.failure_reasons()] == [
+        Reason.AXIS_SPECIALIZED,
+        Reason.OUTPUTS_DIFFER,
+        Reason.RUNTIME_ERROR,
+        Reason.AXIS_SPECIALIZED,
+    ]
+    assert report.failures()[0] == "decoder: axis 1 of x was specialized"
+    assert report.failures()[2] == "onnxruntime / shape set 2: boom"
+    # The JSON keeps its form: problems are strings, a case's reason its value.
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["contract_problems"] == ["decoder: axis 1 of x was specialized"]
+    assert data["results"][2]["reason"] == "dynamic axis specialized"
