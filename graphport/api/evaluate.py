@@ -28,8 +28,11 @@ from graphport.api.cluster import import_ray
 from graphport.api.evaluate_data import load_data
 from graphport.api.evaluate_ray import evaluate_on_ray
 from graphport.api.evaluate_tasks import EVALUATORS, TaskEvaluator
+from graphport.api.load import load
 from graphport.errors import UsageError
 from graphport.manifest import ExportDirectory
+from graphport.runtimes.predict import default_runtime
+from graphport.runtimes.torch import load_reference
 from graphport.validators.evaluation import EvalReport, EvalRow
 
 logger = logging.getLogger(__name__)
@@ -118,10 +121,6 @@ def _load_models(
     directories: list[ExportDirectory], runtime: str | None, options: dict[str, Any]
 ) -> list[tuple[str, str, Any]]:
     """(row name, runtime, model): eager first, then each export on its runtime."""
-    from graphport.api.load import load
-    from graphport.runtimes.predict import default_runtime
-    from graphport.runtimes.torch import load_reference
-
     started = time.perf_counter()
     models = [(EAGER, "torch", load_reference(directories[0]))]
     for directory in directories:

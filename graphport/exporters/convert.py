@@ -51,6 +51,8 @@ def validate_model_outputs(
     tokenizer: Any = None,
 ) -> None:
     """Raise ``ValueError`` unless the ONNX file reproduces ``reference_model`` within atol."""
+    # Inside: a circle (validators.parity imports graphport.exporters, whose __init__ imports
+    # this module); the facade moves to the top floor (docs/DEVELOPING.md).
     from graphport.validators.parity import validate_export
 
     onnx_model = Path(onnx_model)

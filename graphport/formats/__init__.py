@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from graphport.formats.base import (
     Format,
     FormatOptions,
+    OnnxDerivedFormat,
+    TorchFormat,
     format_names,
     formats,
     formats_for_target,
@@ -50,6 +52,8 @@ def write_artifact(
 __all__ = [
     "Format",
     "FormatOptions",
+    "OnnxDerivedFormat",
+    "TorchFormat",
     "format_names",
     "formats",
     "formats_for_target",

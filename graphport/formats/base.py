@@ -14,6 +14,14 @@ A format is one module of this package: a ``Format`` subclass registered with
    succeed; ``check()`` refuses before any work, naming the extra.
 6. ``options``: its own options dataclass (a ``FormatOptions`` subclass).
 
+7. The CLI reads this registry at start, without torch (``graphport --help`` loads none):
+   a format module imports ``graphport.exporters``, which loads torch and transformers,
+   inside its methods only (each such import says ``rule 7``).
+
+Most formats share their ``write()``: ``TorchFormat`` (torch writes one file from the eager
+model; the format implements ``export``) and ``OnnxDerivedFormat`` (the graph torch.export
+traces to ONNX, then the format's ``convert``).
+
 Nothing outside a format's module tests a format's name: code asks ``get_format(name)``.
 Format modules are found by discovery (every module of this package but this one), so
 adding a format is adding one module.
@@ -116,6 +124,64 @@ class Format:
 
     def __repr__(self) -> str:
         return f"<format {self.name}>"
+
+
+class TorchFormat(Format):
+    """A format torch writes from the eager model (one file, ``name`` + ``writes[0]``): the
+    graph's inputs and outputs come from one eager run, and ``export`` writes the file."""
+
+    def write(
+        self,
+        model: torch.nn.Module,
+        config: OnnxConfig,
+        directory: Path,
+        options: FormatOptions,
+        name: str = "model",
+    ) -> Artifact:
+        from graphport.exporters.artifacts import Artifact, spec_from_eager  # rule 7
+
+        spec = spec_from_eager(model, config)
+        spec.name, spec.file = name, f"{name}{self.writes[0]}"
+        info = self.export(model, config, directory / spec.file, options)
+        return Artifact(spec, [spec.file], info, None)
+
+    def export(
+        self, model: torch.nn.Module, config: OnnxConfig, path: Path, options: FormatOptions
+    ) -> dict[str, Any]:
+        """Write the graph to ``path``; returns what the manifest records of the exporter."""
+        raise NotImplementedError
+
+
+class OnnxDerivedFormat(Format):
+    """A format made from the graph torch.export traces: ``write`` traces ``name.onnx``
+    (+ its data file), ``convert`` makes the format's files from it, and the traced files
+    are removed afterwards unless ``keeps_onnx``."""
+
+    keeps_onnx: ClassVar[bool] = False
+
+    def write(
+        self,
+        model: torch.nn.Module,
+        config: OnnxConfig,
+        directory: Path,
+        options: FormatOptions,
+        name: str = "model",
+    ) -> Artifact:
+        from graphport.exporters.artifacts import remove_files, trace_onnx  # rule 7
+
+        artifact = trace_onnx(model, config, directory, options.opset, name)
+        traced = list(artifact.files)
+        self.convert(artifact, config, directory / f"{name}.onnx", options)
+        if not self.keeps_onnx:
+            remove_files(directory, traced)
+        return artifact
+
+    def convert(
+        self, artifact: Artifact, config: OnnxConfig, onnx: Path, options: FormatOptions
+    ) -> None:
+        """Make the format's files from the traced graph ``onnx`` (``name.onnx``), beside it,
+        and record them in ``artifact`` (its spec's file, its files, what the exporter
+        did); the ONNX format itself has nothing to convert."""
 
 
 def missing_extra(name: str, kind: str, package: str | None, extra: str | None) -> str:

@@ -9,12 +9,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from graphport.formats.base import Format, FormatOptions, register_format
+from graphport.formats.base import FormatOptions, TorchFormat, register_format
 
 if TYPE_CHECKING:
     import torch
 
-    from graphport.exporters.artifacts import Artifact
     from graphport.exporters.config import OnnxConfig
 
 logger = logging.getLogger(__name__)
@@ -32,13 +31,13 @@ class ExecuTorchOptions(FormatOptions):
 
     @property
     def lowering_precision(self) -> str | None:
-        from graphport.exporters.executorch import QUANT_MODES
+        from graphport.exporters.executorch import QUANT_MODES  # rule 7 of formats/base.py
 
         return QUANT_MODES[self.quantize] if self.quantize is not None else None
 
 
 @register_format("executorch")
-class ExecuTorchFormat(Format):
+class ExecuTorchFormat(TorchFormat):
     rank = 70
     summary = "executorch (.pte on XNNPACK)"
     writes = (".pte",)
@@ -52,26 +51,18 @@ class ExecuTorchFormat(Format):
     options = ExecuTorchOptions
 
     def check_options(self, options: FormatOptions) -> None:
-        from graphport.exporters.executorch import check_quantize
+        from graphport.exporters.executorch import check_quantize  # rule 7 of formats/base.py
 
         assert isinstance(options, ExecuTorchOptions)
         check_quantize(options.quantize)
 
-    def write(
-        self,
-        model: torch.nn.Module,
-        config: OnnxConfig,
-        directory: Path,
-        options: FormatOptions,
-        name: str = "model",
-    ) -> Artifact:
-        from graphport.exporters import executorch
-        from graphport.exporters.artifacts import Artifact, spec_from_eager
+    def export(
+        self, model: torch.nn.Module, config: OnnxConfig, path: Path, options: FormatOptions
+    ) -> dict[str, Any]:
+        from graphport.exporters import executorch  # rule 7 of formats/base.py
 
         assert isinstance(options, ExecuTorchOptions)
-        spec = spec_from_eager(model, config)
-        spec.name, spec.file = name, f"{name}.pte"
-        path, mode = directory / spec.file, options.quantize
+        mode = options.quantize
         info: dict[str, Any]
         if options.static_cache:
             length = options.max_cache_len or executorch.DEFAULT_MAX_CACHE_LEN
@@ -83,5 +74,4 @@ class ExecuTorchFormat(Format):
             logger.info("Lowering to ExecuTorch (XNNPACK)")
             info = executorch.export_executorch(model, config, path, mode)
         strategy = "torch.export + ExecuTorch XNNPACK"
-        info = {"strategy": strategy, **info, "quantization": mode}
-        return Artifact(spec, [spec.file], info, None)
+        return {"strategy": strategy, **info, "quantization": mode}

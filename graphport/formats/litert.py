@@ -13,6 +13,6 @@ class LiteRtFormat(Format):
     writes = (".tflite",)
 
     def check(self) -> None:
-        from graphport.exporters.litert import require_litert
+        from graphport.exporters.litert import require_litert  # rule 7 of formats/base.py
 
         require_litert()

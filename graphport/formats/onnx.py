@@ -5,20 +5,13 @@ writes it."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-from graphport.formats.base import Format, FormatOptions, register_format
-
-if TYPE_CHECKING:
-    import torch
-
-    from graphport.exporters.artifacts import Artifact
-    from graphport.exporters.config import OnnxConfig
+from graphport.formats.base import OnnxDerivedFormat, register_format
 
 
 @register_format("onnx")
-class OnnxFormat(Format):
+class OnnxFormat(OnnxDerivedFormat):
     rank = 10
     summary = "onnx"
     writes = (".onnx", ".onnx_data")
@@ -28,15 +21,4 @@ class OnnxFormat(Format):
     streams = True
     # onnxruntime's CPU provider has no bfloat16 kernels; OpenVINO misreads bf16 ONNX.
     validates_bf16 = False
-
-    def write(
-        self,
-        model: torch.nn.Module,
-        config: OnnxConfig,
-        directory: Path,
-        options: FormatOptions,
-        name: str = "model",
-    ) -> Artifact:
-        from graphport.exporters.artifacts import trace_onnx
-
-        return trace_onnx(model, config, directory, options.opset, name)
+    keeps_onnx = True  # the traced graph is the format: nothing to convert

@@ -8,11 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from graphport.formats.base import Format, FormatOptions, register_format
+from graphport.formats.base import FormatOptions, OnnxDerivedFormat, register_format
 
 if TYPE_CHECKING:
-    import torch
-
     from graphport.exporters.artifacts import Artifact
     from graphport.exporters.config import OnnxConfig
 
@@ -23,7 +21,7 @@ class OpenVinoOptions(FormatOptions):
 
 
 @register_format("openvino")
-class OpenVinoFormat(Format):
+class OpenVinoFormat(OnnxDerivedFormat):
     rank = 20
     summary = "openvino IR"
     writes = (".xml", ".bin")
@@ -34,34 +32,25 @@ class OpenVinoFormat(Format):
     package = "OpenVINO"
     options = OpenVinoOptions
 
-    def write(
-        self,
-        model: torch.nn.Module,
-        config: OnnxConfig,
-        directory: Path,
-        options: FormatOptions,
-        name: str = "model",
-    ) -> Artifact:
-        from graphport.exporters.artifacts import remove_files, trace_onnx
-        from graphport.exporters.openvino import onnx_to_openvino
+    def convert(
+        self, artifact: Artifact, config: OnnxConfig, onnx: Path, options: FormatOptions
+    ) -> None:
+        from graphport.exporters.openvino import onnx_to_openvino  # rule 7 of formats/base.py
 
         assert isinstance(options, OpenVinoOptions)
-        artifact = trace_onnx(model, config, directory, options.opset, name)
         fp16 = options.openvino_fp16_weights
-        xml = onnx_to_openvino(directory / f"{name}.onnx", directory / f"{name}.xml", fp16)
-        remove_files(directory, artifact.files)
+        xml = onnx_to_openvino(onnx, onnx.with_suffix(".xml"), fp16)
         spec = artifact.spec
         spec.file, spec.external_data = xml.name, xml.with_suffix(".bin").name
         artifact.files = [spec.file, spec.external_data]
         artifact.exporter["weights"] = "fp16" if fp16 else "as exported"
-        if xml.name != f"{name}.xml":
+        if xml.name != onnx.with_suffix(".xml").name:
             artifact.exporter["stateful"] = (
                 "KV cache as OpenVINO state (beam_idx), openvino-genai layout"
             )
-        return artifact
 
     def finish(self, directory: Path) -> list[str]:
         """A stateful decoder's tokenizer for openvino-genai."""
-        from graphport.exporters.openvino import genai_files
+        from graphport.exporters.openvino import genai_files  # rule 7 of formats/base.py
 
         return genai_files(directory)

@@ -8,11 +8,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from graphport.formats.base import Format, FormatOptions, register_format
+from graphport.formats.base import FormatOptions, OnnxDerivedFormat, register_format
 
 if TYPE_CHECKING:
-    import torch
-
     from graphport.exporters.artifacts import Artifact
     from graphport.exporters.config import OnnxConfig
 
@@ -25,7 +23,7 @@ class OrtOptions(FormatOptions):
 
 
 @register_format("ort")
-class OrtFormat(Format):
+class OrtFormat(OnnxDerivedFormat):
     rank = 50
     summary = "ort (onnxruntime mobile)"
     writes = (".ort", ".required_operators.config")
@@ -33,22 +31,14 @@ class OrtFormat(Format):
     validates_bf16 = False  # onnxruntime's CPU provider has no bfloat16 kernels
     options = OrtOptions
 
-    def write(
-        self,
-        model: torch.nn.Module,
-        config: OnnxConfig,
-        directory: Path,
-        options: FormatOptions,
-        name: str = "model",
-    ) -> Artifact:
-        from graphport.exporters.artifacts import remove_files, trace_onnx
+    def convert(
+        self, artifact: Artifact, config: OnnxConfig, onnx: Path, options: FormatOptions
+    ) -> None:
+        # rule 7 of formats/base.py
         from graphport.exporters.ort import onnx_to_ort, required_operators
 
         assert isinstance(options, OrtOptions)
-        artifact = trace_onnx(model, config, directory, options.opset, name)
         logger.info("Converting to the onnxruntime mobile format")
-        onnx_to_ort(directory / f"{name}.onnx", directory, options.ort_target_platform)
-        remove_files(directory, artifact.files)
-        artifact.spec.file, artifact.spec.external_data = f"{name}.ort", None
-        artifact.files = [f"{name}.ort", required_operators(name)]
-        return artifact
+        onnx_to_ort(onnx, onnx.parent, options.ort_target_platform)
+        artifact.spec.file, artifact.spec.external_data = onnx.with_suffix(".ort").name, None
+        artifact.files = [artifact.spec.file, required_operators(onnx.stem)]

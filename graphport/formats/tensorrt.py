@@ -10,11 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from graphport.formats.base import Format, FormatOptions, register_format
+from graphport.formats.base import FormatOptions, OnnxDerivedFormat, register_format
 
 if TYPE_CHECKING:
-    import torch
-
     from graphport.exporters.artifacts import Artifact
     from graphport.exporters.config import OnnxConfig
 
@@ -28,7 +26,7 @@ class TensorRtOptions(FormatOptions):
 
 
 @register_format("tensorrt")
-class TensorRtFormat(Format):
+class TensorRtFormat(OnnxDerivedFormat):
     rank = 60
     summary = "tensorrt (engine, needs TensorRT and a GPU)"
     writes = (".onnx", ".engine")
@@ -37,40 +35,34 @@ class TensorRtFormat(Format):
     requires = "tensorrt"  # check() also needs a GPU
     package = "TensorRT"
     options = TensorRtOptions
+    keeps_onnx = True  # engines are rebuilt from it
 
     def check(self) -> None:
-        from graphport.exporters.tensorrt import require_tensorrt
+        from graphport.exporters.tensorrt import require_tensorrt  # rule 7 of formats/base.py
 
         require_tensorrt()  # before any work: TensorRT and a GPU must be here
 
     def make_options(self, options: FormatOptions | None = None, **given: Any) -> FormatOptions:
         if isinstance(given.get("trt_profile"), str):
+            # rule 7 of formats/base.py
             from graphport.exporters.tensorrt import parse_profile_overrides
 
             given["trt_profile"] = parse_profile_overrides(given["trt_profile"])
         return super().make_options(options, **given)
 
-    def write(
-        self,
-        model: torch.nn.Module,
-        config: OnnxConfig,
-        directory: Path,
-        options: FormatOptions,
-        name: str = "model",
-    ) -> Artifact:
-        from graphport.exporters.artifacts import trace_onnx
+    def convert(
+        self, artifact: Artifact, config: OnnxConfig, onnx: Path, options: FormatOptions
+    ) -> None:
+        # rule 7 of formats/base.py
         from graphport.exporters.tensorrt import build_engine, optimization_profile
 
         assert isinstance(options, TensorRtOptions)
-        artifact = trace_onnx(model, config, directory, options.opset, name)
         profile = optimization_profile(config, options.trt_profile)
         logger.info("Building the TensorRT engine")
         info = artifact.exporter
-        info["tensorrt"] = build_engine(
-            directory / f"{name}.onnx", directory / f"{name}.engine", profile
-        )
+        engine = onnx.with_suffix(".engine")
+        info["tensorrt"] = build_engine(onnx, engine, profile)
         info["profile"] = [dataclasses.asdict(p) for p in profile]
         info["precision"] = "strongly typed: the graph's dtypes"
-        artifact.spec.file = f"{name}.engine"
-        artifact.files.append(f"{name}.engine")  # the ONNX stays: engines are rebuilt from it
-        return artifact
+        artifact.spec.file = engine.name
+        artifact.files.append(engine.name)  # the ONNX stays (keeps_onnx)

@@ -3,41 +3,35 @@ exporters/torchscript.py)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from graphport.formats.base import Format, FormatOptions, register_format
+from graphport.formats.base import FormatOptions, TorchFormat, register_format
 
 if TYPE_CHECKING:
     import torch
 
-    from graphport.exporters.artifacts import Artifact
     from graphport.exporters.config import OnnxConfig
+
+logger = logging.getLogger(__name__)
 
 
 @register_format("torchscript")
-class TorchScriptFormat(Format):
+class TorchScriptFormat(TorchFormat):
     rank = 30
     summary = "torchscript (.pt, deprecated by torch)"
     writes = (".pt",)
     runtimes = ("torchscript",)
     deploy_targets: ClassVar[Mapping[str, str]] = {"triton": "pytorch"}
 
-    def write(
-        self,
-        model: torch.nn.Module,
-        config: OnnxConfig,
-        directory: Path,
-        options: FormatOptions,
-        name: str = "model",
-    ) -> Artifact:
-        from graphport.exporters.artifacts import Artifact, logger, spec_from_eager
+    def export(
+        self, model: torch.nn.Module, config: OnnxConfig, path: Path, options: FormatOptions
+    ) -> dict[str, Any]:
+        # rule 7 of formats/base.py
         from graphport.exporters.torchscript import DEPRECATION, export_torchscript
 
-        spec = spec_from_eager(model, config)
-        spec.name, spec.file = name, f"{name}.pt"
         logger.info("Tracing with torch.jit.trace")
-        export_torchscript(model, config, directory / spec.file)
-        info = {"strategy": "torch.jit.trace", "deprecated": DEPRECATION}
-        return Artifact(spec, [spec.file], info, None)
+        export_torchscript(model, config, path)
+        return {"strategy": "torch.jit.trace", "deprecated": DEPRECATION}

@@ -89,7 +89,8 @@ def register(
 
 
 def _ensure_loaded() -> None:
-    # Importing the package imports every family module, which fills the registry.
+    # Importing the package imports every family module, which fills the registry. Inside:
+    # a circle, as graphport/models/__init__.py imports this module.
     import graphport.models  # noqa: F401
 
 

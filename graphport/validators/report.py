@@ -19,6 +19,7 @@ import numpy as np
 from graphport.errors import Reason
 from graphport.validators.compare import OutputDiff
 from graphport.validators.generation import GenerationCheck
+from graphport.validators.html import write_html
 from graphport.validators.localize import LayerDiff
 
 
@@ -175,8 +176,6 @@ class ParityReport:
     def write_html(self, path: str | Path, manifest: Mapping[str, Any] | None = None) -> Path:
         """The report as one self-contained HTML page (``graphport.validators.html``);
         ``manifest`` defaults to the one in the export directory."""
-        from graphport.validators.html import write_html
-
         return write_html(self, path, manifest)
 
     def table(self) -> str:

@@ -33,7 +33,8 @@ from graphport.cli import cli
 from graphport.errors import UsageError
 from graphport.manifest import MANIFEST_NAME
 from graphport.validators import render_html, write_html
-from graphport.validators.html import FAIL_COLOUR, OUTPUT_COLUMNS, Column
+from graphport.validators.chart import FAIL_COLOUR
+from graphport.validators.html_page import OUTPUT_COLUMNS, Column
 from graphport.verbosity import set_verbosity
 
 TAMPERED = "encoder.layer.0.intermediate.dense.bias"
@@ -319,7 +320,7 @@ def test_a_passing_quantized_report_charts_one_minus_cosine(exported: tuple[Path
 def test_an_output_measure_is_one_column_entry(failed: dict, monkeypatch):
     # A measure OutputDiff gains (the mean relative difference here) is one OUTPUT_COLUMNS entry.
     extra = Column("mean rel", "mean_rel", ".3f", title="mean relative difference")
-    monkeypatch.setattr("graphport.validators.html.OUTPUT_COLUMNS", (*OUTPUT_COLUMNS, extra))
+    monkeypatch.setattr("graphport.validators.html_page.OUTPUT_COLUMNS", (*OUTPUT_COLUMNS, extra))
     report = copy.deepcopy(failed["report"])
     report["results"][0]["outputs"][0]["mean_rel"] = 0.75
     elements = parse(render_html(report, failed["manifest"]))
