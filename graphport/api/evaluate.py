@@ -99,7 +99,7 @@ def _load_models(
     """(row name, runtime, model): eager first, then each export on its runtime."""
     from graphport.api.load import load
     from graphport.runtimes.predict import default_runtime
-    from graphport.runtimes.torch import load_reference
+    from graphport.validators.reference import load_reference
 
     started = time.perf_counter()
     models = [(EAGER, "torch", load_reference(directories[0]))]
