@@ -85,17 +85,22 @@ class OrtFusionPass(ir.passes.InPlacePass):
 def fuse_ort(model: ir.Model) -> dict[str, int]:
     """Fuse in place; how often each fusion fired, by the names of the fusion report.
 
-    onnxscript's transformer fusions in onnxscript's own order, each through the public
-    ``fuse_*`` function of its ``onnxscript.rewriter.ort_fusions`` module. Its one public
-    entry point, ``optimize_for_ort``, is not used: around these fusions it also rewrites
-    Gemm as MatMul + Add, applies its FusedMatMul, Softmax and GroupNormalization rules,
-    lifts constants to initializers and infers shapes again, rewrites graphport does not
-    ask for (the sequence itself lives in the private ``ort_fusions._core``).
+    onnxscript's transformer fusions in onnxscript's own order, each through the
+    ``fuse_*`` function of its ``onnxscript.rewriter.ort_fusions`` module (public names
+    of public modules, though the package's ``__all__`` lists only ``optimize_for_ort``
+    and ``ORT_PATTERN_REWRITE_RULES``). ``optimize_for_ort`` is not used: around these
+    fusions it also rewrites Gemm as MatMul + Add, applies its FusedMatMul, Softmax and
+    GroupNormalization rules, lifts constants to initializers and infers shapes again,
+    rewrites graphport does not ask for (the fusion sequence alone is the private
+    ``ort_fusions._core.fuse_xformers``).
     SkipLayerNormalization and BiasGelu are fused here although ``OrtCpuKernelsPass``
     trades them back: without them the residual stays Add + LayerNormalization, which
     onnxruntime's session optimizer fuses back into the slow kernel; the trade writes Sum.
     """
-    # Shapes inferred and folded first, so that the patterns see static dimensions.
+    # Shapes inferred and folded first, so that the patterns see static dimensions. This is
+    # onnxscript's optimizer with its default rules, approximate no-ops included (unlike
+    # CleanupPass): with ``optimize_graph`` instead, ``x + 0`` and ``x * 1`` survive into
+    # the fused graphs.
     common_passes.ShapeInferencePass()(model)
     onnxscript.optimizer.optimize(model)
     shape_optimization.rules.apply_to_model(model)
