@@ -119,8 +119,9 @@ def _float_tensors(files: Iterable[Path]) -> Iterator[tuple[str, int]]:
         with safe_open(str(file), framework="np") as handle:
             for name in handle.keys():  # noqa: SIM118 (the handle is not a dict)
                 tensor = handle.get_slice(name)
-                if tensor.get_dtype() in _STORED_DTYPES:
-                    yield tensor.get_dtype(), math.prod(tensor.get_shape())
+                dtype = tensor.get_dtype()
+                if dtype in _STORED_DTYPES:
+                    yield dtype, math.prod(tensor.get_shape())
 
 
 def resolve_model_path(model: str | Path) -> Path:
