@@ -32,8 +32,8 @@ from graphport.api.load import load
 from graphport.errors import UsageError
 from graphport.manifest import ExportDirectory
 from graphport.runtimes.predict import default_runtime
-from graphport.runtimes.torch import load_reference
 from graphport.validators.evaluation import EvalReport, EvalRow
+from graphport.validators.reference import load_reference
 
 logger = logging.getLogger(__name__)
 

@@ -35,6 +35,7 @@ from graphport.runtimes.predict import (
     input_kind,
     read_audio,
 )
+from graphport.validators.reference import load_reference
 
 
 def predict(
@@ -46,6 +47,9 @@ def predict(
     """Task-level results of the export on ``inputs`` (rules 1-3 of the module)."""
     directory = ExportDirectory(export_dir)
     runtime = runtime or default_runtime(directory)
+    if runtime.strip().lower() == "torch" and "model" not in runtime_options:
+        # The torch runtime runs the eager model it is handed; it reads no checkpoint.
+        runtime_options = {**runtime_options, "model": load_reference(directory)}
     kinds = [input_kind(item) for item in inputs]
     towers = len(directory.manifest.graphs) > 1 and not directory.manifest.kv_cache
     if directory.manifest.task == "feature-extraction" and not (towers and len(set(kinds)) > 1):

@@ -66,8 +66,8 @@ from graphport.manifest import (
 from graphport.models.rotary import attention_shape
 from graphport.runtimes import default_runtimes, parse_runtimes
 from graphport.runtimes.predict import prepare_inputs
-from graphport.runtimes.torch import load_reference
 from graphport.validators.parity import INT4_REFERENCE, validate_export
+from graphport.validators.reference import load_reference
 from graphport.validators.report import ParityReport
 
 logger = logging.getLogger(__name__)

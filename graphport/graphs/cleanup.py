@@ -20,7 +20,7 @@ def _fingerprint(model: ir.Model) -> tuple[int, int, int]:
 class CleanupPass(ir.passes.InPlacePass):
     """Simplify a graph without changing what it computes.
 
-    Rules, in order:
+    Rules, in order (one onnx-ir pass manager run):
       1. fold constants and simplify shape computations (onnxscript's optimizer, which also
          inlines local functions and removes dead code; without its approximate no-op
          rules, see ``optimize_graph``);
@@ -31,16 +31,33 @@ class CleanupPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         before = _fingerprint(model)
-        optimize_graph(model)  # rule 1
-        common_passes.DeduplicateHashedInitializersPass()(model)  # rule 2
-        common_passes.CommonSubexpressionEliminationPass()(model)  # rule 3
-        common_passes.IdentityEliminationPass()(model)
-        common_passes.RemoveUnusedNodesPass()(model)  # rule 4
-        common_passes.RemoveUnusedFunctionsPass()(model)
-        common_passes.RemoveUnusedOpsetsPass()(model)
+        passes = ir.passes.PassManager(
+            [
+                OptimizeGraphPass(),  # rule 1
+                common_passes.DeduplicateHashedInitializersPass(),  # rule 2
+                common_passes.CommonSubexpressionEliminationPass(),  # rule 3
+                common_passes.IdentityEliminationPass(),
+                common_passes.RemoveUnusedNodesPass(),  # rule 4
+                common_passes.RemoveUnusedFunctionsPass(),
+                common_passes.RemoveUnusedOpsetsPass(),
+            ]
+        )
+        passes(model)
         after = _fingerprint(model)
         logger.debug("cleanup: nodes/initializers/functions %s -> %s", before, after)
+        # Judged by the graph's size, not by the manager's flag, which also counts an
+        # unused opset import dropped alone.
         return ir.passes.PassResult(model, modified=after != before)
+
+
+class OptimizeGraphPass(ir.passes.InPlacePass):
+    """``optimize_graph`` as a pass, so that it runs in a pass manager (onnxscript's
+    optimizer is a function, not a pass)."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        before = _fingerprint(model)
+        optimize_graph(model)
+        return ir.passes.PassResult(model, modified=_fingerprint(model) != before)
 
 
 def _exact_rewrite_rules() -> tuple[Any, ...] | None:

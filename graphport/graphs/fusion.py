@@ -1,20 +1,40 @@
 """onnxruntime fusions (attention, skip + layer/RMS norm, bias + GELU, rotary, GQA) with a
 report of which expected fusions fired.
 
-The fusions are onnxscript's rewriter rules for torch.export graphs; this pass runs them
-and compares the counts with what the architecture should yield, so a fusion that
-silently stopped matching (after a transformers or torch upgrade) is reported as data.
-The fused graph uses com.microsoft operators: it runs on onnxruntime only.
+The fusions are onnxscript's rewriter rules for torch.export graphs (``fuse_ort``); this
+pass runs them and compares the counts with what the architecture should yield, so a
+fusion that silently stopped matching (after a transformers or torch upgrade) is reported
+as data. The fused graph uses com.microsoft operators: it runs on onnxruntime only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter.ort_fusions._core import fuse_xformers
+import onnxscript.optimizer
+from onnx_ir.passes import common as common_passes
+from onnxscript.rewriter.ort_fusions import (
+    attention,
+    bias_gelu,
+    cos_sin_cache,
+    erfgelu,
+    gelu,
+    gqa,
+    gqa_packed_qkv,
+    mha,
+    mha_bias,
+    mha_scale,
+    rms_normalization,
+    rotary_embedding,
+    sdpa,
+    sdpa_via_mha,
+    shape_optimization,
+    skip_normalization,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +65,7 @@ class OrtFusionPass(ir.passes.InPlacePass):
     """Fuse transformer subgraphs into onnxruntime's contrib operators.
 
     Rules:
-      1. run onnxscript's onnxruntime fusions (which pre-optimize the graph);
+      1. run the onnxruntime fusions of ``fuse_ort`` (which pre-optimize the graph);
       2. record per-fusion counts against the family's expected fusions in ``report``.
     """
 
@@ -55,11 +75,67 @@ class OrtFusionPass(ir.passes.InPlacePass):
         self.report = FusionReport({}, EXPECTED_FUSIONS.get(family, ()))
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        model, counts = fuse_xformers(model)  # rule 1 (works in place, returns the model)
+        counts = fuse_ort(model)  # rule 1
         self.report = FusionReport(dict(counts), EXPECTED_FUSIONS.get(self.family, ()))  # 2
         if self.report.missing:
             logger.warning("Expected fusions did not fire: %s", ", ".join(self.report.missing))
         return ir.passes.PassResult(model, modified=any(counts.values()))
+
+
+def fuse_ort(model: ir.Model) -> dict[str, int]:
+    """Fuse in place; how often each fusion fired, by the names of the fusion report.
+
+    onnxscript's transformer fusions in onnxscript's own order, each through the
+    ``fuse_*`` function of its ``onnxscript.rewriter.ort_fusions`` module (public names
+    of public modules, though the package's ``__all__`` lists only ``optimize_for_ort``
+    and ``ORT_PATTERN_REWRITE_RULES``). ``optimize_for_ort`` is not used: around these
+    fusions it also rewrites Gemm as MatMul + Add, applies its FusedMatMul, Softmax and
+    GroupNormalization rules, lifts constants to initializers and infers shapes again,
+    rewrites graphport does not ask for (the fusion sequence alone is the private
+    ``ort_fusions._core.fuse_xformers``).
+    SkipLayerNormalization and BiasGelu are fused here although ``OrtCpuKernelsPass``
+    trades them back: without them the residual stays Add + LayerNormalization, which
+    onnxruntime's session optimizer fuses back into the slow kernel; the trade writes Sum.
+    """
+    # Shapes inferred and folded first, so that the patterns see static dimensions. This is
+    # onnxscript's optimizer with its default rules, approximate no-ops included (unlike
+    # CleanupPass): with ``optimize_graph`` instead, ``x + 0`` and ``x * 1`` survive into
+    # the fused graphs.
+    common_passes.ShapeInferencePass()(model)
+    onnxscript.optimizer.optimize(model)
+    shape_optimization.rules.apply_to_model(model)
+    onnxscript.optimizer.optimize(model)
+    counts: dict[str, int] = {}
+
+    def fuse(name: str, fusion: Callable[..., int], **options: bool) -> None:
+        counts[name] = fusion(model, **options)
+
+    fuse("erf_gelu", erfgelu.fuse_erfgelu)
+    fuse("rms_normalization", rms_normalization.fuse_rms_normalization)
+    fuse("skip_layer_normalization", skip_normalization.fuse_skip_layer_normalization)
+    fuse("skip_rms_normalization", skip_normalization.fuse_skip_rms_normalization)
+    fuse("rotary_embedding", rotary_embedding.fuse_rotary_embedding)
+    fuse("cos_sin_cache", cos_sin_cache.fuse_cos_sin_cache)
+    common_passes.CommonSubexpressionEliminationPass()(model)
+    fuse("partial_rotary_embedding", rotary_embedding.fuse_partial_rotary_embedding)
+    # Some SDPA patterns add nodes whose shapes the attention fusions after it read.
+    fuse("sdpa", sdpa.fuse_sdpa, apply_shape_inference=True)
+    fuse("gqa", gqa.fuse_gqa)
+    fuse("packed_qkv_for_gqa", gqa_packed_qkv.fuse_qkv_gqa)
+    fuse("mha1", mha.fuse_mha1)
+    fuse("mha2", mha.fuse_mha2)
+    fuse("mha_scale", mha_scale.fuse_mha_scale)
+    if counts["mha1"] or counts["mha2"]:  # both build on a fused MultiHeadAttention
+        fuse("mha_bias", mha_bias.fuse_mha_bias)
+        fuse("attention", attention.fuse_attention)
+    else:
+        counts["mha_bias"] = counts["attention"] = 0
+    fuse("gelu", gelu.fuse_gelu)
+    fuse("bias_gelu", bias_gelu.fuse_bias_gelu)
+    fuse("sdpa_via_mha", sdpa_via_mha.replace_sdpa_by_mha)
+    # Intermediate ops no later fusion consumed (an SDPA) are inlined back; dead code goes.
+    onnxscript.optimizer.optimize(model)
+    return counts
 
 
 # Families whose attention bias is the padding mask only (bidirectional encoders): their

@@ -11,15 +11,17 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import struct
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
-from graphport.checkpoint import safetensors_header
 from graphport.errors import ModelLoadError, Reason, UnsupportedModelError
 from graphport.exporters.tasks import Task
 from graphport.models.registry import REMOVED_MODEL_TYPES
@@ -94,26 +96,32 @@ class Checkpoint:
     def stored_dtype(self) -> str:
         """The float type most of the stored weight bytes have (fp32, fp16 or bf16)."""
         sizes: dict[str, int] = {}
-        for file in self.weight_files if self.safetensors else []:
-            for name, entry in safetensors_header(file).items():
-                if name != "__metadata__" and entry["dtype"] in _STORED_DTYPES:
-                    start, end = entry["data_offsets"]
-                    key = _STORED_DTYPES[entry["dtype"]]
-                    sizes[key] = sizes.get(key, 0) + end - start
+        for dtype, count in _float_tensors(self.weight_files if self.safetensors else []):
+            key = _STORED_DTYPES[dtype]
+            sizes[key] = sizes.get(key, 0) + count * _DTYPE_BYTES[dtype]
         return max(sizes, key=sizes.__getitem__) if sizes else "fp32"
 
     def parameter_count(self) -> int:
         """Stored float elements (the weights a float graph holds)."""
-        count = 0
-        for file in self.weight_files if self.safetensors else []:
-            for name, entry in safetensors_header(file).items():
-                if name != "__metadata__" and entry["dtype"] in _STORED_DTYPES:
-                    start, end = entry["data_offsets"]
-                    count += (end - start) // (4 if entry["dtype"] == "F32" else 2)
-        return count
+        files = self.weight_files if self.safetensors else []
+        return sum(count for _, count in _float_tensors(files))
 
 
 _STORED_DTYPES = {"F32": "fp32", "F16": "fp16", "BF16": "bf16"}
+_DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2}
+
+
+def _float_tensors(files: Iterable[Path]) -> Iterator[tuple[str, int]]:
+    """(safetensors dtype, element count) of each float tensor in ``files``, from their
+    headers: ``safe_open`` maps a file and reads its header, and a slice's shape and dtype
+    come from that header, so no tensor is read."""
+    for file in files:
+        with safe_open(str(file), framework="np") as handle:
+            for name in handle.keys():  # noqa: SIM118 (the handle is not a dict)
+                tensor = handle.get_slice(name)
+                dtype = tensor.get_dtype()
+                if dtype in _STORED_DTYPES:
+                    yield dtype, math.prod(tensor.get_shape())
 
 
 def resolve_model_path(model: str | Path) -> Path:
@@ -141,29 +149,55 @@ def resolve_model_path(model: str | Path) -> Path:
 
 
 def _check_safetensors(file: Path) -> None:
-    """Check a safetensors file's header and that its size covers every tensor."""
+    """Check that safetensors opens a weights file: ``safe_open`` parses its header and
+    checks that the tensors' offsets cover the file exactly, without reading a tensor."""
+    try:
+        with safe_open(str(file), framework="np"):
+            pass
+    except SafetensorError as e:
+        raise ModelLoadError(_safetensors_damage(file, e)) from e
+
+
+def _safetensors_damage(file: Path, error: SafetensorError) -> str:
+    """One sentence on a weights file ``safe_open`` refused.
+
+    safetensors names the check that failed ("header too small", "file not fully
+    covered") but not by how much, and a file cut short reads as the same error as one
+    with bytes to spare; so, on this error path only, the header's length (the file's
+    first 8 bytes) and its tensors' data offsets are read here to say which, in bytes."""
     size = file.stat().st_size
     fix = "re-download or re-save the checkpoint"
     with file.open("rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise ModelLoadError(f"Weights file {file} is truncated ({size} bytes); {fix}.")
+            return f"Weights file {file} is truncated ({size} bytes); {fix}."
         (header_len,) = struct.unpack("<Q", head)
         if header_len > size - 8:
-            raise ModelLoadError(
+            return (
                 f"Weights file {file} is truncated: its header says {header_len} bytes but the "
                 f"file has {size}; {fix}."
             )
         try:
             header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelLoadError(f"Weights file {file} has a corrupt header ({e}); {fix}.") from e
-    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    if 8 + header_len + end > size:
-        raise ModelLoadError(
-            f"Weights file {file} is truncated: its tensors need {8 + header_len + end} bytes "
-            f"but the file has {size}; {fix}."
+            end = max(
+                (t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"),
+                default=0,
+            )
+        # Not JSON (ValueError), or JSON of another shape than a safetensors header.
+        except (ValueError, AttributeError, LookupError, TypeError) as e:
+            return f"Weights file {file} has a corrupt header ({e}); {fix}."
+    need = 8 + header_len + end
+    if need > size:
+        return (
+            f"Weights file {file} is truncated: its tensors need {need} bytes but the file "
+            f"has {size}; {fix}."
         )
+    if need < size:
+        return (
+            f"Weights file {file} has {size - need} bytes after its last tensor, which "
+            f"safetensors refuses; {fix}."
+        )
+    return f"Weights file {file} cannot be read by safetensors ({error}); {fix}."
 
 
 def load_checkpoint(model: str | Path) -> Checkpoint:

@@ -1,24 +1,22 @@
-"""The eager PyTorch reference: the source checkpoint, loaded as the export was traced."""
+"""The eager PyTorch model as a runtime: it runs the model it is handed on an export's feeds.
+
+The eager reference itself (the export's source checkpoint, loaded as it was traced) is
+loaded by ``graphport.validators.reference.load_reference``: runtimes never read a
+checkpoint.
+"""
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from graphport.errors import ModelLoadError
-from graphport.graphs.gptq import GptqSpec, dequantize_gptq
-from graphport.manifest import ExportDirectory
-from graphport.resources import available_memory, gigabytes
+from graphport.errors import UsageError
 from graphport.runtimes.base import Runtime
-
-logger = logging.getLogger(__name__)
 
 
 class TorchRuntime(Runtime):
-    """Runs the eager model the manifest's source names (or one given as ``model=``)."""
+    """Runs the eager model given as ``model=`` (validation hands over the reference)."""
 
     name = "torch"
     module = "torch"
@@ -26,109 +24,14 @@ class TorchRuntime(Runtime):
     def _load(self) -> None:
         self.model = self.options.get("model")
         if self.model is None:
-            self.model = load_reference(self.export_dir)
+            raise UsageError(
+                "The torch runtime runs an eager model it is handed and never reads a "
+                "checkpoint; compare against the eager reference with `graphport validate`, "
+                "or pass model=load_reference(export) from graphport.validators.reference."
+            )
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return run_eager(self.model, feeds, self.output_names)
-
-
-def load_reference(directory: ExportDirectory, dtype: str | None = None) -> Any:
-    """The eager model an export was traced from, as it was loaded for tracing (the whole
-    model: a composite export's graphs are its sub-modules), in ``dtype`` (default: the
-    export's, unless that does not fit in memory: see ``reference_dtype``)."""
-    # Inside the functions: get_runtime_class imports every adapter to ask whether it is
-    # available, and the exporters and models packages load torch and transformers.
-    from graphport.exporters.tasks import Task
-    from graphport.models.loader import load_checkpoint, load_model
-    from graphport.models.registry import get_onnx_config
-
-    manifest = directory.manifest
-    source = Path(manifest.source["path"])
-    if not source.is_dir():
-        raise ModelLoadError(
-            f"The eager reference needs the source checkpoint {source}, which is gone; "
-            "restore it, or validate on other runtimes only."
-        )
-    checkpoint = load_checkpoint(source)
-    task = Task(manifest.task)
-    overrides = get_onnx_config(checkpoint.config, task).values_override
-    dtype = dtype or reference_dtype(checkpoint, manifest.dtype)
-    if GptqSpec.from_config(checkpoint.config) is not None:
-        return dequantized_gptq_model(checkpoint, task, dtype, dict(overrides or {}))
-    return load_model(checkpoint, task, dtype, dict(overrides or {}))
-
-
-def dequantized_gptq_model(
-    checkpoint: Any, task: Any, dtype: str, overrides: dict[str, Any]
-) -> Any:
-    """A GPTQ checkpoint as the float model its blocks stand for (each Linear's weight
-    dequantized), the reference its MatMulNBits export is validated against; loading it
-    through transformers would need a GPTQ kernel package."""
-    import torch
-
-    from graphport.exporters.streaming import CheckpointReader, checkpoint_keys
-    from graphport.models.loader import DTYPES, load_meta_model
-
-    spec = GptqSpec.from_config(checkpoint.config)
-    model = load_meta_model(checkpoint, task, dtype, overrides)
-    reader = CheckpointReader(checkpoint.weight_files)
-    keys = checkpoint_keys(model, reader)
-    linears = {
-        f"{prefix}.weight": module
-        for prefix, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and f"{prefix}.qweight" in reader
-    }
-    state = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        if name in linears:
-            prefix, linear = name.removesuffix(".weight"), linears[name]
-
-            def read(part: str, prefix: str = prefix) -> Any:
-                key = f"{prefix}.{part}"
-                return reader.read(key).numpy() if key in reader else None
-
-            weight = dequantize_gptq(
-                read("qweight"),
-                read("qzeros"),
-                read("scales"),
-                read("g_idx"),
-                spec,
-                linear.in_features,
-                linear.out_features,
-            )
-            state[name] = torch.from_numpy(weight.T.copy())
-        elif id(param) in keys:
-            state[name] = reader.read(keys[id(param)])
-    state = {k: v.to(DTYPES[dtype]) for k, v in state.items()}
-    model.load_state_dict(state, strict=False, assign=True)
-    left = [n for n, p in model.named_parameters() if p.device.type == "meta"]
-    if left:
-        raise ModelLoadError(
-            f"The GPTQ checkpoint {checkpoint.path} has no tensor for {', '.join(left[:3])}; "
-            "re-save it with every weight."
-        )
-    return model.eval()
-
-
-def reference_dtype(checkpoint: Any, export_dtype: str) -> str:
-    """The precision to load an eager reference in: the export's, or the checkpoint's
-    own (half) precision when the export's would take more than 70 % of the memory
-    available (the 7B-shaped Llama of benchmarks/llm.py: 23.7 GB in fp32, 11.9 GB as its
-    bf16 checkpoint stores it)."""
-    stored = checkpoint.stored_dtype()
-    width = {"fp32": 4, "fp16": 2, "bf16": 2}
-    need = checkpoint.parameter_count() * width[export_dtype]
-    if width[stored] >= width[export_dtype] or need < 0.7 * available_memory():
-        return export_dtype
-    logger.warning(
-        "The %s eager reference would take %s of the %s available; comparing against it in "
-        "its stored %s instead.",
-        export_dtype,
-        gigabytes(need),
-        gigabytes(available_memory()),
-        stored,
-    )
-    return stored
 
 
 def run_eager(model: Any, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict:

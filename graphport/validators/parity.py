@@ -42,6 +42,7 @@ from graphport.validators.localize import (
     localize,
 )
 from graphport.validators.quantized import apply_int4_weights
+from graphport.validators.reference import load_reference
 from graphport.validators.report import CaseResult, CrossRuntimeDiff, ParityReport
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,6 @@ def validate_export(
     the greedy generation check, or the torch runtime itself).
     """
     from graphport.models.registry import export_config
-    from graphport.runtimes.torch import load_reference
 
     directory = (
         export_dir if isinstance(export_dir, ExportDirectory) else ExportDirectory(export_dir)
@@ -185,7 +185,7 @@ def _tolerance(
     floor_atol, floor_rtol = DTYPE_TOLERANCE[weights]
     atol = max(atol if atol is not None else manifest.tolerance["atol"], floor_atol)
     rtol = max(rtol if rtol is not None else manifest.tolerance["rtol"], floor_rtol)
-    # A half-precision reference of a larger graph (runtimes/torch.py reference_dtype).
+    # A half-precision reference of a larger graph (validators/reference.py reference_dtype).
     reference_precision = _model_dtype(eager)
     if reference_precision in DTYPE_TOLERANCE:
         ref_atol, ref_rtol = DTYPE_TOLERANCE[reference_precision]

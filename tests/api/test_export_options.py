@@ -152,7 +152,8 @@ def test_a_chained_export_loads_the_checkpoint_once(
     checkpoints, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     import graphport.api.export as api_export
-    import graphport.runtimes.torch
+    import graphport.api.transform
+    import graphport.validators.parity
 
     loads: list[str] = []
     load_model = api_export.load_model
@@ -161,9 +162,8 @@ def test_a_chained_export_loads_the_checkpoint_once(
         "load_model",
         lambda checkpoint, *a: loads.append("eager") or load_model(checkpoint, *a),
     )
-    monkeypatch.setattr(
-        graphport.runtimes.torch, "load_reference", lambda *a: pytest.fail("reloaded")
-    )
+    for user in (graphport.validators.parity, graphport.api.transform):
+        monkeypatch.setattr(user, "load_reference", lambda *a: pytest.fail("reloaded"))
     stages: list[Any] = []
     out = tmp_path / "out"
     result = export_model(

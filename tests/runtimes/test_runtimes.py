@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from graphport.errors import ManifestError, RuntimeUnavailableError, UsageError
+from graphport.manifest import ExportDirectory
 from graphport.runtimes import Runtime, get_runtime_class, parse_runtimes
 from graphport.runtimes.onnxruntime import OnnxRuntime
 from graphport.runtimes.openvino import OpenVinoRuntime
 from graphport.runtimes.torch import TorchRuntime
+from graphport.validators.reference import load_reference
 
 ADAPTERS = {"onnxruntime": OnnxRuntime, "openvino": OpenVinoRuntime, "torch": TorchRuntime}
 
@@ -31,7 +33,9 @@ def text_feeds(batch: int = 3, sequence: int = 7, seed: int = 0) -> dict[str, np
 
 @pytest.fixture(scope="module")
 def runtimes(bert_export: Path) -> dict[str, Runtime]:
-    return {name: cls(bert_export) for name, cls in ADAPTERS.items()}
+    # The torch runtime runs the eager reference it is handed (it never reads a checkpoint).
+    eager = {"torch": {"model": load_reference(ExportDirectory(bert_export))}}
+    return {name: cls(bert_export, **eager.get(name, {})) for name, cls in ADAPTERS.items()}
 
 
 @pytest.mark.parametrize("graph_runtime", ["onnxruntime", "openvino"])
@@ -52,6 +56,13 @@ def test_runtimes_describe_themselves(runtimes: dict[str, Runtime]):
     assert runtimes["openvino"].describe().startswith("openvino ")
     assert runtimes["torch"].input_names == ["input_ids", "attention_mask", "token_type_ids"]
     assert runtimes["torch"].output_names == ["last_hidden_state"]
+
+
+def test_the_torch_runtime_runs_the_model_it_is_handed_and_reads_no_checkpoint(
+    bert_export: Path,
+):
+    with pytest.raises(UsageError, match=r"torch runtime runs an eager model it is handed"):
+        TorchRuntime(bert_export)
 
 
 def test_check_feeds_missing_input(runtimes: dict[str, Runtime]):
