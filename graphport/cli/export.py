@@ -144,13 +144,11 @@ def export(
     """Export MODEL (a checkpoint directory or cached hub id) into the directory OUTPUT,
     optionally optimized (-O) and quantized (--quantize) on the way."""
     from graphport.api.export import ExportResult, run_export
-    from graphport.api.plan import plan_export
+    from graphport.api.plan import ExportOptions, plan_export
 
     if as_json and not show_plan:
         raise UsageError("--json prints the plan; add --plan, or drop --json.")
-    plan = plan_export(
-        model,
-        output,
+    options = ExportOptions(
         task=task,
         opset=opset,
         dtype=dtype,
@@ -172,6 +170,7 @@ def export(
         html=html_file,
         localize=localize,
     )
+    plan = plan_export(model, output, options)
     if show_plan:
         click.echo(json.dumps(plan.to_dict(), indent=2) if as_json else "\n".join(plan.describe()))
         return
