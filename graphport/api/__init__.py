@@ -8,6 +8,7 @@
 - ``load`` / ``pipeline`` (load.py): an export directory as a transformers model on a
   runtime, and ``transformers.pipeline`` around it.
 - ``evaluate`` (evaluate.py): task accuracy of exports against eager on a dataset.
+- ``bench_export`` (bench.py): latency and throughput of an export on its runtimes.
 - ``validate_export`` lives in ``graphport.validators`` and is re-exported here.
 """
 

@@ -35,9 +35,10 @@ def bench(
     runs: int,
 ) -> None:
     """p50/p90 latency and throughput of an export, runtimes interleaved."""
+    from graphport.api.bench import bench_export
     from graphport.manifest import ExportDirectory
     from graphport.runtimes import default_runtimes, parse_runtimes
-    from graphport.runtimes.bench import bench_export, render
+    from graphport.runtimes.bench import render
 
     names = parse_runtimes(runtimes or default_runtimes(ExportDirectory(export_dir).manifest))
     click.echo(
