@@ -5,7 +5,7 @@ this machine can build (TensorRT needs a GPU and is reported as skipped otherwis
 validates each against eager on every runtime that runs it, and measures the size of the
 artifact files, the time to load the export directory into a ready runtime (median of
 ``--loads`` loads, in this process, after one untimed load) and the latency of one call at
-batch 1 x 128 tokens (p50 of ``--runs`` calls, ``graphport.runtimes.bench.bench_export``).
+batch 1 x 128 tokens (p50 of ``--runs`` calls, ``graphport.api.bench.bench_export``).
 ``executorch-int8`` is ``--format executorch --quantize int8-dynamic``.
 
 Usage (from the repository root):
@@ -50,12 +50,12 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
 
+    from graphport.api.bench import bench_export
     from graphport.api.export import export_model
     from graphport.errors import GraphportError
     from graphport.formats.executorch import ExecuTorchOptions
     from graphport.manifest import ExportDirectory
     from graphport.runtimes import available_runtimes, get_runtime_class
-    from graphport.runtimes.bench import bench_export
     from graphport.verbosity import set_verbosity
 
     set_verbosity("warning")

@@ -5,6 +5,7 @@ The public entry points, all in the orchestration layer ``graphport.api``:
 - ``export_model`` (graphport/api/export.py): a checkpoint -> an export directory, with
   every option of ``graphport export`` (-O, quantize, streaming, format knobs).
 - ``plan_export`` (graphport/api/plan.py): what such an export will do, checked first.
+- ``ExportOptions`` (graphport/api/plan.py): the options both take, as one record.
 - ``optimize_export``, ``quantize_export`` (graphport/api/transform.py): an export -> a
   new export, every pass checked against eager.
 - ``validate_export`` (graphport/validators/parity.py): an export against eager.
@@ -20,6 +21,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _PUBLIC = (
+    "ExportOptions",
     "evaluate",
     "export_model",
     "load",

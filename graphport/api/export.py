@@ -17,18 +17,17 @@ import dataclasses
 import logging
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from graphport.api.plan import ExportPlan, plan_export
+from graphport.api.plan import ExportOptions, ExportPlan, plan_export
 from graphport.api.transform import BUDGETS, TransformResult, optimize_export, quantize_export
 from graphport.errors import ParityError
 from graphport.exporters.cache_layout import UnsupportedCacheError
 from graphport.exporters.genai_config import write_genai_config
 from graphport.exporters.onnx import check_eager_runs
-from graphport.exporters.tasks import Task
 from graphport.formats import FormatOptions, get_format, write_artifact
 from graphport.manifest import (
     MANIFEST_NAME,
@@ -103,73 +102,20 @@ StepCallback = Callable[["ExportResult | TransformResult"], None]
 def export_model(
     model: str | Path,
     output: str | Path,
-    task: str | Task | None = None,
-    opset: int | None = None,
-    dtype: str = "fp32",
-    atol: float | None = None,
-    validate: bool = True,
-    rtol: float | None = None,
-    runtimes: str | Sequence[str] | None = None,
-    overwrite: bool = False,
-    runtime_options: Mapping[str, Mapping[str, Any]] | None = None,
-    fmt: str = "onnx",
-    format_options: FormatOptions | None = None,
-    localize: bool = False,
-    quantize: str | None = None,
-    streaming: bool | None = None,
-    optimize: int | None = None,
-    calibration: str | Path | None = None,
-    html: str | Path | None = None,
-    openvino_fp16_weights: bool | None = None,
-    ort_target_platform: str | None = None,
-    trt_profile: str | Mapping[str, tuple[int, int, int]] | None = None,
-    max_cache_len: int | None = None,
+    options: ExportOptions | None = None,
     on_step: StepCallback | None = None,
+    **keywords: Any,
 ) -> ExportResult:
     """Export ``model`` (a checkpoint directory or cached hub id) into ``output``: the
-    Python form of ``graphport export``, with the same options.
+    Python form of ``graphport export``, with the same options (``ExportOptions``, in
+    api/plan.py), given as one record or as keywords (which override it).
 
-    ``runtimes`` defaults to every installed runtime that can run the format. ``localize``
-    compares every module's output in validation too (see ``validate_export``).
-
-    ``streaming`` (default: when the in-memory export would not fit in memory) traces the
-    model on the meta device and writes each weight from the checkpoint, one at a time
-    (api/streaming.py); ``quantize="int4-weight"`` then quantizes each weight on its way
-    to the file. Otherwise ``optimize`` (-O level) and ``quantize`` run
-    ``optimize_export`` and ``quantize_export`` (with ``calibration``) on the plain
-    export, staged beside ``output``; with ``fmt="executorch"`` ``quantize`` goes to the
-    lowering instead. ``html`` also writes the final parity report as one HTML page.
     ``on_step`` is called with the plain export's result, then each transform's.
 
     Every option is checked first, by ``plan_export`` (api/plan.py); ``run_export``
     runs a plan made before.
     """
-    plan = plan_export(
-        model,
-        output,
-        task=task,
-        opset=opset,
-        dtype=dtype,
-        atol=atol,
-        validate=validate,
-        rtol=rtol,
-        runtimes=runtimes,
-        overwrite=overwrite,
-        runtime_options=runtime_options,
-        fmt=fmt,
-        format_options=format_options,
-        localize=localize,
-        quantize=quantize,
-        streaming=streaming,
-        optimize=optimize,
-        calibration=calibration,
-        html=html,
-        openvino_fp16_weights=openvino_fp16_weights,
-        ort_target_platform=ort_target_platform,
-        trt_profile=trt_profile,
-        max_cache_len=max_cache_len,
-    )
-    return run_export(plan, on_step)
+    return run_export(plan_export(model, output, options, **keywords), on_step)
 
 
 def run_export(plan: ExportPlan, on_step: StepCallback | None = None) -> ExportResult:

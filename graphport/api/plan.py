@@ -39,6 +39,50 @@ logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """Every option of one export: the one list that ``plan_export``, ``export_model`` and
+    ``graphport export`` take (the functions as keywords or as this record, the CLI builds
+    one from its arguments). ``plan_export`` checks them and turns them into an
+    ``ExportPlan``.
+
+    ``task`` None or "auto" infers it from ``config.architectures``. ``runtimes`` defaults
+    to every installed runtime that can run the format. ``localize`` compares every
+    module's output in validation too (see ``validate_export``). ``streaming`` (default:
+    when the in-memory export would not fit in memory) traces the model on the meta device
+    and writes each weight from the checkpoint, one at a time (api/streaming.py);
+    ``quantize="int4-weight"`` then quantizes each weight on its way to the file.
+    Otherwise ``optimize`` (-O level) and ``quantize`` run ``optimize_export`` and
+    ``quantize_export`` (with ``calibration``) on the plain export, staged beside the
+    output; with ``fmt="executorch"`` ``quantize`` goes to the lowering instead. ``html``
+    also writes the final parity report as one HTML page. ``format_options`` may carry the
+    format knobs as one record; the format keywords (``openvino_fp16_weights``, ...)
+    override it.
+    """
+
+    task: str | Task | None = None
+    opset: int | None = None
+    dtype: str = "fp32"
+    atol: float | None = None
+    validate: bool = True
+    rtol: float | None = None
+    runtimes: str | Sequence[str] | None = None
+    overwrite: bool = False
+    runtime_options: Mapping[str, Mapping[str, Any]] | None = None
+    fmt: str = "onnx"
+    format_options: FormatOptions | None = None
+    localize: bool = False
+    quantize: str | None = None
+    streaming: bool | None = None
+    optimize: int | None = None
+    calibration: str | Path | None = None
+    html: str | Path | None = None
+    openvino_fp16_weights: bool | None = None
+    ort_target_platform: str | None = None
+    trt_profile: str | Mapping[str, tuple[int, int, int]] | None = None
+    max_cache_len: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class ExportPlan:
     """What one export will do; every later stage reads it instead of deciding again."""
 
@@ -183,52 +227,36 @@ class ExportPlan:
 def plan_export(
     model: str | Path,
     output: str | Path,
-    task: str | Task | None = None,
-    opset: int | None = None,
-    dtype: str = "fp32",
-    atol: float | None = None,
-    validate: bool = True,
-    rtol: float | None = None,
-    runtimes: str | Sequence[str] | None = None,
-    overwrite: bool = False,
-    runtime_options: Mapping[str, Mapping[str, Any]] | None = None,
-    fmt: str = "onnx",
-    format_options: FormatOptions | None = None,
-    localize: bool = False,
-    quantize: str | None = None,
-    streaming: bool | None = None,
-    optimize: int | None = None,
-    calibration: str | Path | None = None,
-    html: str | Path | None = None,
-    openvino_fp16_weights: bool | None = None,
-    ort_target_platform: str | None = None,
-    trt_profile: str | Mapping[str, tuple[int, int, int]] | None = None,
-    max_cache_len: int | None = None,
+    options: ExportOptions | None = None,
+    **keywords: Any,
 ) -> ExportPlan:
     """Check every option of an export of ``model`` into ``output`` and decide it.
 
+    ``options`` holds them as one record; keywords (``ExportOptions``' fields) override it.
     ``quantize`` goes where the format and streaming put it: ExecuTorch's lowering (with
     ``fmt="executorch"`` and no ``optimize``), the streamed weights (int4-weight), or a
-    pass after the export (and after ``optimize``). ``format_options`` may carry the
-    format knobs as one record; the keywords (``openvino_fp16_weights``, ...) override it.
-    Raises ``UsageError`` (one sentence) for anything that would fail later.
+    pass after the export (and after ``optimize``). Raises ``UsageError`` (one sentence)
+    for anything that would fail later.
     """
     from graphport.api.streaming import check_memory, peak_memory, should_stream
     from graphport.runtimes import available_runtimes, parse_runtimes
 
+    opts = dataclasses.replace(options or ExportOptions(), **keywords)
     output = Path(output)
-    target = get_format(fmt)
-    options = target.make_options(
-        format_options,
-        opset=opset,
-        openvino_fp16_weights=openvino_fp16_weights,
-        ort_target_platform=ort_target_platform,
-        trt_profile=trt_profile,
-        max_cache_len=max_cache_len,
+    target = get_format(opts.fmt)
+    quantize, html, dtype, validate = opts.quantize, opts.html, opts.dtype, opts.validate
+    format_options = target.make_options(
+        opts.format_options,
+        opset=opts.opset,
+        openvino_fp16_weights=opts.openvino_fp16_weights,
+        ort_target_platform=opts.ort_target_platform,
+        trt_profile=opts.trt_profile,
+        max_cache_len=opts.max_cache_len,
     )
-    if target.quantizes_in_lowering and optimize is None and quantize is not None:
+    if target.quantizes_in_lowering and opts.optimize is None and quantize is not None:
         # ExecuTorch quantizes while lowering (torchao), not by rewriting an ONNX graph.
-        options, quantize = dataclasses.replace(options, quantize=quantize), None
+        format_options = dataclasses.replace(format_options, quantize=quantize)
+        quantize = None
     if html is not None:
         from graphport.validators.html import check_html_path
 
@@ -248,23 +276,29 @@ def plan_export(
             "from eager for bfloat16 graphs; export with --no-validate and validate where bf16 "
             "kernels exist, or use --dtype fp16."
         )
-    if opset is not None:
-        check_opset(opset)
-    check_output_path(output, overwrite)
+    if opts.opset is not None:
+        check_opset(opts.opset)
+    check_output_path(output, opts.overwrite)
     parsed_runtimes = None
-    if validate and runtimes is not None:  # bad names fail before any work
-        parsed_runtimes = parse_runtimes(runtimes, runtime_options)
+    if validate and opts.runtimes is not None:  # bad names fail before any work
+        parsed_runtimes = parse_runtimes(opts.runtimes, opts.runtime_options)
+    optimize, calibration = opts.optimize, opts.calibration
     if optimize is not None and optimize not in (1, 2, 3):
         raise UsageError(f"Optimization level {optimize} does not exist; use 1, 2 or 3.")
     if quantize is not None and quantize not in QUANT_MODES:
         raise UsageError(f"Unknown mode {quantize!r}; use one of {', '.join(QUANT_MODES)}.")
-    target.check_options(options)
+    target.check_options(format_options)
 
     checkpoint = load_checkpoint(model)
     gptq = GptqSpec.from_config(checkpoint.config)  # refuses unsupported bits and groups
     # int4 streams by default (api/streaming.py) unless -O asks for the in-memory passes.
     stream = should_stream(
-        checkpoint, gptq, dtype, fmt, quantize if optimize is None else None, streaming
+        checkpoint,
+        gptq,
+        dtype,
+        opts.fmt,
+        quantize if optimize is None else None,
+        opts.streaming,
     )
     if stream and (optimize is not None or calibration is not None):
         raise UsageError(
@@ -284,20 +318,20 @@ def plan_export(
         check_memory(checkpoint, validate)
 
     registration = get_registration(checkpoint.model_type)
-    parsed_task, with_past = resolve_task(checkpoint, task)
+    parsed_task, with_past = resolve_task(checkpoint, opts.task)
     onnx_config = get_onnx_config(
         checkpoint.config, f"{parsed_task.value}{'-with-past' if with_past else ''}"
     )
     model_overrides = dict(onnx_config.values_override or {})
     if target.static_cache:
-        onnx_config, options = _static_cache_graphs(
-            target, checkpoint, parsed_task, with_past, onnx_config, options
+        onnx_config, format_options = _static_cache_graphs(
+            target, checkpoint, parsed_task, with_past, onnx_config, format_options
         )
     if validate and parsed_runtimes is None:
         # An int4 graph (MatMulNBits) runs on onnxruntime only.
         quantized_graph = streamed_quantize is not None or gptq is not None
-        default = ["onnxruntime"] if quantized_graph else available_runtimes(fmt)
-        parsed_runtimes = parse_runtimes(default, runtime_options)
+        default = ["onnxruntime"] if quantized_graph else available_runtimes(opts.fmt)
+        parsed_runtimes = parse_runtimes(default, opts.runtime_options)
     return ExportPlan(
         output=output,
         checkpoint=checkpoint,
@@ -305,13 +339,13 @@ def plan_export(
         registration=registration,
         task=parsed_task,
         with_past=with_past,
-        task_given=task not in (None, "auto"),
+        task_given=opts.task not in (None, "auto"),
         onnx_config=onnx_config,
         model_overrides=model_overrides,
-        fmt=fmt,
+        fmt=opts.fmt,
         dtype=dtype,
-        opset=opset,
-        format_options=options,
+        opset=opts.opset,
+        format_options=format_options,
         streaming=stream,
         streamed_quantize=streamed_quantize,
         optimize=optimize,
@@ -319,11 +353,11 @@ def plan_export(
         calibration=Path(calibration) if calibration is not None else None,
         validate=validate,
         runtimes=tuple(parsed_runtimes or ()),
-        runtime_options=dict(runtime_options or {}),
-        atol=atol,
-        rtol=rtol,
-        localize=localize,
-        overwrite=overwrite,
+        runtime_options=dict(opts.runtime_options or {}),
+        atol=opts.atol,
+        rtol=opts.rtol,
+        localize=opts.localize,
+        overwrite=opts.overwrite,
         html=html,
         peak_memory=peak_memory(checkpoint, dtype, stream, validate),
     )

@@ -1,8 +1,10 @@
-"""Latency and throughput of an export on its runtimes, measured side by side.
+"""Latency and throughput of an export's graph on its runtimes, measured side by side.
 
 Runs are interleaved across runtimes (one call each, in turn) after a warm-up, so a
 slow phase of the machine affects every runtime alike; the table gives p50/p90 latency
-and throughput in samples per second at the chosen batch size.
+and throughput in samples per second at the chosen batch size. ``bench_export``
+(api/bench.py) rebuilds each graph's export config from the families for its feeds and
+calls ``bench_graph`` per graph.
 """
 
 from __future__ import annotations
@@ -10,14 +12,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from graphport.errors import GraphportError, UsageError
 from graphport.exporters.config import OnnxConfig, ShapeSet
 from graphport.manifest import ExportDirectory
-from graphport.models.registry import export_config
 from graphport.runtimes import get_runtime_class
 
 
@@ -54,50 +54,48 @@ def bench_feeds(
     return feeds
 
 
-def bench_export(
-    export_dir: str | Path,
+def bench_graph(
+    directory: ExportDirectory,
+    graph: str,
+    feeds: dict[str, np.ndarray],
     runtimes: Sequence[str],
-    batch_size: int = 1,
-    sequence_length: int | None = None,
+    batch_size: int,
+    sequence_length: int | None,
     threads: int | None = None,
     warmup: int = 5,
     runs: int = 50,
 ) -> list[BenchRow]:
-    """p50/p90 of every graph of the export on each runtime. ``sequence_length`` is in
-    tokens for text and in samples for raw audio (None: 128 tokens, or the config's
-    trace size for other inputs)."""
-    directory = ExportDirectory(export_dir)
-    configs = export_config(directory).graph_configs()
+    """p50/p90 of one graph of the export on each runtime, calls interleaved, on ``feeds``
+    (``bench_feeds`` at ``batch_size`` and ``sequence_length``, which a graph that does
+    not take them names)."""
     options = {"threads": threads} if threads else {}
-    rows = []
-    for graph, config in configs.items():
-        feeds = bench_feeds(config, batch_size, sequence_length)
-        engines = {
-            name: get_runtime_class(name)(directory, graph=graph, **options) for name in runtimes
-        }
-        try:
-            for engine in engines.values():
-                for _ in range(warmup):
-                    engine.run(feeds)
-        except GraphportError:
-            raise
-        except Exception as e:
-            shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
-            raise UsageError(
-                f"The {graph} graph does not run on inputs of batch {batch_size} and "
-                f"sequence {sequence_length} ({shapes}): {str(e).splitlines()[0]}; pick "
-                "sizes the model takes (raw audio is counted in samples, e.g. "
-                "--sequence-length 16000 for a second at 16 kHz)."
-            ) from e
-        times: dict[str, list[float]] = {name: [] for name in engines}
-        for _ in range(runs):
-            for name, engine in engines.items():
-                start = time.perf_counter()
+    engines = {
+        name: get_runtime_class(name)(directory, graph=graph, **options) for name in runtimes
+    }
+    try:
+        for engine in engines.values():
+            for _ in range(warmup):
                 engine.run(feeds)
-                times[name].append(time.perf_counter() - start)
-        for name, samples in times.items():
-            p50, p90 = np.percentile(samples, [50, 90])
-            rows.append(BenchRow(name, p50 * 1000, p90 * 1000, batch_size / p50, graph))
+    except GraphportError:
+        raise
+    except Exception as e:
+        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
+        raise UsageError(
+            f"The {graph} graph does not run on inputs of batch {batch_size} and "
+            f"sequence {sequence_length} ({shapes}): {str(e).splitlines()[0]}; pick "
+            "sizes the model takes (raw audio is counted in samples, e.g. "
+            "--sequence-length 16000 for a second at 16 kHz)."
+        ) from e
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(runs):
+        for name, engine in engines.items():
+            start = time.perf_counter()
+            engine.run(feeds)
+            times[name].append(time.perf_counter() - start)
+    rows = []
+    for name, samples in times.items():
+        p50, p90 = np.percentile(samples, [50, 90])
+        rows.append(BenchRow(name, p50 * 1000, p90 * 1000, batch_size / p50, graph))
     return rows
 
 
