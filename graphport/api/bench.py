@@ -13,6 +13,7 @@ from pathlib import Path
 from graphport.manifest import ExportDirectory
 from graphport.models.registry import export_config
 from graphport.runtimes.bench import BenchRow, bench_feeds, bench_graph
+from graphport.validators.reference import load_reference
 
 
 def bench_export(
@@ -28,10 +29,21 @@ def bench_export(
     tokens for text and in samples for raw audio (None: 128 tokens, or the config's
     trace size for other inputs)."""
     directory = ExportDirectory(export_dir)
+    # The torch runtime runs the eager model it is handed (the checkpoint is read here).
+    options = {"torch": {"model": load_reference(directory)}} if "torch" in runtimes else {}
     rows = []
     for graph, config in export_config(directory).graph_configs().items():
         feeds = bench_feeds(config, batch_size, sequence_length)
         rows += bench_graph(
-            directory, graph, feeds, runtimes, batch_size, sequence_length, threads, warmup, runs
+            directory,
+            graph,
+            feeds,
+            runtimes,
+            batch_size,
+            sequence_length,
+            threads,
+            warmup,
+            runs,
+            runtime_options=options,
         )
     return rows

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -64,13 +65,17 @@ def bench_graph(
     threads: int | None = None,
     warmup: int = 5,
     runs: int = 50,
+    runtime_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[BenchRow]:
     """p50/p90 of one graph of the export on each runtime, calls interleaved, on ``feeds``
     (``bench_feeds`` at ``batch_size`` and ``sequence_length``, which a graph that does
-    not take them names)."""
+    not take them names). ``runtime_options`` adds options per runtime (the torch
+    runtime's ``model``)."""
     options = {"threads": threads} if threads else {}
+    extra = runtime_options or {}
     engines = {
-        name: get_runtime_class(name)(directory, graph=graph, **options) for name in runtimes
+        name: get_runtime_class(name)(directory, graph=graph, **options, **extra.get(name, {}))
+        for name in runtimes
     }
     try:
         for engine in engines.values():
