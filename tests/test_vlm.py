@@ -1,0 +1,202 @@
+"""Vision-language models end to end on a tiny random LLaVA (built offline with its
+processor): ``export_model`` infers image-text-to-text and writes the vision, embed and
+decoder graphs, validated graph by graph and by greedy tokens on both runtimes;
+``graphport.load`` generates as eager does (greedy, beam search, sampling; with an image
+and from text alone); ``transformers.pipeline`` and ``graphport.pipeline`` accept it.
+
+One export serves the module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import graphport
+from graphport.api.export import export_model
+from graphport.errors import UnsupportedModelError, UsageError
+from graphport.exporters.generic import GenericOnnxConfig
+from graphport.exporters.tasks import Task
+from graphport.models.llava import LlavaOnnxConfig
+from graphport.models.registry import get_onnx_config, supported_tasks
+from graphport.models.tiny_vlm import IMAGE_TOKEN_ID, save_tiny_llava
+
+RUNTIMES = ["onnxruntime", "openvino"]
+MODES = {
+    "greedy": {"do_sample": False},
+    "beam search": {"do_sample": False, "num_beams": 3},
+    "sampling": {"do_sample": True, "top_k": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_llava(tmp_path_factory.mktemp("llava") / "checkpoint")
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return export_model(checkpoint, tmp_path_factory.mktemp("llava-export") / "out")
+
+
+@pytest.fixture(scope="module")
+def eager(checkpoint: Path) -> Any:
+    return transformers.LlavaForConditionalGeneration.from_pretrained(checkpoint).eval()
+
+
+@pytest.fixture(scope="module")
+def processor(exported: Any) -> Any:
+    return transformers.AutoProcessor.from_pretrained(exported.path, local_files_only=True)
+
+
+@pytest.fixture(scope="module")
+def loaded(exported: Any) -> dict[str, Any]:
+    """One loaded model per runtime (loading graphs costs more than short generations)."""
+    models: dict[str, Any] = {}
+
+    def get(runtime: str) -> Any:
+        if runtime == "openvino":
+            pytest.importorskip("openvino", reason="OpenVINO is not installed")
+        if runtime not in models:
+            models[runtime] = graphport.load(exported.path, runtime)
+        return models[runtime]
+
+    return get
+
+
+def image(seed: int, height: int = 40, width: int = 48) -> Any:
+    """A random RGB image of another size than the model's (the processor resizes it)."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def chat(processor: Any, text: str, images: int = 1) -> str:
+    content = [{"type": "image"}] * images + [{"type": "text", "text": text}]
+    messages = [{"role": "user", "content": content}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True)
+
+
+def generate(model: Any, inputs: Any, seed: int = 0, **options: Any) -> list[list[int]]:
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return model.generate(**inputs, max_new_tokens=12, **options).tolist()
+
+
+def test_export_writes_the_vision_embed_and_decoder_graphs(exported: Any) -> None:
+    manifest = exported.manifest
+    assert manifest.task == "image-text-to-text"
+    graphs = {g.name: g for g in manifest.graphs}
+    assert list(graphs) == ["vision", "embed", "decoder"]
+    assert [t.name for t in graphs["vision"].inputs] == ["pixel_values"]
+    assert [t.name for t in graphs["vision"].outputs] == ["image_features"]
+    assert [t.name for t in graphs["embed"].outputs] == ["inputs_embeds"]
+    decoder_inputs = [t.name for t in graphs["decoder"].inputs]
+    assert decoder_inputs[:3] == ["inputs_embeds", "attention_mask", "position_ids"]
+    assert decoder_inputs[3:5] == ["past_key_values.0.key", "past_key_values.0.value"]
+    contract = manifest.kv_cache
+    assert (contract["graph"], contract["main_input"]) == ("decoder", "inputs_embeds")
+    assert (contract["embed_graph"], contract["vision_graph"]) == ("embed", "vision")
+    assert (contract["image_token_id"], contract["image_tokens"]) == (IMAGE_TOKEN_ID, 16)
+    for name in ("processor_config.json", "chat_template.jinja", "tokenizer.json"):
+        assert (exported.path / name).is_file() and name in manifest.files
+
+
+def test_each_graph_and_greedy_generation_match_eager_on_both_runtimes(exported: Any) -> None:
+    report = exported.report
+    assert report.passed
+    cases = {(r.runtime, r.case) for r in report.results if r.passed}
+    for runtime in report.runtimes:
+        for graph in ("vision", "embed", "decoder"):
+            # Several images in one call, never the traced number of them.
+            assert (runtime, f"{graph} / shape set 2") in cases
+    checks = {(c.runtime, c.case): c for c in report.generation}
+    labels = {"one image", "padded batch of 2 with an image each", "text only"}
+    assert {case for _, case in checks} == labels
+    assert all(c.passed for c in checks.values())
+    assert len({runtime for runtime, _ in checks}) == len(RUNTIMES)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_generate_from_an_image_matches_eager(
+    runtime: str, mode: str, eager: Any, processor: Any, loaded: Any
+) -> None:
+    model = loaded(runtime)
+    prompts = [chat(processor, "w5 w9 w11"), chat(processor, "w7")]
+    inputs = processor(
+        images=[image(0), image(1, 64, 30)], text=prompts, padding=True, return_tensors="pt"
+    )
+    assert (inputs["attention_mask"] == 0).any()  # the shorter prompt is left-padded
+    expected = generate(eager, inputs, **MODES[mode])
+    assert generate(model, inputs, **MODES[mode]) == expected
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_text_only_prompts_generate_as_eager(
+    runtime: str, eager: Any, processor: Any, loaded: Any
+) -> None:
+    inputs = processor(text=["user: w5 w6 w7 assistant:"], return_tensors="pt")
+    assert "pixel_values" not in inputs
+    assert generate(loaded(runtime), inputs) == generate(eager, inputs)
+
+
+def test_two_images_in_one_prompt(eager: Any, processor: Any, loaded: Any) -> None:
+    inputs = processor(
+        images=[image(2), image(3)], text=chat(processor, "w8 w9", images=2), return_tensors="pt"
+    )
+    assert int((inputs["input_ids"] == IMAGE_TOKEN_ID).sum()) == 32
+    assert generate(loaded("onnxruntime"), inputs) == generate(eager, inputs)
+
+
+def test_images_and_image_tokens_must_agree(processor: Any, loaded: Any) -> None:
+    inputs = processor(images=[image(4)], text=chat(processor, "w5"), return_tensors="pt")
+    two = torch.cat([inputs["pixel_values"]] * 2)
+    with pytest.raises(UsageError, match="16 image tokens, but its 2 image"):
+        loaded("onnxruntime")(input_ids=inputs["input_ids"], pixel_values=two)
+
+
+def test_transformers_pipeline_accepts_the_loaded_model(
+    eager: Any, processor: Any, loaded: Any
+) -> None:
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": image(5)}, {"type": "text", "text": "w5 w6"}],
+        }
+    ]
+    options = {"max_new_tokens": 6, "do_sample": False}
+    served = transformers.pipeline(
+        "image-text-to-text", model=loaded("onnxruntime"), processor=processor
+    )(text=messages, **options)
+    reference = transformers.pipeline("image-text-to-text", model=eager, processor=processor)(
+        text=messages, **options
+    )
+    answer = served[0]["generated_text"][-1]
+    assert answer["role"] == "assistant" and answer["content"].strip()
+    assert served[0]["generated_text"] == reference[0]["generated_text"]
+
+
+def test_graphport_pipeline_serves_the_export(exported: Any, processor: Any) -> None:
+    pipe = graphport.pipeline(exported.path)
+    prompt = chat(processor, "w9 w10")
+    result = pipe(images=image(6), text=prompt, max_new_tokens=5, do_sample=False)
+    assert result[0]["generated_text"].startswith(prompt.strip())
+    assert len(result[0]["generated_text"].split()) > len(prompt.split())
+
+
+def test_llava_offers_image_text_to_text_beside_its_generic_feature_extraction(
+    checkpoint: Path,
+) -> None:
+    config = transformers.AutoConfig.from_pretrained(checkpoint)
+    assert supported_tasks("llava") == (Task.FEATURE_EXTRACTION, Task.IMAGE_TEXT_TO_TEXT)
+    assert isinstance(get_onnx_config(config, "feature-extraction"), GenericOnnxConfig)
+    vlm = get_onnx_config(config, "image-text-to-text")
+    assert isinstance(vlm, LlavaOnnxConfig) and vlm.use_past
+    with pytest.raises(UnsupportedModelError, match="does not support the task 'fill-mask'"):
+        get_onnx_config(config, "fill-mask")
