@@ -139,6 +139,8 @@ class ImageTextOnnxConfig(OnnxConfigWithPast):
 
     modality: ClassVar[str] = "text"
     tasks = (Task.IMAGE_TEXT_TO_TEXT,)
+    # The family the manifest records (the model type's other tasks may be generic).
+    family: ClassVar[str | None] = None
     trace_sizes: ClassVar[dict[str, int]] = {**OnnxConfigWithPast.trace_sizes, "image": 3}
     validation_sizes: ClassVar[tuple[dict[str, int], ...]] = (
         {**OnnxConfigWithPast.validation_sizes[0], "image": 1},

@@ -21,6 +21,8 @@ from graphport.exporters.vlm import ImageTextOnnxConfig, register_image_text
 
 @register_image_text("llava")
 class LlavaOnnxConfig(ImageTextOnnxConfig):
+    family = "llava"
+
     @property
     def image_tokens(self) -> int:
         full = self._config.vision_feature_select_strategy == "full"
