@@ -2,12 +2,16 @@
 processor): ``export_model`` infers image-text-to-text and writes the vision, embed and
 decoder graphs, validated graph by graph and by greedy tokens on both runtimes;
 ``graphport.load`` generates as eager does (greedy, beam search, sampling; with an image
-and from text alone); ``transformers.pipeline`` and ``graphport.pipeline`` accept it.
+and from text alone); ``transformers.pipeline``, ``graphport.pipeline`` and
+``graphport generate --image`` serve it.
 
 One export serves the module."""
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +19,18 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from click.testing import CliRunner
 
 import graphport
 from graphport.api.export import export_model
+from graphport.cli import cli
 from graphport.errors import UnsupportedModelError, UsageError
 from graphport.exporters.generic import GenericOnnxConfig
 from graphport.exporters.tasks import Task
 from graphport.models.llava import LlavaOnnxConfig
 from graphport.models.registry import get_onnx_config, supported_tasks
 from graphport.models.tiny_vlm import IMAGE_TOKEN_ID, save_tiny_llava
+from graphport.verbosity import set_verbosity
 
 RUNTIMES = ["onnxruntime", "openvino"]
 MODES = {
@@ -31,6 +38,13 @@ MODES = {
     "beam search": {"do_sample": False, "num_beams": 3},
     "sampling": {"do_sample": True, "top_k": 8},
 }
+
+
+@pytest.fixture(autouse=True)
+def _restore_verbosity() -> Iterator[None]:
+    # The CLI sets graphport's log level for the whole process; put the tests' level back.
+    yield
+    set_verbosity("error")
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +105,7 @@ def generate(model: Any, inputs: Any, seed: int = 0, **options: Any) -> list[lis
 def test_export_writes_the_vision_embed_and_decoder_graphs(exported: Any) -> None:
     manifest = exported.manifest
     assert manifest.task == "image-text-to-text"
+    assert (manifest.family, manifest.generic) == ("llava", False)
     graphs = {g.name: g for g in manifest.graphs}
     assert list(graphs) == ["vision", "embed", "decoder"]
     assert [t.name for t in graphs["vision"].inputs] == ["pixel_values"]
@@ -200,3 +215,38 @@ def test_llava_offers_image_text_to_text_beside_its_generic_feature_extraction(
     assert isinstance(vlm, LlavaOnnxConfig) and vlm.use_past
     with pytest.raises(UnsupportedModelError, match="does not support the task 'fill-mask'"):
         get_onnx_config(config, "fill-mask")
+
+
+def test_cli_generates_from_an_image_as_eager(
+    exported: Any, eager: Any, processor: Any, tmp_path: Path
+) -> None:
+    image(7).save(tmp_path / "a.png")
+    args = ["generate", str(exported.path), "w5 w9", "--image", str(tmp_path / "a.png")]
+    result = CliRunner().invoke(cli, [*args, "--max-new-tokens", "6", "--json"])
+    assert result.exit_code == 0, result.output
+    inputs = processor(images=image(7), text=chat(processor, "w5 w9"), return_tensors="pt")
+    with torch.no_grad():
+        expected = eager.generate(**inputs, max_new_tokens=6, do_sample=False)
+    row = json.loads(result.stdout)
+    assert row["token_ids"] == expected[0, inputs["input_ids"].shape[1] :].tolist()
+    assert row["text"] == processor.decode(row["token_ids"], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize(
+    ("prompts", "file", "message"),
+    [
+        (["w5"], "missing.png", "The image .*missing.png does not exist"),
+        (["w5"], "bad.png", "bad.png is not an image Pillow can read"),
+        (["w5", "w6"], "a.png", "--image goes with one prompt, and 2 were given"),
+    ],
+)
+def test_cli_refuses_bad_images_in_one_sentence(
+    exported: Any, tmp_path: Path, prompts: list[str], file: str, message: str
+) -> None:
+    image(8).save(tmp_path / "a.png")
+    (tmp_path / "bad.png").write_text("not an image", encoding="utf-8")
+    args = ["generate", str(exported.path), *prompts, "--image", str(tmp_path / file)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert re.search(message, result.output), result.output
+    assert "Traceback" not in result.output
