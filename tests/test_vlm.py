@@ -250,3 +250,11 @@ def test_cli_refuses_bad_images_in_one_sentence(
     assert result.exit_code == 2
     assert re.search(message, result.output), result.output
     assert "Traceback" not in result.output
+
+
+def test_a_prompt_past_the_models_positions_is_refused(loaded: Any) -> None:
+    ids = torch.full((1, 250), 5, dtype=torch.long)
+    with pytest.raises(
+        UsageError, match="250 tokens; with 10 new tokens that exceeds the model's 256"
+    ):
+        loaded("onnxruntime").generate(input_ids=ids, max_new_tokens=10)
