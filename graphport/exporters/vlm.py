@@ -200,6 +200,19 @@ class ImageTextOnnxConfig(OnnxConfigWithPast):
         """(image, image tokens, hidden) features of the images in ``inputs``."""
         raise NotImplementedError(f"{type(self).__name__} must define `image_features`.")
 
+    @property
+    def vision_inputs(self) -> Mapping[str, Axes]:
+        """The vision graph's inputs: pixels, and whatever mask of them the family takes."""
+        return {"pixel_values": {0: "image"}}
+
+    def generation_pixels(
+        self, images: list[int], rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        """Eager's pixel inputs for prompts of ``images`` images each: (image, channels,
+        height, width), every prompt's images one after the other."""
+        shape = (sum(images), *self.pixel_shape())
+        return {"pixel_values": rng.standard_normal(shape, dtype=np.float32)}
+
     def pixel_shape(self) -> tuple[int, ...]:
         """One image's pixel values (channels, height, width)."""
         vision = self.vision_config
@@ -250,7 +263,7 @@ class ImageTextOnnxConfig(OnnxConfigWithPast):
     @property
     def inputs(self) -> Mapping[str, Axes]:
         if self.graph == "vision":
-            return {"pixel_values": {0: "image"}}
+            return dict(self.vision_inputs)
         if self.graph == "embed":
             return {"input_ids": {0: "batch", 1: "sequence"}}
         inputs: dict[str, Axes] = {
@@ -276,6 +289,8 @@ class ImageTextOnnxConfig(OnnxConfigWithPast):
     def input_shape(self, name: str, sizes: Mapping[str, int]) -> tuple[int, ...]:
         if name == "pixel_values":
             return (sizes["image"], *self.pixel_shape())
+        if name == "pixel_attention_mask":
+            return (sizes["image"], *self.pixel_shape()[1:])
         if name == "inputs_embeds":
             return (sizes["batch"], sizes["sequence"], self.hidden_size)
         return super().input_shape(name, sizes)
@@ -284,7 +299,10 @@ class ImageTextOnnxConfig(OnnxConfigWithPast):
         rng = np.random.default_rng(seed)
         if self.graph == "vision":
             shape = self.input_shape("pixel_values", shapes.sizes)
-            return {"pixel_values": torch.from_numpy(rng.standard_normal(shape, np.float32))}
+            feeds = {"pixel_values": rng.standard_normal(shape, np.float32)}
+            if "pixel_attention_mask" in self.inputs:  # whole images, as the tiles are
+                feeds["pixel_attention_mask"] = np.ones(shape[:1] + shape[2:], np.int64)
+            return {name: torch.from_numpy(value) for name, value in feeds.items()}
         if self.graph == "embed":
             shape = self.input_shape("input_ids", shapes.sizes)
             ids = rng.integers(0, self.text_vocab_size, size=shape, dtype=np.int64)
@@ -332,10 +350,9 @@ class ImageTextOnnxConfig(OnnxConfigWithPast):
                 ids[i, width - len(row) :] = row
                 mask[i, width - len(row) :] = 1
             inputs = {"input_ids": ids, "attention_mask": mask}
-            images = sum(1 for _, after in prompts if after)
-            if images:
-                shape = (images, *self.pixel_shape())
-                inputs["pixel_values"] = rng.standard_normal(shape, dtype=np.float32)
+            images = [1 if after else 0 for _, after in prompts]
+            if any(images):
+                inputs.update(self.generation_pixels(images, rng))
             cases.append((label, inputs))
         return cases
 

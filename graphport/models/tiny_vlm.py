@@ -3,8 +3,10 @@
 ``save_tiny_llava(path)`` writes a seeded ``LlavaForConditionalGeneration`` (a two-layer
 CLIP vision tower on 32 x 32 images, a two-layer Llama decoder over a 128-token
 vocabulary) and a ``LlavaProcessor``: a word-level tokenizer (``w5 w9`` -> ids 5 and 9,
-``<image>`` -> the image token), a CLIP image processor and a chat template. Nothing is
-downloaded; the tests export it as any checkpoint.
+``<image>`` -> the image token), a CLIP image processor and a chat template.
+``save_tiny_idefics3(path)`` writes an ``Idefics3ForConditionalGeneration`` of the same
+sizes and its ``Idefics3Processor`` (image tiles). Nothing is downloaded; the tests export
+them as any checkpoint.
 """
 
 from __future__ import annotations
@@ -26,23 +28,28 @@ CHAT_TEMPLATE = (
 )
 
 
-def tiny_word_tokenizer() -> object:
-    """A fast word-level tokenizer over the tiny vocabulary, with ``<image>``."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+def tiny_word_tokenizer(special: tuple[str, ...] = ("<image>",), **named: str) -> object:
+    """A fast word-level tokenizer over the tiny vocabulary: pad, bos, eos, unk, then the
+    ``special`` tokens (ids 4, 5, ...; matched inside words, as a processor's expanded
+    image placeholders have no spaces), then words ``w{id}`` and the chat roles.
+    ``named`` names special tokens to the tokenizer (``image_token="<image>"``)."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "<image>": IMAGE_TOKEN_ID}
-    vocab.update({f"w{i}": i for i in range(5, VOCAB_SIZE - 2)})
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
+    vocab.update({token: 4 + i for i, token in enumerate(special)})
+    vocab.update({f"w{i}": i for i in range(len(vocab), VOCAB_SIZE - 2)})
     vocab.update({"user:": VOCAB_SIZE - 2, "assistant:": VOCAB_SIZE - 1})
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in special])
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         pad_token="<pad>",
         bos_token="<s>",
         eos_token="</s>",
         unk_token="<unk>",
-        extra_special_tokens={"image_token": "<image>"},
+        extra_special_tokens=named,
         padding_side="left",
     )
 
@@ -99,10 +106,73 @@ def save_tiny_llava(path: str | Path, seed: int = 0) -> Path:
     )
     LlavaProcessor(
         image_processor=image_processor,
-        tokenizer=tiny_word_tokenizer(),
+        tokenizer=tiny_word_tokenizer(image_token="<image>"),
         patch_size=PATCH_SIZE,
         vision_feature_select_strategy="default",
         chat_template=CHAT_TEMPLATE,
         num_additional_image_tokens=1,
+    ).save_pretrained(path)
+    return path
+
+
+# Idefics3's placeholders: the image token and the tokens around a tile (ids 4, 5, ...).
+IDEFICS3_SPECIAL = (
+    "<image>",
+    "<fake_token_around_image>",
+    "<end_of_utterance>",
+    "<global-img>",
+    *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)),
+)
+
+
+def save_tiny_idefics3(path: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random Idefics3 checkpoint and its processor into ``path``: 32 x 32
+    tiles of 16 patches, 4 image tokens each after the pixel shuffle; an image is resized
+    to at most 64 pixels a side and split into tiles plus the whole image downscaled."""
+    import torch
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import (
+        Idefics3ImageProcessorPil,
+    )
+
+    path = Path(path)
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": IMAGE_SIZE,
+        "patch_size": PATCH_SIZE,
+    }
+    text = {
+        "model_type": "llama",
+        "vocab_size": VOCAB_SIZE,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "initializer_range": 0.2,
+    }
+    config = Idefics3Config(
+        vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN_ID, scale_factor=2
+    )
+    config.architectures = ["Idefics3ForConditionalGeneration"]
+    torch.manual_seed(seed)
+    Idefics3ForConditionalGeneration(config).eval().save_pretrained(path)
+    image_processor = Idefics3ImageProcessorPil(
+        do_image_splitting=True,
+        size={"longest_edge": 2 * IMAGE_SIZE},
+        max_image_size={"longest_edge": IMAGE_SIZE},
+    )
+    Idefics3Processor(
+        image_processor=image_processor,
+        tokenizer=tiny_word_tokenizer(IDEFICS3_SPECIAL),
+        image_seq_len=(IMAGE_SIZE // PATCH_SIZE) ** 2 // 4,
+        chat_template=CHAT_TEMPLATE,
     ).save_pretrained(path)
     return path
