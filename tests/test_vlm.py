@@ -30,7 +30,12 @@ from graphport.exporters.generic import GenericOnnxConfig
 from graphport.exporters.tasks import Task
 from graphport.exporters.vlm import image_text_config
 from graphport.models.registry import get_onnx_config, supported_tasks
-from graphport.models.tiny_vlm import IMAGE_TOKEN_ID, save_tiny_idefics3, save_tiny_llava
+from graphport.models.tiny_vlm import (
+    IMAGE_TOKEN_ID,
+    save_tiny_idefics3,
+    save_tiny_llava,
+    save_tiny_smolvlm,
+)
 from graphport.verbosity import set_verbosity
 
 # model type -> (its tiny checkpoint, its vision graph's inputs, image tokens per tile).
@@ -271,3 +276,14 @@ def test_a_prompt_past_the_models_positions_is_refused(loaded: Any) -> None:
         UsageError, match="250 tokens; with 10 new tokens that exceeds the model's 256"
     ):
         loaded("onnxruntime").generate(input_ids=ids, max_new_tokens=10)
+
+
+def test_smolvlm_exports_and_generates_as_eager(tmp_path: Path) -> None:
+    """SmolVLM is Idefics3's architecture; its processor needs num2words, so its tokens
+    are checked on the export's own generation inputs (images of tiles, a padded batch,
+    text alone)."""
+    result = export_model(save_tiny_smolvlm(tmp_path / "checkpoint"), tmp_path / "out")
+    assert (result.manifest.task, result.manifest.family) == ("image-text-to-text", "idefics3")
+    assert result.report.passed
+    checks = result.report.generation
+    assert len(checks) == 3 * len(RUNTIMES) and all(c.passed for c in checks)

@@ -1,6 +1,7 @@
-"""Idefics3 (``Idefics3ForConditionalGeneration``, SmolVLM's architecture): a SigLIP-like
-vision tower, a pixel-shuffle connector and a Llama decoder, exported for
-image-text-to-text as the three graphs of graphport.exporters.vlm.
+"""Idefics3 and SmolVLM (``Idefics3ForConditionalGeneration``,
+``SmolVLMForConditionalGeneration``: one architecture): a SigLIP-like vision tower, a
+pixel-shuffle connector and a Llama decoder, exported for image-text-to-text as the three
+graphs of graphport.exporters.vlm.
 
 The processor splits an image into tiles of the vision config's size plus a downscaled
 whole image; eager takes them as (batch, images, channels, height, width) with all-zero
@@ -23,7 +24,7 @@ from graphport.exporters.config import Axes
 from graphport.exporters.vlm import ImageTextOnnxConfig, register_image_text
 
 
-@register_image_text("idefics3")
+@register_image_text("idefics3", "smolvlm")
 class Idefics3OnnxConfig(ImageTextOnnxConfig):
     family = "idefics3"
 

@@ -5,8 +5,8 @@ CLIP vision tower on 32 x 32 images, a two-layer Llama decoder over a 128-token
 vocabulary) and a ``LlavaProcessor``: a word-level tokenizer (``w5 w9`` -> ids 5 and 9,
 ``<image>`` -> the image token), a CLIP image processor and a chat template.
 ``save_tiny_idefics3(path)`` writes an ``Idefics3ForConditionalGeneration`` of the same
-sizes and its ``Idefics3Processor`` (image tiles). Nothing is downloaded; the tests export
-them as any checkpoint.
+sizes and its ``Idefics3Processor`` (image tiles), ``save_tiny_smolvlm(path)`` a SmolVLM
+model alone. Nothing is downloaded; the tests export them as any checkpoint.
 """
 
 from __future__ import annotations
@@ -125,17 +125,11 @@ IDEFICS3_SPECIAL = (
 )
 
 
-def save_tiny_idefics3(path: str | Path, seed: int = 0) -> Path:
-    """Write a tiny random Idefics3 checkpoint and its processor into ``path``: 32 x 32
-    tiles of 16 patches, 4 image tokens each after the pixel shuffle; an image is resized
-    to at most 64 pixels a side and split into tiles plus the whole image downscaled."""
-    import torch
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
-    from transformers.models.idefics3.image_processing_pil_idefics3 import (
-        Idefics3ImageProcessorPil,
-    )
+def _idefics3_config(model_type: str) -> object:
+    """The tiny config of Idefics3 or SmolVLM (one architecture): 32 x 32 tiles of 16
+    patches, 4 image tokens each after the pixel shuffle, a two-layer Llama decoder."""
+    from transformers import AutoConfig
 
-    path = Path(path)
     vision = {
         "hidden_size": 32,
         "intermediate_size": 64,
@@ -158,12 +152,36 @@ def save_tiny_idefics3(path: str | Path, seed: int = 0) -> Path:
         "eos_token_id": 2,
         "initializer_range": 0.2,
     }
-    config = Idefics3Config(
-        vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN_ID, scale_factor=2
+    return AutoConfig.for_model(
+        model_type,
+        vision_config=vision,
+        text_config=text,
+        image_token_id=IMAGE_TOKEN_ID,
+        scale_factor=2,
     )
-    config.architectures = ["Idefics3ForConditionalGeneration"]
+
+
+def _save_model(config: object, path: Path, seed: int) -> None:
+    import torch
+    from transformers import AutoModelForImageTextToText
+
     torch.manual_seed(seed)
-    Idefics3ForConditionalGeneration(config).eval().save_pretrained(path)
+    model = AutoModelForImageTextToText.from_config(config)
+    model.config.architectures = [type(model).__name__]
+    model.eval().save_pretrained(path)
+
+
+def save_tiny_idefics3(path: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random Idefics3 checkpoint and its processor into ``path``: an image
+    is resized to at most 64 pixels a side and split into 32 x 32 tiles plus the whole
+    image downscaled."""
+    from transformers import Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import (
+        Idefics3ImageProcessorPil,
+    )
+
+    path = Path(path)
+    _save_model(_idefics3_config("idefics3"), path, seed)
     image_processor = Idefics3ImageProcessorPil(
         do_image_splitting=True,
         size={"longest_edge": 2 * IMAGE_SIZE},
@@ -175,4 +193,12 @@ def save_tiny_idefics3(path: str | Path, seed: int = 0) -> Path:
         image_seq_len=(IMAGE_SIZE // PATCH_SIZE) ** 2 // 4,
         chat_template=CHAT_TEMPLATE,
     ).save_pretrained(path)
+    return path
+
+
+def save_tiny_smolvlm(path: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random SmolVLM checkpoint (Idefics3's sizes) into ``path``, without a
+    processor: SmolVLM's needs num2words, which graphport does not depend on."""
+    path = Path(path)
+    _save_model(_idefics3_config("smolvlm"), path, seed)
     return path
