@@ -4,7 +4,7 @@ vision, embed and decoder graphs, validated graph by graph and by greedy tokens 
 runtimes;
 ``graphport.load`` generates as eager does (greedy, beam search, sampling; with an image
 and from text alone); ``transformers.pipeline``, ``graphport.pipeline`` and
-``graphport generate --image`` serve it.
+``graphport generate --image`` and ``graphport run IMAGE TEXT`` serve it.
 
 One export per family serves the module."""
 
@@ -248,6 +248,21 @@ def test_cli_generates_from_an_image_as_eager(
     row = json.loads(result.stdout)
     assert row["token_ids"] == expected[0, inputs["input_ids"].shape[1] :].tolist()
     assert row["text"] == processor.decode(row["token_ids"], skip_special_tokens=True)
+
+
+def test_cli_run_answers_images_and_texts_as_one_message(
+    exported: Any, eager: Any, processor: Any, tmp_path: Path
+) -> None:
+    image(9).save(tmp_path / "a.png")
+    args = ["run", str(exported.path), str(tmp_path / "a.png"), "w5 w9", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    reply = json.loads(result.stdout)["predictions"][0]["generated_text"]
+    inputs = processor(images=image(9), text=chat(processor, "w5 w9"), return_tensors="pt")
+    with torch.no_grad():  # the export's generation config: 20 new tokens, greedy
+        output = eager.generate(**inputs, max_new_tokens=20, do_sample=False)
+    new = output[0, inputs["input_ids"].shape[1] :]
+    assert reply.split() == processor.decode(new, skip_special_tokens=True).split()
 
 
 @pytest.mark.parametrize(
