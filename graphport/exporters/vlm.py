@@ -3,7 +3,8 @@
 A VLM generates text from images and text; transformers' ``generate()`` runs it as a
 decoder whose first step has the image features put in place of the prompt's image
 tokens. ``ImageTextOnnxConfig`` exports it as the graphs that step and every later one
-need (the layout optimum-intel writes for OpenVINO GenAI's ``VLMPipeline``):
+need (the split optimum-intel writes for OpenVINO GenAI's ``VLMPipeline``, under other
+names):
 
 * ``vision``: ``pixel_values`` (image, channels, height, width) -> ``image_features``
   (image, image tokens, hidden): the vision tower and the projector, as the model's
