@@ -6,9 +6,11 @@ tokens. ``ImageTextOnnxConfig`` exports it as the graphs that step and every lat
 need (the split optimum-intel writes for OpenVINO GenAI's ``VLMPipeline``, under other
 names):
 
-* ``vision``: ``pixel_values`` (image, channels, height, width) -> ``image_features``
-  (image, image tokens, hidden): the vision tower and the projector, as the model's
-  ``get_image_features`` runs them with the config's feature layer and strategy.
+* ``vision``: ``pixel_values`` (image, channels, height, width), and the pixel mask a
+  family takes (Idefics3's ``pixel_attention_mask``), -> ``image_features`` (image, image
+  tokens, hidden): the vision tower and the projector, as the model's
+  ``get_image_features`` runs them. Validation feeds images padded as a processor pads
+  them (bottom and right, mask 0), so a graph that ignored its mask would fail.
 * ``embed``: ``input_ids`` -> ``inputs_embeds``: the language model's token embeddings.
 * ``decoder``: ``inputs_embeds``, ``attention_mask``, ``position_ids`` and the past
   (``past_key_values.{i}.key/value``) -> ``logits`` and ``present.{i}.key/value``: the
@@ -301,14 +303,28 @@ class ImageTextOnnxConfig(OnnxConfigWithPast):
         if self.graph == "vision":
             shape = self.input_shape("pixel_values", shapes.sizes)
             feeds = {"pixel_values": rng.standard_normal(shape, np.float32)}
-            if "pixel_attention_mask" in self.inputs:  # whole images, as the tiles are
-                feeds["pixel_attention_mask"] = np.ones(shape[:1] + shape[2:], np.int64)
+            if "pixel_attention_mask" in self.inputs:
+                feeds.update(self._padded_images(feeds["pixel_values"], rng))
             return {name: torch.from_numpy(value) for name, value in feeds.items()}
         if self.graph == "embed":
             shape = self.input_shape("input_ids", shapes.sizes)
             ids = rng.integers(0, self.text_vocab_size, size=shape, dtype=np.int64)
             return {"input_ids": torch.from_numpy(ids)}
         return super().dummy_inputs(shapes, seed)
+
+    def _padded_images(self, pixels: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+        """Pixels and their mask as a processor pads images to the largest: the first
+        whole, the others cut at the bottom and right by whole patches (zero pixels, mask
+        0), so that a graph which ignored the mask would fail validation."""
+        patch = int(self.vision_config.patch_size)
+        mask = np.ones((pixels.shape[0], *pixels.shape[2:]), dtype=np.int64)
+        for image in range(1, len(pixels)):
+            height, width = (
+                patch * int(rng.integers(1, size // patch + 1)) for size in pixels.shape[2:]
+            )
+            mask[image, height:, :] = 0
+            mask[image, :, width:] = 0
+        return {"pixel_values": pixels * mask[:, None], "pixel_attention_mask": mask}
 
     def kv_cache_contract(self) -> dict[str, Any] | None:
         contract = super().kv_cache_contract()
