@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from graphport.api.image_text import image_text_inputs
 from graphport.errors import RuntimeUnavailableError, UsageError
 from graphport.exporters.genai_config import GENAI_CONFIG, genai_unsupported
 from graphport.exporters.openvino import GENAI_MODEL_FILE, GENAI_TOKENIZER_FILES
@@ -128,11 +129,13 @@ def generate_text(
     runtime_options: Mapping[str, Any] | None = None,
     seed: int | None = None,
     engine: str = "auto",
+    images: Sequence[str | Path] = (),
     **generate_kwargs: Any,
 ) -> GeneratedText:
     """Generate from ``prompts`` (rules 1-4); ``generate_kwargs`` go to ``generate()``
     (``None`` values are left to the generation config), ``seed`` to ``torch.manual_seed``
-    (or the engine's sampler)."""
+    (or the engine's sampler). ``images`` (files) go into the one prompt of an
+    image-text-to-text export (api/image_text.py), decoded by transformers."""
     directory = (
         export_dir if isinstance(export_dir, ExportDirectory) else ExportDirectory(export_dir)
     )
@@ -140,11 +143,15 @@ def generate_text(
     check_options(**{k: kwargs.get(k) for k in _CHECKED})
     require_generative(directory)
     chosen = choose_engine(directory, engine, runtime, runtime_options, kwargs, seed)
+    if images and chosen != "transformers":
+        raise UsageError(f"--engine {chosen} takes no images; use --engine transformers.")
     if runtime is None:  # onnxruntime for ONNX graphs, else the format's runtime
         runtime = default_runtime(directory)
     if chosen != "transformers":
         return _engine_generate(directory, chosen, runtime, list(prompts), seed, kwargs)
-    return _transformers_generate(directory, prompts, runtime, runtime_options, seed, kwargs)
+    return _transformers_generate(
+        directory, prompts, runtime, runtime_options, seed, kwargs, images
+    )
 
 
 def choose_engine(
@@ -250,6 +257,7 @@ def _transformers_generate(
     runtime_options: Mapping[str, Any] | None,
     seed: int | None,
     kwargs: dict[str, Any],
+    images: Sequence[str | Path] = (),
 ) -> GeneratedText:
     """Rules 1-3 with transformers' ``generate()`` on the runtime."""
     import torch
@@ -265,7 +273,10 @@ def _transformers_generate(
     kwargs.setdefault("pad_token_id", pad if pad is not None else defaults["pad_token_id"])
     kwargs.setdefault("max_new_tokens", defaults["max_new_tokens"])
     model = load_model(directory, runtime, **dict(runtime_options or {}))
-    inputs = _inputs(directory, model, tokenizer, list(prompts), kwargs["pad_token_id"])
+    if images:
+        inputs = image_text_inputs(directory, prompts, images)
+    else:
+        inputs = _inputs(directory, model, tokenizer, list(prompts), kwargs["pad_token_id"])
     _check_decoder_positions(directory, model, kwargs["max_new_tokens"])
     if seed is not None:
         torch.manual_seed(seed)

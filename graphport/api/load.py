@@ -32,6 +32,8 @@ TWO_TOWER_TASKS = {
     "vision": "zero-shot-image-classification",
     "audio": "zero-shot-audio-classification",
 }
+# Pipelines that take images and text together (their inputs are not checked here).
+MULTIMODAL_TASKS = ("image-text-to-text",)
 # Exported tasks Transformers 5 has no pipeline for (it removed some).
 NO_PIPELINE = ("question-answering", "multiple-choice", "text2text-generation", "image-to-text")
 
@@ -77,7 +79,16 @@ def pipeline(
     for name, value in preprocessors(directory).items():
         kwargs.setdefault(name, value)
     kwargs.setdefault("device", "cpu")
-    if "pipeline_class" not in kwargs and not task.startswith("zero-shot-"):
+    if task in MULTIMODAL_TASKS and "processor" not in kwargs:
+        # These pipelines take the processor whole (tokenizer, image processor, template).
+        from transformers import AutoProcessor
+
+        kwargs["processor"] = AutoProcessor.from_pretrained(directory.path, local_files_only=True)
+    if (
+        "pipeline_class" not in kwargs
+        and not task.startswith("zero-shot-")
+        and task not in MULTIMODAL_TASKS
+    ):
         # Inputs of the wrong modality get one sentence (api/inputs.py), audio files are
         # decoded without ffmpeg (a zero-shot pipeline takes two modalities: unchecked).
         from transformers.pipelines import check_task

@@ -322,6 +322,9 @@ def plan_export(
     onnx_config = get_onnx_config(
         checkpoint.config, f"{parsed_task.value}{'-with-past' if with_past else ''}"
     )
+    family = getattr(onnx_config, "family", None)
+    if family is not None:  # a family's config for one task of a generic type (exporters/vlm.py)
+        registration = dataclasses.replace(registration, family=family, generic=False)
     model_overrides = dict(onnx_config.values_override or {})
     if target.static_cache:
         onnx_config, format_options = _static_cache_graphs(

@@ -15,6 +15,9 @@ Rules:
    CONTEXT, text2text, image-to-text); one result per input.
 4. Results are plain JSON data: images (masks, depth maps) become their size and mode,
    tensors their shape and values.
+5. An image-text-to-text export takes its inputs, image files and texts in the order
+   given, as one user message through the processor's chat template; the result is the
+   reply's text.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from graphport.api.image_text import IMAGE_TEXT_TASK, open_image
 from graphport.api.load import pipeline, preprocessors
 from graphport.errors import UsageError
 from graphport.manifest import ExportDirectory
@@ -72,6 +76,18 @@ def predict(
     generate: dict[str, Any] = {}
     if directory.manifest.kv_cache:  # the export's own length, as `graphport generate`
         generate["max_new_tokens"] = generation_defaults(directory)["max_new_tokens"]
+    if directory.manifest.task == IMAGE_TEXT_TASK:  # rule 5: one prompt of them all
+        content = [
+            {"type": "image", "image": open_image(item)}
+            if kind == "image"
+            else {"type": "text", "text": item}
+            for item, kind in zip(inputs, kinds, strict=True)
+        ]
+        answer = pipe(text=[{"role": "user", "content": content}], **generate)
+        reply = answer[0]["generated_text"][-1]["content"]
+        return Prediction(
+            directory.manifest.task, runtime, [" | ".join(inputs)], {}, [{"generated_text": reply}]
+        )
     # Image and audio file paths go to the pipeline as they are: it opens images, and
     # graphport.pipeline decodes audio files itself (api/inputs.py).
     readings = [_jsonable(pipe(item, **generate)) for item in inputs]

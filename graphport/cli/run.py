@@ -85,6 +85,13 @@ def run(
     help="The decoding loop. auto: onnxruntime-genai (ONNX) or OpenVINO GenAI (IR) where "
     "installed, for greedy or sampled decoding; transformers' generate() otherwise.",
 )
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="An image file for an image-text-to-text export (repeat for several, in one prompt).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print {token_ids, text, engine} as JSON.")
 def generate(
     export_dir: Path,
@@ -100,6 +107,7 @@ def generate(
     repetition_penalty: float | None,
     num_beams: int | None,
     engine: str,
+    images: tuple[Path, ...],
     as_json: bool,
 ) -> None:
     """Generate text from PROMPTS with a generative export (several prompts: one batch);
@@ -122,6 +130,7 @@ def generate(
         top_p=top_p,
         repetition_penalty=repetition_penalty,
         num_beams=num_beams,
+        images=images,
     )
     if as_json:
         rows = [

@@ -31,6 +31,7 @@ class Task(str, enum.Enum):
     TEXT_GENERATION = "text-generation"
     TEXT2TEXT_GENERATION = "text2text-generation"
     IMAGE_TO_TEXT = "image-to-text"
+    IMAGE_TEXT_TO_TEXT = "image-text-to-text"
     OBJECT_DETECTION = "object-detection"
     DEPTH_ESTIMATION = "depth-estimation"
     ZERO_SHOT_IMAGE_CLASSIFICATION = "zero-shot-image-classification"
@@ -97,6 +98,10 @@ _HEADS: dict[Task, tuple[tuple[str, str], ...]] = {
     ),
     # Transformers 5 folded Vision2Seq into ImageTextToText (vision-encoder-decoder, ...).
     Task.IMAGE_TO_TEXT: (
+        ("AutoModelForImageTextToText", "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"),
+    ),
+    # A vision-language decoder (LLaVA): graphport.exporters.vlm says which families export it.
+    Task.IMAGE_TEXT_TO_TEXT: (
         ("AutoModelForImageTextToText", "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"),
     ),
     Task.OBJECT_DETECTION: (

@@ -19,7 +19,7 @@ from graphport.models.registry import (
     supported_tasks,
 )
 
-_NOT_FAMILIES = {"registry", "loader", "rotary", "tiny"}
+_NOT_FAMILIES = {"registry", "loader", "rotary", "tiny", "tiny_vlm"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _NOT_FAMILIES:
         importlib.import_module(f"{__name__}.{_module.name}")

@@ -27,6 +27,7 @@ from graphport.exporters.generic import GenericOnnxConfig
 from graphport.exporters.generic_decoder import GenericDecoderOnnxConfig, takes_cache
 from graphport.exporters.generic_seq2seq import GenericSeq2SeqOnnxConfig
 from graphport.exporters.tasks import Task, infer_task, parse_task
+from graphport.exporters.vlm import image_text_config
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class Registration:
         )
         if self.borrows_decoder:
             declared += (Task.TEXT_GENERATION,)
+        if image_text_config(self.model_type) is not None:  # a VLM beside its other tasks
+            declared += (Task.IMAGE_TEXT_TO_TEXT,)
         return declared
 
     @property
@@ -158,6 +161,8 @@ def get_onnx_config(model_config: Any, task: Task | str) -> OnnxConfig:
         config_class = GenericDecoderOnnxConfig  # the cache layout a dry run reads
     if registration.generic and parsed is Task.TEXT2TEXT_GENERATION:
         config_class = GenericSeq2SeqOnnxConfig  # an encoder and a decoder graph
+    if parsed is Task.IMAGE_TEXT_TO_TEXT:
+        config_class = image_text_config(registration.model_type)  # vision, embed, decoder
     return config_class(model_config, task=parsed, use_past=with_past)
 
 

@@ -2,8 +2,9 @@
 
 The classes live below this module (``RuntimeModel`` and ``RuntimeModelForCausalLM`` in
 model.py, the encoder-decoders in model_seq2seq.py, the two-tower models in
-model_towers.py), each importing only the base class; the choice among them is made here,
-above them all, so no class module imports a subclass.
+model_towers.py, the vision-language models in model_vlm.py), each importing only the
+base class; the choice among them is made here, above them all, so no class module
+imports a subclass.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from graphport.manifest import ExportDirectory
 from graphport.runtimes.model import RuntimeModel, RuntimeModelForCausalLM
 from graphport.runtimes.model_seq2seq import seq2seq_class
 from graphport.runtimes.model_towers import RuntimeModelForTwoTowers
+from graphport.runtimes.model_vlm import RuntimeModelForImageTextToText
 
 
 def model_class(directory: ExportDirectory) -> type[RuntimeModel]:
@@ -43,6 +45,8 @@ def multi_graph_class(directory: ExportDirectory) -> type[RuntimeModel]:
     manifest = directory.manifest
     names = [g.name for g in manifest.graphs]
     contract = manifest.kv_cache or {}
+    if contract.get("embed_graph") and contract.get("vision_graph"):
+        return RuntimeModelForImageTextToText
     if {"encoder", "decoder"} <= set(names) and contract.get("encoder_graph"):
         return seq2seq_class(directory)
     if set(names) in ({"text", "vision"}, {"text", "audio"}):
