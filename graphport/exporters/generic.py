@@ -42,6 +42,7 @@ from transformers import PretrainedConfig
 from graphport.errors import EagerModelError, ExportError, UnsupportedModelError
 from graphport.exporters.config import _COMMON_OUTPUTS, Axes, OnnxConfig, ShapeSet, SubGraph
 from graphport.exporters.onnx import named_output_tensors
+from graphport.exporters.task_outputs import default_output_names, task_output_names
 from graphport.exporters.tasks import Task
 
 Dims = tuple[int | str, ...]
@@ -209,7 +210,8 @@ class GenericOnnxConfig(OnnxConfig):
     """Inputs derived from the model class's forward signature; outputs read off an eager
     run (see the module docstring for the rules)."""
 
-    tasks: ClassVar[tuple[Task, ...]] = tuple(_COMMON_OUTPUTS)
+    # Every task but image-to-text (a vision encoder and a text decoder: a family's).
+    tasks: ClassVar[tuple[Task, ...]] = tuple(t for t in Task if t is not Task.IMAGE_TO_TEXT)
 
     def __init__(
         self,
@@ -346,7 +348,9 @@ class GenericOnnxConfig(OnnxConfig):
     @property
     def outputs(self) -> Mapping[str, Axes]:
         if self._outputs is None:  # not resolved against a model yet: the task's defaults
-            return super().outputs
+            if self.task in _COMMON_OUTPUTS:
+                return super().outputs
+            return {name: {0: "batch"} for name in default_output_names(self.task)}
         return {name: dict(axes) for name, axes in self._outputs.items()}
 
     @property
@@ -457,6 +461,9 @@ class GenericOnnxConfig(OnnxConfig):
     def _output_names(self, tensors: Mapping[str, torch.Tensor]) -> list[str]:
         if self.task is Task.FEATURE_EXTRACTION:
             return ["last_hidden_state" if "last_hidden_state" in tensors else next(iter(tensors))]
+        named = task_output_names(self.task, tensors)
+        if named is not None:
+            return named
         wanted = list(_COMMON_OUTPUTS[self.task])
         missing = [name for name in wanted if name not in tensors]
         if missing:
