@@ -67,3 +67,23 @@ def task_output_names(task: Task, returned: Iterable[str]) -> list[str] | None:
         if set(wanted) <= set(names):
             return list(wanted)
     return [n for n in names if not _auxiliary(n)] or names[:1]
+
+
+def eager_output_classes(model_type: str, task: str) -> tuple[type, ...]:
+    """The ``ModelOutput`` classes the eager head of ``task`` for ``model_type`` returns, as
+    its ``forward`` annotates them (``-> XOutput`` or ``-> tuple | XOutput``); empty where
+    the task or head is unknown or unannotated."""
+    import typing
+
+    import transformers
+    from transformers.utils import ModelOutput
+
+    try:
+        name = Task(task).model_class_name(model_type)
+        head = getattr(transformers, name) if name else None
+        hints = typing.get_type_hints(head.forward) if head is not None else {}
+    except Exception:  # an unknown task, or an annotation that does not resolve
+        return ()
+    returned = hints.get("return")
+    members = typing.get_args(returned) or (returned,)
+    return tuple(m for m in members if isinstance(m, type) and issubclass(m, ModelOutput))

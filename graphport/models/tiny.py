@@ -188,6 +188,9 @@ _POSITIONS = {
     "num_conv_pos_embedding_groups": 2,
 }
 _IMAGES = {"image_size": 64, "patch_size": 8}
+# Object queries of DETR-like detectors: RT-DETR selects its queries by top-k over the
+# anchors of every feature map, fewer than its default 300 at a 64-pixel image.
+_QUERIES = {"num_queries": 16}
 # Scale factors of compound-scaled networks (EfficientNet, MobileNet): floats, lowered too.
 _MULTIPLIERS = dict.fromkeys(
     ("width_coefficient", "depth_coefficient", "width_multiplier", "depth_multiplier"), 0.25
@@ -288,7 +291,7 @@ def _is_int_list(value: Any) -> bool:
 def _scalar_table(level: ShrinkLevel) -> dict[str, int]:
     table: dict[str, int] = {}
     if level.depth:
-        table |= _LAYER_COUNTS | _EXPERTS | _POSITIONS
+        table |= _LAYER_COUNTS | _EXPERTS | _POSITIONS | _QUERIES
     if level.widths:
         table |= _WIDTHS | _FEED_FORWARD | _PER_HEAD | _IMAGES
     return table
@@ -306,7 +309,14 @@ class _Shrinker:
     def config(self, config: PretrainedConfig, **overrides: Any) -> PretrainedConfig:
         changes = self.level.depth or self.level.widths or self.level.vocab
         kwargs = self.kwargs(config) if changes else {}
-        small = type(config)(**{**self._current(config), **kwargs, **overrides})
+        current = self._current(config)
+        small = type(config)(**{**current, **kwargs, **overrides})
+        # A backbone's choice of stages (RT-DETR's encoder takes three feature maps) stays
+        # where the layer count does (``_layer_lists`` drops it otherwise).
+        if not any(kwargs.get(n, current.get(n)) != current.get(n) for n in _LAYER_COUNTS):
+            for name in ("_out_features", "_out_indices"):
+                if name in vars(config) and name not in overrides:
+                    setattr(small, name, vars(config)[name])
         # Attributes a composite config set on a sub-config beyond its parameters (DBRX
         # gives its attention config the rope base) are kept where the new one lacks them.
         for name, value in vars(config).items():

@@ -70,6 +70,7 @@ from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 from transformers.utils import ModelOutput
 
 from graphport.errors import UsageError
+from graphport.exporters.task_outputs import eager_output_classes
 from graphport.manifest import ExportDirectory
 from graphport.runtimes import get_runtime_class
 from graphport.runtimes.base import Runtime
@@ -125,10 +126,17 @@ class _NotSupportedFilter(logging.Filter):
 logging.getLogger("transformers.pipelines.base").addFilter(_NotSupportedFilter())
 
 
-def output_class(task: str, names: Sequence[str]) -> type[ModelOutput]:
-    """The ModelOutput class eager returns for ``task`` that has every name in ``names``."""
+def output_class(
+    task: str, names: Sequence[str], model_type: str | None = None
+) -> type[ModelOutput]:
+    """The ModelOutput class eager returns for ``task`` that has every name in ``names``:
+    the one the eager head of ``model_type`` annotates, else the task's usual ones above
+    (a causal LM's always: its generation steps fill their fields)."""
     wanted = {n for n in names if not n.startswith("present.")}
-    for cls in OUTPUT_CLASSES.get(task, ()):
+    classes = OUTPUT_CLASSES.get(task, ())
+    if model_type and task != "text-generation":
+        classes = (*eager_output_classes(model_type, task), *classes)
+    for cls in classes:
         if wanted <= set(cls.__dataclass_fields__):
             return cls
     return ModelOutput
@@ -166,7 +174,7 @@ class RuntimeModel(PreTrainedModel):
             (n for n in MAIN_INPUTS if n in self.graph_inputs), self.graph_inputs[0]
         )
         self.input_modalities = MODALITIES.get(manifest.modality, "text")
-        self.output_class = output_class(self.task, runtime.output_names)
+        self.output_class = output_class(self.task, runtime.output_names, config.model_type)
         self._torch_dtype = TORCH_DTYPES.get(manifest.dtype, torch.float32)
         self.eager_ignores = _eager_ignores(config, self.graph_inputs)
         self.eval()
