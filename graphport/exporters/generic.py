@@ -51,14 +51,14 @@ Dims = tuple[int | str, ...]
 # avoid 0, 1 and equal values on different axes; validation sizes differ on every axis.
 _SIZES: dict[str, tuple[dict[str, int], ...]] = {
     "text": (
-        {"batch": 2, "sequence": 16, "choice": 3, "decoder_sequence": 5},
-        {"batch": 1, "sequence": 11, "choice": 2, "decoder_sequence": 7},
-        {"batch": 3, "sequence": 29, "choice": 4, "decoder_sequence": 9},
+        {"batch": 2, "sequence": 16, "choice": 3, "decoder_sequence": 5, "image_batch": 3},
+        {"batch": 1, "sequence": 11, "choice": 2, "decoder_sequence": 7, "image_batch": 2},
+        {"batch": 3, "sequence": 29, "choice": 4, "decoder_sequence": 9, "image_batch": 1},
     ),
     "vision": (
-        {"batch": 2, "sequence": 16, "decoder_sequence": 5},
-        {"batch": 1, "sequence": 11, "decoder_sequence": 7},
-        {"batch": 3, "sequence": 29, "decoder_sequence": 9},
+        {"batch": 2, "sequence": 16, "decoder_sequence": 5, "image_batch": 3},
+        {"batch": 1, "sequence": 11, "decoder_sequence": 7, "image_batch": 2},
+        {"batch": 3, "sequence": 29, "decoder_sequence": 9, "image_batch": 1},
     ),
     # ``sequence`` counts waveform samples, ``frames`` feature frames (multiples of 16, so
     # convolutional subsampling divides them evenly).
@@ -75,7 +75,10 @@ _MODALITIES = {
     "input_features": "audio",
 }
 # The order in which an output axis is matched to the input axis whose size it follows.
-_AXIS_PREFERENCE = ("batch", "sequence", "decoder_sequence", "choice", "frames")
+_AXIS_PREFERENCE = ("batch", "sequence", "decoder_sequence", "choice", "frames", "image_batch")
+# Zero-shot tasks score every text against every image: their images are a batch of their
+# own (one image, several candidate labels).
+_ZERO_SHOT = (Task.ZERO_SHOT_IMAGE_CLASSIFICATION, Task.ZERO_SHOT_OBJECT_DETECTION)
 _TRACEABLE_EXPERTS = "batched_mm"
 # Names audio models give a mask of valid frames or samples.
 _AUDIO_MASKS = ("attention_mask", "input_features_mask", "padding_mask")
@@ -261,11 +264,11 @@ class GenericOnnxConfig(OnnxConfig):
         if self.modality == "text":
             mains = [self._text_inputs()]
             if self._takes("pixel_values"):
-                mains.append((*mains[0], self._pixels()))
+                mains.append((*mains[0], self._pixels(self._image_batch)))
         elif self.modality == "vision":
             mains = [(self._pixels(),)]
             if self._takes("input_ids"):
-                mains.append((self._pixels(), *self._text_inputs()))
+                mains.append((self._pixels(self._image_batch), *self._text_inputs()))
         else:
             mains = [(main,) for main in self._audio_candidates()]
             mains += [
@@ -298,14 +301,19 @@ class GenericOnnxConfig(OnnxConfig):
             inputs.append(GenericInput("token_type_ids", dims, "segments"))
         return tuple(inputs)
 
-    def _pixels(self) -> GenericInput:
-        return GenericInput("pixel_values", self._image_dims(), "floats")
+    @property
+    def _image_batch(self) -> str:
+        """The batch axis of images beside text: their own in a zero-shot task."""
+        return "image_batch" if self.task in _ZERO_SHOT else "batch"
 
-    def _image_dims(self) -> Dims:
+    def _pixels(self, batch: str = "batch") -> GenericInput:
+        return GenericInput("pixel_values", self._image_dims(batch), "floats")
+
+    def _image_dims(self, batch: str = "batch") -> Dims:
         channels = _config_value(self._config, "num_channels", "in_channels", "in_chans") or 3
         size = _config_value(self._config, "image_size", "img_size") or 64
         height, width = (size, size) if isinstance(size, int) else (size[0], size[-1])
-        return ("batch", int(channels), int(height), int(width))
+        return (batch, int(channels), int(height), int(width))
 
     def _audio_candidates(self) -> list[GenericInput]:
         """Layouts of the main audio input, most specific first."""

@@ -16,7 +16,8 @@ Rules of ``forward`` (what eager and ``generate()`` do without the weights):
    Any other missing input is an error. ``token_type_ids`` all zero are dropped when the
    graph does not take them (a tokenizer returns them for decoders too), an
    ``attention_mask`` of ones likewise (the CTC pipeline passes one to a wav2vec2 graph
-   exported without it, which is what a mask of ones computes), and ``position_ids``
+   exported without it, which is what a mask of ones computes), a ``pixel_mask`` of ones
+   too (MaskFormer's image processor returns one), and ``position_ids``
    when the graph computes its own (a decoder exported without a cache).
    An input the graph does not take is dropped too when the eager head's ``forward`` does
    not name it: eager takes it through ``**kwargs`` and ignores it (YOLOS and the
@@ -271,6 +272,9 @@ class RuntimeModel(PreTrainedModel):
                     "pass one input at a time (unpadded), or export a model that takes a mask."
                 )
             del feeds["attention_mask"]
+        pixel_mask = feeds.get("pixel_mask")
+        if "pixel_mask" not in self.graph_inputs and pixel_mask is not None and pixel_mask.all():
+            del feeds["pixel_mask"]  # every pixel valid: what the graph computes without one
         if "position_ids" not in self.graph_inputs:
             # generate() passes them to any forward that names them; such a graph derives
             # its positions itself (rule 2).
