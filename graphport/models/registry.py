@@ -34,6 +34,7 @@ from graphport.exporters.features_with_past import (
 from graphport.exporters.generic import GenericOnnxConfig
 from graphport.exporters.generic_decoder import GenericDecoderOnnxConfig, takes_cache
 from graphport.exporters.generic_seq2seq import GenericSeq2SeqOnnxConfig
+from graphport.exporters.seq2seq import OnnxSeq2SeqConfigWithPast
 from graphport.exporters.tasks import Task, head_tasks, infer_task, parse_task
 
 logger = logging.getLogger(__name__)
@@ -181,10 +182,14 @@ def config_class_for(registration: Registration, task: Task, with_past: bool) ->
     config_class = registration.config_class
     family = task in registration.config_class.tasks and not registration.generic
     if task is Task.FEATURE_EXTRACTION and with_past:
-        # The base model with its cache: a decoder family's config traced on the base model.
-        if family and issubclass(config_class, OnnxConfigWithPast):
+        # The base model with its cache: a decoder family's config traced on the base model
+        # (an encoder-decoder family's says why it exports no cache for the bare model).
+        if not family:
+            return GenericFeaturesWithPastOnnxConfig
+        if issubclass(config_class, OnnxConfigWithPast) and not issubclass(
+            config_class, OnnxSeq2SeqConfigWithPast
+        ):
             return with_features(config_class)
-        return GenericFeaturesWithPastOnnxConfig
     if family:
         return config_class
     if task is Task.TEXT_GENERATION and with_past:
