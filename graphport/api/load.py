@@ -44,6 +44,7 @@ NO_PIPELINE = (
     "text2text-generation",
     "image-to-text",
     "masked-im",
+    "image-to-image",
     "audio-xvector",
     "audio-frame-classification",
     "text-to-spectrogram",

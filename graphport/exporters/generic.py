@@ -249,6 +249,11 @@ class GenericOnnxConfig(OnnxConfig):
         if text and isinstance(limit, int) and 3 < limit < max(s["sequence"] for s in sizes):
             for s, length in zip(sizes, (limit * 2 // 3, limit // 2, limit), strict=True):
                 s["sequence"] = length
+        if self.task is Task.ZERO_SHOT_OBJECT_DETECTION:
+            # Every image has the same number of text queries (OWL-ViT reshapes the texts
+            # to images x queries): the text batch is a multiple of the image batch.
+            for s, (texts, images) in zip(sizes, ((4, 2), (3, 1), (6, 3)), strict=True):
+                s["batch"], s["image_batch"] = texts, images
         return sizes
 
     def trace_shapes(self) -> ShapeSet:
