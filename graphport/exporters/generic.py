@@ -5,8 +5,10 @@ A family module declares its inputs; here they are derived, in three steps:
 
 1. The modality comes from the model class's ``main_input_name`` (or, where the forward
    does not take that, its first parameter the path can make): ``input_ids`` is text,
-   ``pixel_values`` vision, ``input_values`` / ``input_features`` audio. Any other main
-   input (time series, video, latents) is refused with the reason.
+   ``pixel_values`` vision, ``input_values`` / ``input_features`` audio, ``states`` a
+   trajectory (the decision transformer: states, actions, rewards, returns-to-go and time
+   steps, sized by the config). Any other main input (time series, video, latents) is
+   refused with the reason.
 2. The inputs are the main input plus those the forward signature takes and the config
    can fill: ``attention_mask`` and ``token_type_ids`` for text (the latter when the model
    has more than one segment type), ``decoder_input_ids`` for encoder-decoders. A forward
@@ -47,6 +49,7 @@ from graphport.exporters.generic_inputs import (
     FEATURE_SIZES,
     MODALITIES,
     SIZES,
+    TRAJECTORY,
     Dims,
     GenericInput,
     Layout,
@@ -138,6 +141,8 @@ class GenericOnnxConfig(OnnxConfig):
             mains = [(self._pixels(),)]
             if self._takes("input_ids"):
                 mains.append((self._pixels(self._image_batch), *self._text_inputs()))
+        elif self.modality == "trajectory":
+            mains = [self._trajectory_inputs()]
         else:
             mains = [(main,) for main in self._audio_candidates()]
             mains += [
@@ -146,6 +151,27 @@ class GenericOnnxConfig(OnnxConfig):
                 if (mask := self._audio_mask(main))
             ]
         return [(*main, *self._decoder_inputs()) for main in mains]
+
+    def _trajectory_inputs(self) -> Layout:
+        """States, actions, rewards, returns-to-go and time steps, one row per step (the
+        decision transformer); rewards and returns are one number a step."""
+        inputs = [
+            GenericInput("states", ("batch", "sequence", self._step_size("state_dim")), "floats")
+        ]
+        for name, (size, kind) in TRAJECTORY.items():
+            if self._takes(name):
+                step = (self._step_size(size),) if size else (1,) if kind == "floats" else ()
+                inputs.append(GenericInput(name, ("batch", "sequence", *step), kind))
+        return tuple(inputs)
+
+    def _step_size(self, name: str) -> int:
+        value = config_value(self._config, name)
+        if not isinstance(value, int):
+            raise UnsupportedModelError(
+                f"Model type {self.model_type!r} cannot be exported generically: its config "
+                f"gives no {name} for its trajectory inputs; it needs an export config of its own."
+            )
+        return value
 
     def _audio_mask(self, main: GenericInput) -> GenericInput | None:
         """A mask of valid frames, for audio models that fail without one: all ones (every
@@ -278,6 +304,9 @@ class GenericOnnxConfig(OnnxConfig):
             return waveform(shape, rng)
         if kind == "ones":
             return np.ones(shape, dtype=np.int64)
+        if kind == "steps":  # time steps within the episodes the model embeds
+            episode = int(config_value(self._config, "max_ep_len") or 16)
+            return rng.integers(0, episode, size=shape, dtype=np.int64)
         return rng.standard_normal(shape, dtype=np.float32)
 
     def _ordinary_ids(self) -> np.ndarray:

@@ -38,12 +38,27 @@ SIZES: dict[str, tuple[dict[str, int], ...]] = {
         {"batch": 1, "sequence": 2400, "frames": 48, "decoder_sequence": 7},
         {"batch": 3, "sequence": 4800, "frames": 96, "decoder_sequence": 9},
     ),
+    # ``sequence`` counts the steps of a trajectory (states, actions, returns).
+    "trajectory": (
+        {"batch": 2, "sequence": 16},
+        {"batch": 1, "sequence": 11},
+        {"batch": 3, "sequence": 29},
+    ),
 }
 MODALITIES = {
     "input_ids": "text",
     "pixel_values": "vision",
     "input_values": "audio",
     "input_features": "audio",
+    "states": "trajectory",  # the decision transformer (reinforcement-learning)
+}
+# A trajectory's inputs beside its states: name -> (the config's size of one step, kind).
+TRAJECTORY = {
+    "actions": ("act_dim", "floats"),
+    "rewards": (None, "floats"),
+    "returns_to_go": (None, "floats"),
+    "timesteps": (None, "steps"),
+    "attention_mask": (None, "ones"),
 }
 # Names audio models give a mask of valid frames or samples.
 AUDIO_MASKS = ("attention_mask", "input_features_mask", "padding_mask")
@@ -64,7 +79,7 @@ class GenericInput:
 
     name: str
     dims: Dims
-    kind: str  # ids | mask | segments | waveform | floats | ones
+    kind: str  # ids | mask | segments | waveform | floats | ones | steps
 
     @property
     def axes(self) -> Axes:

@@ -105,6 +105,7 @@ CASES = {
     ),
     # Transformers 5 removed the image-to-image pipeline.
     "image-to-image": Case("swin2sr", "image-to-image", _swin2sr_processor),
+    "reinforcement-learning": Case("decision_transformer", "reinforcement-learning"),
     "feature-extraction-with-past": Case("bloom", "feature-extraction-with-past"),
 }
 PIPELINE_CASES = [name for name, case in CASES.items() if case.pipeline]
