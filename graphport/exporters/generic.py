@@ -49,7 +49,6 @@ from graphport.exporters.generic_inputs import (
     FEATURE_SIZES,
     MODALITIES,
     SIZES,
-    TRAJECTORY,
     Dims,
     GenericInput,
     Layout,
@@ -64,10 +63,15 @@ from graphport.exporters.generic_inputs import (
     right_padded_mask,
     special_token_ids,
     text_config,
+    trajectory_inputs,
     waveform,
 )
 from graphport.exporters.onnx import named_output_tensors
-from graphport.exporters.task_outputs import default_output_names, task_output_names
+from graphport.exporters.task_outputs import (
+    default_output_names,
+    output_axes,
+    task_output_names,
+)
 from graphport.exporters.tasks import Task
 
 # The order in which an output axis is matched to the input axis whose size it follows.
@@ -142,7 +146,7 @@ class GenericOnnxConfig(OnnxConfig):
             if self._takes("input_ids"):
                 mains.append((self._pixels(self._image_batch), *self._text_inputs()))
         elif self.modality == "trajectory":
-            mains = [self._trajectory_inputs()]
+            mains = [trajectory_inputs(self._config, self.model_type, self.parameters)]
         else:
             mains = [(main,) for main in self._audio_candidates()]
             mains += [
@@ -151,27 +155,6 @@ class GenericOnnxConfig(OnnxConfig):
                 if (mask := self._audio_mask(main))
             ]
         return [(*main, *self._decoder_inputs()) for main in mains]
-
-    def _trajectory_inputs(self) -> Layout:
-        """States, actions, rewards, returns-to-go and time steps, one row per step (the
-        decision transformer); rewards and returns are one number a step."""
-        inputs = [
-            GenericInput("states", ("batch", "sequence", self._step_size("state_dim")), "floats")
-        ]
-        for name, (size, kind) in TRAJECTORY.items():
-            if self._takes(name):
-                step = (self._step_size(size),) if size else (1,) if kind == "floats" else ()
-                inputs.append(GenericInput(name, ("batch", "sequence", *step), kind))
-        return tuple(inputs)
-
-    def _step_size(self, name: str) -> int:
-        value = config_value(self._config, name)
-        if not isinstance(value, int):
-            raise UnsupportedModelError(
-                f"Model type {self.model_type!r} cannot be exported generically: its config "
-                f"gives no {name} for its trajectory inputs; it needs an export config of its own."
-            )
-        return value
 
     def _audio_mask(self, main: GenericInput) -> GenericInput | None:
         """A mask of valid frames, for audio models that fail without one: all ones (every
@@ -391,24 +374,9 @@ class GenericOnnxConfig(OnnxConfig):
         self, first: tuple[ShapeSet, dict], second: tuple[ShapeSet, dict]
     ) -> dict[str, Axes]:
         """Name each output axis after the input axis it follows, across two runs."""
-        (shapes_a, tensors_a), (shapes_b, tensors_b) = first, second
         used = {d for i in self.layout for d in i.dims if isinstance(d, str)}
-        outputs: dict[str, Axes] = {}
-        for name in self._output_names(tensors_a):
-            axes: Axes = {}
-            for axis, (a, b) in enumerate(
-                zip(tensors_a[name].shape, tensors_b[name].shape, strict=False)
-            ):
-                if a == b:
-                    continue
-                follows = [
-                    n
-                    for n in _AXIS_PREFERENCE
-                    if n in used and (shapes_a.sizes[n], shapes_b.sizes[n]) == (a, b)
-                ]
-                axes[axis] = follows[0] if follows else f"{name}_{axis}"
-            outputs[name] = axes
-        return outputs
+        names = self._output_names(first[1])
+        return output_axes(names, first, second, [n for n in _AXIS_PREFERENCE if n in used])
 
     @contextlib.contextmanager
     def patch_model(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -217,3 +218,25 @@ def waveform(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     wave += 0.1 * rng.standard_normal(wave.shape, dtype=np.float32)
     wave = (wave - wave.mean(-1, keepdims=True)) / wave.std(-1, keepdims=True)
     return wave.reshape(shape).astype(np.float32)
+
+
+def trajectory_inputs(config: Any, model_type: str, parameters: Mapping[str, Any]) -> Layout:
+    """States, actions, rewards, returns-to-go and time steps, one row per step (the
+    decision transformer), those of ``TRAJECTORY`` the forward's ``parameters`` name;
+    rewards and returns are one number a step."""
+
+    def step_size(name: str) -> int:
+        value = config_value(config, name)
+        if not isinstance(value, int):
+            raise UnsupportedModelError(
+                f"Model type {model_type!r} cannot be exported generically: its config gives "
+                f"no {name} for its trajectory inputs; it needs an export config of its own."
+            )
+        return value
+
+    inputs = [GenericInput("states", ("batch", "sequence", step_size("state_dim")), "floats")]
+    for name, (size, kind) in TRAJECTORY.items():
+        if name in parameters:
+            step = (step_size(size),) if size else (1,) if kind == "floats" else ()
+            inputs.append(GenericInput(name, ("batch", "sequence", *step), kind))
+    return tuple(inputs)

@@ -11,7 +11,8 @@ post-processing reads, which only make the graph larger and its parity check noi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from graphport.exporters.tasks import Task
 
@@ -87,3 +88,27 @@ def eager_output_classes(model_type: str, task: str) -> tuple[type, ...]:
     returned = hints.get("return")
     members = typing.get_args(returned) or (returned,)
     return tuple(m for m in members if isinstance(m, type) and issubclass(m, ModelOutput))
+
+
+def output_axes(
+    names: Sequence[str],
+    first: tuple[Any, Mapping[str, Any]],
+    second: tuple[Any, Mapping[str, Any]],
+    preference: Sequence[str],
+) -> dict[str, dict[int, str]]:
+    """Each output axis named after the input axis it follows across two runs (``(shape
+    set, tensors)`` each), the first of ``preference`` whose sizes match; an axis that
+    changes another way gets a name of its own, one that does not change is static."""
+    (shapes_a, tensors_a), (shapes_b, tensors_b) = first, second
+    outputs: dict[str, dict[int, str]] = {}
+    for name in names:
+        axes: dict[int, str] = {}
+        for axis, (a, b) in enumerate(
+            zip(tensors_a[name].shape, tensors_b[name].shape, strict=False)
+        ):
+            if a == b:
+                continue
+            follows = [n for n in preference if (shapes_a.sizes[n], shapes_b.sizes[n]) == (a, b)]
+            axes[axis] = follows[0] if follows else f"{name}_{axis}"
+        outputs[name] = axes
+    return outputs
