@@ -34,6 +34,7 @@ from graphport.exporters.features_with_past import (
 from graphport.exporters.generic import GenericOnnxConfig
 from graphport.exporters.generic_decoder import GenericDecoderOnnxConfig, takes_cache
 from graphport.exporters.generic_seq2seq import GenericSeq2SeqOnnxConfig
+from graphport.exporters.generic_speech_seq2seq import GenericSpeechSeq2SeqOnnxConfig
 from graphport.exporters.seq2seq import OnnxSeq2SeqConfigWithPast
 from graphport.exporters.tasks import Task, head_tasks, infer_task, parse_task
 
@@ -196,6 +197,8 @@ def config_class_for(registration: Registration, task: Task, with_past: bool) ->
         return GenericDecoderOnnxConfig  # the cache layout a dry run reads
     if task is Task.TEXT2TEXT_GENERATION:
         return GenericSeq2SeqOnnxConfig  # an encoder and a decoder graph
+    if task is Task.AUTOMATIC_SPEECH_RECOGNITION and with_past:
+        return GenericSpeechSeq2SeqOnnxConfig  # the same, on audio features
     return GenericOnnxConfig
 
 
@@ -220,6 +223,14 @@ GENERATIVE_TASKS = frozenset(
         Task.AUTOMATIC_SPEECH_RECOGNITION,
         Task.IMAGE_TO_TEXT,
     }
+)
+
+
+# The generative tasks the generic path exports with a cache, where the class takes one.
+GENERIC_WITH_PAST = (
+    Task.TEXT_GENERATION,
+    Task.TEXT2TEXT_GENERATION,
+    Task.AUTOMATIC_SPEECH_RECOGNITION,
 )
 
 
@@ -256,6 +267,6 @@ def resolve_task(checkpoint: Any, task: str | Task | None) -> tuple[Task, bool]:
     generic = registration.generic or (
         inferred is Task.TEXT_GENERATION and registration.borrows_decoder
     )
-    if generic and inferred in (Task.TEXT_GENERATION, Task.TEXT2TEXT_GENERATION):
+    if generic and inferred in GENERIC_WITH_PAST:
         with_past = takes_cache(checkpoint.model_type, inferred)
     return inferred, with_past
