@@ -3,7 +3,14 @@
 A task decides which head is loaded (through the transformers auto classes) and which
 outputs the graph has. Task values are the Hugging Face pipeline task strings; the
 feature names of the removed ``transformers.onnx`` API (``default``, ``causal-lm``,
-``seq2seq-lm``, ...) are accepted as aliases, with an optional ``-with-past`` suffix.
+``seq2seq-lm``, ...) and optimum's are accepted as aliases, with an optional
+``-with-past`` suffix.
+
+Which auto classes and mappings load each task is the table of
+``graphport.exporters.task_heads``: the tasks a model type supports are those whose
+mappings know it (``head_tasks``), read from transformers. Mappings no task names yet
+(next-sentence prediction, video classification, document and table question answering,
+backbones, ...) are not exported.
 """
 
 from __future__ import annotations
