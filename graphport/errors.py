@@ -77,6 +77,13 @@ class UnsupportedModelError(GraphportError, ValueError):
     """The architecture or task is not supported (the message says what is)."""
 
 
+class UnsupportedTaskError(UnsupportedModelError):
+    """The model type has no head for the task asked (the message names those it has)."""
+
+    exit_code = 2
+    reason = Reason.TASK_NOT_SUPPORTED
+
+
 class ExportError(GraphportError):
     """Tracing or serializing the graph failed."""
 

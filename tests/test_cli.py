@@ -254,10 +254,10 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path, Path], list[str]], int, str]] = {
     "truncated safetensors": (_truncated_weights, 1, r"model\.safetensors is truncated"),
     "unsupported task": (
         _export_with("--task", "image-classification"),
-        1,
+        2,
         r"does not support the task 'image-classification'; it supports feature-extraction, "
         r"fill-mask, text-classification, token-classification, question-answering, "
-        r"multiple-choice, text-generation\.",
+        r"multiple-choice, text-generation: pass one of these with --task\.",
     ),
     "opset 9": (_export_with("--opset", "9"), 2, r"Opset 9 cannot be produced.*between 18 and"),
     "opset 99": (_export_with("--opset", "99"), 2, r"Opset 99 cannot be produced.*between 18 and"),

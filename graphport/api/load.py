@@ -24,7 +24,12 @@ from graphport.runtimes.model_factory import load_model
 logger = logging.getLogger(__name__)
 
 # An export's task -> the transformers pipeline task that serves it, where they differ.
-PIPELINE_TASKS = {"semantic-segmentation": "image-segmentation"}
+PIPELINE_TASKS = {
+    "semantic-segmentation": "image-segmentation",
+    "instance-segmentation": "image-segmentation",
+    "panoptic-segmentation": "image-segmentation",
+    "universal-segmentation": "image-segmentation",
+}
 # Pipeline tasks an export of another task also serves (its own task aside).
 ALSO_SERVES = {"feature-extraction": ("image-feature-extraction",)}
 # Two-tower exports (feature-extraction, a graph per tower) serve zero-shot classification.
@@ -35,7 +40,19 @@ TWO_TOWER_TASKS = {
 # Pipelines that take images and text together (their inputs are not checked here).
 MULTIMODAL_TASKS = ("image-text-to-text",)
 # Exported tasks Transformers 5 has no pipeline for (it removed some).
-NO_PIPELINE = ("question-answering", "multiple-choice", "text2text-generation", "image-to-text")
+NO_PIPELINE = (
+    "question-answering",
+    "multiple-choice",
+    "text2text-generation",
+    "image-to-text",
+    "masked-im",
+    "image-to-image",
+    "audio-xvector",
+    "audio-frame-classification",
+    "text-to-spectrogram",
+    "time-series-forecasting",
+    "reinforcement-learning",
+)
 
 
 def load(

@@ -5,8 +5,10 @@ A family module declares its inputs; here they are derived, in three steps:
 
 1. The modality comes from the model class's ``main_input_name`` (or, where the forward
    does not take that, its first parameter the path can make): ``input_ids`` is text,
-   ``pixel_values`` vision, ``input_values`` / ``input_features`` audio. Any other main
-   input (time series, video, latents) is refused with the reason.
+   ``pixel_values`` vision, ``input_values`` / ``input_features`` audio, ``states`` a
+   trajectory (the decision transformer: states, actions, rewards, returns-to-go and time
+   steps, sized by the config). Any other main input (time series, video, latents) is
+   refused with the reason.
 2. The inputs are the main input plus those the forward signature takes and the config
    can fill: ``attention_mask`` and ``token_type_ids`` for text (the latter when the model
    has more than one segment type), ``decoder_input_ids`` for encoder-decoders. A forward
@@ -24,13 +26,14 @@ A family module declares its inputs; here they are derived, in three steps:
    cache, and mixture-of-experts layers trace in their batched form.
 
 Failures name the model type and the step that failed, so a sweep over every model type
-can classify them.
+can classify them. Steps 1 and 2's reading of the class and the config, and the filling of
+each kind of input, live in ``graphport.exporters.generic_inputs``; which outputs a task
+exports, in ``graphport.exporters.task_outputs``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -41,178 +44,53 @@ from transformers import PretrainedConfig
 
 from graphport.errors import EagerModelError, ExportError, Reason, UnsupportedModelError
 from graphport.exporters.config import _COMMON_OUTPUTS, Axes, OnnxConfig, ShapeSet, SubGraph
+from graphport.exporters.generic_inputs import (
+    AUDIO_MASKS,
+    FEATURE_SIZES,
+    MODALITIES,
+    SIZES,
+    Dims,
+    GenericInput,
+    Layout,
+    check_generic_support,
+    config_value,
+    describe,
+    first_line,
+    main_input,
+    model_class,
+    required_parameters,
+    requires_message,
+    right_padded_mask,
+    special_token_ids,
+    text_config,
+    trajectory_inputs,
+    waveform,
+)
 from graphport.exporters.onnx import named_output_tensors
+from graphport.exporters.task_outputs import (
+    default_output_names,
+    output_axes,
+    task_output_names,
+)
 from graphport.exporters.tasks import Task
 
-Dims = tuple[int | str, ...]
-
-# Axis sizes per modality, for tracing and for the two validation shape sets. Trace sizes
-# avoid 0, 1 and equal values on different axes; validation sizes differ on every axis.
-_SIZES: dict[str, tuple[dict[str, int], ...]] = {
-    "text": (
-        {"batch": 2, "sequence": 16, "choice": 3, "decoder_sequence": 5},
-        {"batch": 1, "sequence": 11, "choice": 2, "decoder_sequence": 7},
-        {"batch": 3, "sequence": 29, "choice": 4, "decoder_sequence": 9},
-    ),
-    "vision": (
-        {"batch": 2, "sequence": 16, "decoder_sequence": 5},
-        {"batch": 1, "sequence": 11, "decoder_sequence": 7},
-        {"batch": 3, "sequence": 29, "decoder_sequence": 9},
-    ),
-    # ``sequence`` counts waveform samples, ``frames`` feature frames (multiples of 16, so
-    # convolutional subsampling divides them evenly).
-    "audio": (
-        {"batch": 2, "sequence": 3200, "frames": 64, "decoder_sequence": 5},
-        {"batch": 1, "sequence": 2400, "frames": 48, "decoder_sequence": 7},
-        {"batch": 3, "sequence": 4800, "frames": 96, "decoder_sequence": 9},
-    ),
-}
-_MODALITIES = {
-    "input_ids": "text",
-    "pixel_values": "vision",
-    "input_values": "audio",
-    "input_features": "audio",
-}
 # The order in which an output axis is matched to the input axis whose size it follows.
-_AXIS_PREFERENCE = ("batch", "sequence", "decoder_sequence", "choice", "frames")
+_AXIS_PREFERENCE = ("batch", "sequence", "decoder_sequence", "choice", "frames", "image_batch")
+# Zero-shot tasks score every text against every image: their images are a batch of their
+# own (one image, several candidate labels).
+_ZERO_SHOT = (Task.ZERO_SHOT_IMAGE_CLASSIFICATION, Task.ZERO_SHOT_OBJECT_DETECTION)
 _TRACEABLE_EXPERTS = "batched_mm"
-# Names audio models give a mask of valid frames or samples.
-_AUDIO_MASKS = ("attention_mask", "input_features_mask", "padding_mask")
-# Names under which configs give the size of one audio feature frame.
-_FEATURE_SIZES = (
-    "num_mel_bins",
-    "feature_size",
-    "input_feat_per_channel",
-    "n_mels",
-    "feature_projection_input_dim",
-)
 
 
-@dataclasses.dataclass(frozen=True)
-class GenericInput:
-    """A graph input: its name, its dims (names are dynamic axes, ints are static) and
-    what kind of data fills it."""
-
-    name: str
-    dims: Dims
-    kind: str  # ids | mask | segments | waveform | floats | ones
-
-    @property
-    def axes(self) -> Axes:
-        return {i: d for i, d in enumerate(self.dims) if isinstance(d, str)}
-
-
-Layout = tuple[GenericInput, ...]
-
-
-def model_class(model_type: str, task: Task) -> type:
-    """The transformers class that implements ``task`` for ``model_type``."""
-    import transformers
-
-    name = task.model_class_name(model_type)
-    cls = getattr(transformers, name, None) if name else None
-    if cls is None:
-        raise UnsupportedModelError(
-            f"transformers has no {task.value} model class for model type {model_type!r}."
-        )
-    return cls
-
-
-def _main_input(cls: type, model_type: str) -> str:
-    """The class's ``main_input_name``; where its forward does not take that (a vision
-    tower that inherited ``input_ids``), the first forward parameter the generic path can
-    make."""
-    main = getattr(cls, "main_input_name", "input_ids")
-    parameters = inspect.signature(cls.forward).parameters
-    if isinstance(main, str) and main not in parameters:
-        main = next((name for name in parameters if name in _MODALITIES), main)
-    if not isinstance(main, str) or main not in _MODALITIES:
-        raise UnsupportedModelError(
-            f"Model type {model_type!r} cannot be exported generically: {cls.__name__}'s main "
-            f"input is {main!r}, and the generic path makes inputs only for "
-            f"{', '.join(_MODALITIES)}; it needs an export config of its own.",
-            reason=Reason.MAIN_INPUT_UNSUPPORTED,
-        )
-    return main
-
-
-def _text_config(config: Any) -> Any:
-    getter = getattr(config, "get_text_config", None)
-    return getter() if callable(getter) else config
-
-
-def _config_value(config: Any, *names: str) -> Any:
-    """The first of ``names`` the config has set, else its text, vision, audio or other
-    sub-configs (a speech model keeps its feature size in its encoder's config)."""
-    candidates = [
-        config,
-        _text_config(config),
-        getattr(config, "vision_config", None),
-        getattr(config, "audio_config", None),
-        *(v for v in vars(config).values() if isinstance(v, PretrainedConfig)),
-    ]
-    for candidate in candidates:
-        for name in names:
-            try:
-                value = getattr(candidate, name, None) if candidate is not None else None
-            except Exception:  # a per-layer attribute, not readable globally
-                value = None
-            if value is not None:
-                return value
-    return None
-
-
-def special_token_ids(config: Any) -> set[int]:
-    """Every id a config (and its sub-configs) names as a special token: dummy ids avoid
-    them (an image token without an image, an end-of-sequence mid-sentence)."""
-    ids: set[int] = set()
-    for name, value in vars(config).items():
-        if isinstance(value, PretrainedConfig):
-            ids |= special_token_ids(value)
-        elif name.endswith(("token_id", "token_index", "token_ids")):
-            values = value if isinstance(value, list | tuple) else [value]
-            ids |= {v for v in values if isinstance(v, int) and not isinstance(v, bool)}
-    return ids
-
-
-def required_parameters(cls: type, given: set[str]) -> list[str]:
-    """Forward parameters without a default that are not among ``given``."""
-    return [
-        name
-        for name, p in inspect.signature(cls.forward).parameters.items()
-        if name != "self"
-        and p.default is inspect.Parameter.empty
-        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-        and name not in given
-    ]
-
-
-def check_generic_support(model_type: str, task: Task = Task.FEATURE_EXTRACTION) -> None:
-    """Refuse, before any model is built, a model class whose inputs the generic path
-    cannot make: its main input, or a forward parameter it requires."""
-    cls = model_class(model_type, task)
-    main = _main_input(cls, model_type)
-    known = {main, "input_ids", "attention_mask", "token_type_ids", "pixel_values"}
-    missing = required_parameters(cls, known | {"decoder_input_ids"})
-    if missing:
-        raise UnsupportedModelError(
-            _requires(model_type, cls, missing), reason=Reason.INPUTS_NOT_DERIVED
-        )
-
-
-def _requires(model_type: str, cls: type, missing: list[str]) -> str:
-    return (
-        f"Model type {model_type!r} cannot be exported generically: {cls.__name__}.forward "
-        f"requires {', '.join(missing)}, which the generic path cannot derive; it needs an "
-        "export config of its own."
-    )
+__all__ = ["GenericOnnxConfig", "check_generic_support", "model_class"]
 
 
 class GenericOnnxConfig(OnnxConfig):
     """Inputs derived from the model class's forward signature; outputs read off an eager
     run (see the module docstring for the rules)."""
 
-    tasks: ClassVar[tuple[Task, ...]] = tuple(_COMMON_OUTPUTS)
+    # Every task but image-to-text (a vision encoder and a text decoder: a family's).
+    tasks: ClassVar[tuple[Task, ...]] = tuple(t for t in Task if t is not Task.IMAGE_TO_TEXT)
 
     def __init__(
         self,
@@ -228,14 +106,14 @@ class GenericOnnxConfig(OnnxConfig):
                 "export path exports no KV cache; export the task without -with-past."
             )
         self.model_class = model_class(self.model_type, self.task)
-        self.main_input = _main_input(self.model_class, self.model_type)
-        self.modality = _MODALITIES[self.main_input]
+        self.main_input = main_input(self.model_class, self.model_type)
+        self.modality = MODALITIES[self.main_input]
         self.parameters = inspect.signature(self.model_class.forward).parameters
         self.candidates = self._candidate_layouts()
         if not self.candidates:
             raise UnsupportedModelError(
                 f"Model type {self.model_type!r} cannot be exported generically: its config "
-                f"gives no size for {self.main_input} (none of {', '.join(_FEATURE_SIZES)}); "
+                f"gives no size for {self.main_input} (none of {', '.join(FEATURE_SIZES)}); "
                 "it needs an export config of its own.",
                 reason=Reason.INPUTS_NOT_DERIVED,
             )
@@ -263,11 +141,13 @@ class GenericOnnxConfig(OnnxConfig):
         if self.modality == "text":
             mains = [self._text_inputs()]
             if self._takes("pixel_values"):
-                mains.append((*mains[0], self._pixels()))
+                mains.append((*mains[0], self._pixels(self._image_batch)))
         elif self.modality == "vision":
             mains = [(self._pixels(),)]
             if self._takes("input_ids"):
-                mains.append((self._pixels(), *self._text_inputs()))
+                mains.append((self._pixels(self._image_batch), *self._text_inputs()))
+        elif self.modality == "trajectory":
+            mains = [trajectory_inputs(self._config, self.model_type, self.parameters)]
         else:
             mains = [(main,) for main in self._audio_candidates()]
             mains += [
@@ -280,7 +160,7 @@ class GenericOnnxConfig(OnnxConfig):
     def _audio_mask(self, main: GenericInput) -> GenericInput | None:
         """A mask of valid frames, for audio models that fail without one: all ones (every
         frame valid), over the main input's time axis."""
-        name = next((n for n in _AUDIO_MASKS if self._takes(n)), None)
+        name = next((n for n in AUDIO_MASKS if self._takes(n)), None)
         time = next((d for d in main.dims[1:] if isinstance(d, str)), None)
         if time is None and main.kind == "floats" and len(main.dims) == 3:
             time = main.dims[-1]  # bins x a fixed number of frames (Whisper-like)
@@ -295,40 +175,45 @@ class GenericOnnxConfig(OnnxConfig):
         inputs = [GenericInput("input_ids", dims, "ids")]
         if self._takes("attention_mask"):
             inputs.append(GenericInput("attention_mask", dims, "mask"))
-        segment_types = _config_value(self._config, "type_vocab_size") or 0
+        segment_types = config_value(self._config, "type_vocab_size") or 0
         if self._takes("token_type_ids") and segment_types > 1:
             inputs.append(GenericInput("token_type_ids", dims, "segments"))
         return tuple(inputs)
 
-    def _pixels(self) -> GenericInput:
-        return GenericInput("pixel_values", self._image_dims(), "floats")
+    @property
+    def _image_batch(self) -> str:
+        """The batch axis of images beside text: their own in a zero-shot task."""
+        return "image_batch" if self.task in _ZERO_SHOT else "batch"
 
-    def _image_dims(self) -> Dims:
-        channels = _config_value(self._config, "num_channels", "in_channels", "in_chans") or 3
-        size = _config_value(self._config, "image_size", "img_size") or 64
+    def _pixels(self, batch: str = "batch") -> GenericInput:
+        return GenericInput("pixel_values", self._image_dims(batch), "floats")
+
+    def _image_dims(self, batch: str = "batch") -> Dims:
+        channels = config_value(self._config, "num_channels", "in_channels", "in_chans") or 3
+        size = config_value(self._config, "image_size", "img_size") or 64
         height, width = (size, size) if isinstance(size, int) else (size[0], size[-1])
-        return ("batch", int(channels), int(height), int(width))
+        return (batch, int(channels), int(height), int(width))
 
     def _audio_candidates(self) -> list[GenericInput]:
         """Layouts of the main audio input, most specific first."""
-        bins = _config_value(self._config, "num_mel_bins")
+        bins = config_value(self._config, "num_mel_bins")
         if self.main_input == "input_values":
             candidates = []
-            length = _config_value(self._config, "max_length")
+            length = config_value(self._config, "max_length")
             if bins and length:  # a spectrogram of fixed length (Audio Spectrogram Transformer)
                 candidates.append(GenericInput("input_values", ("batch", length, bins), "floats"))
-            channels = int(_config_value(self._config, "audio_channels", "channels") or 1)
+            channels = int(config_value(self._config, "audio_channels", "channels") or 1)
             for dims in (("batch", "sequence"), ("batch", channels, "sequence")):
                 candidates.append(GenericInput("input_values", dims, "waveform"))
             return candidates
-        sizes = [_config_value(self._config, name) for name in _FEATURE_SIZES]
-        per_channel = _config_value(self._config, "input_feat_per_channel")
-        channels = _config_value(self._config, "input_channels")
+        sizes = [config_value(self._config, name) for name in FEATURE_SIZES]
+        per_channel = config_value(self._config, "input_feat_per_channel")
+        channels = config_value(self._config, "input_channels")
         if per_channel and channels:
             sizes.insert(0, per_channel * channels)
         features = list(dict.fromkeys(int(s) for s in sizes if isinstance(s, int) and s > 0))
         layouts: list[Dims] = []
-        positions = _config_value(self._config, "max_source_positions")
+        positions = config_value(self._config, "max_source_positions")
         if bins and positions:  # Whisper-like: bins x a fixed 2 x max_source_positions frames
             layouts.append(("batch", int(bins), 2 * int(positions)))
         layouts += [("batch", "frames", size) for size in features]
@@ -340,7 +225,7 @@ class GenericOnnxConfig(OnnxConfig):
         missing = required_parameters(self.model_class, given)
         if missing:
             raise UnsupportedModelError(
-                _requires(self.model_type, self.model_class, missing),
+                requires_message(self.model_type, self.model_class, missing),
                 reason=Reason.INPUTS_NOT_DERIVED,
             )
 
@@ -353,7 +238,9 @@ class GenericOnnxConfig(OnnxConfig):
     @property
     def outputs(self) -> Mapping[str, Axes]:
         if self._outputs is None:  # not resolved against a model yet: the task's defaults
-            return super().outputs
+            if self.task in _COMMON_OUTPUTS:
+                return super().outputs
+            return {name: {0: "batch"} for name in default_output_names(self.task)}
         return {name: dict(axes) for name, axes in self._outputs.items()}
 
     @property
@@ -367,12 +254,17 @@ class GenericOnnxConfig(OnnxConfig):
     def _sizes(self) -> list[dict[str, int]]:
         """The modality's trace and validation sizes; token sequences stay within the
         position embeddings of models that have few (OWL-ViT's text tower has 16)."""
-        sizes = [dict(s) for s in _SIZES[self.modality]]
-        limit = _config_value(self._config, "max_position_embeddings")
+        sizes = [dict(s) for s in SIZES[self.modality]]
+        limit = config_value(self._config, "max_position_embeddings")
         text = any(i.kind == "ids" and "sequence" in i.dims for i in self.layout)
         if text and isinstance(limit, int) and 3 < limit < max(s["sequence"] for s in sizes):
             for s, length in zip(sizes, (limit * 2 // 3, limit // 2, limit), strict=True):
                 s["sequence"] = length
+        if self.task is Task.ZERO_SHOT_OBJECT_DETECTION:
+            # Every image has the same number of text queries (OWL-ViT reshapes the texts
+            # to images x queries): the text batch is a multiple of the image batch.
+            for s, (texts, images) in zip(sizes, ((4, 2), (3, 1), (6, 3)), strict=True):
+                s["batch"], s["image_batch"] = texts, images
         return sizes
 
     def trace_shapes(self) -> ShapeSet:
@@ -388,20 +280,23 @@ class GenericOnnxConfig(OnnxConfig):
         if kind == "ids":
             return rng.choice(self._ordinary_ids(), size=shape).astype(np.int64)
         if kind == "mask":
-            return _right_padded_mask(shape, rng)
+            return right_padded_mask(shape, rng)
         if kind == "segments":
             segments = np.zeros(shape, dtype=np.int64)
             segments[..., shape[-1] // 2 :] = 1
             return segments
         if kind == "waveform":
-            return _waveform(shape, rng)
+            return waveform(shape, rng)
         if kind == "ones":
             return np.ones(shape, dtype=np.int64)
+        if kind == "steps":  # time steps within the episodes the model embeds
+            episode = int(config_value(self._config, "max_ep_len") or 16)
+            return rng.integers(0, episode, size=shape, dtype=np.int64)
         return rng.standard_normal(shape, dtype=np.float32)
 
     def _ordinary_ids(self) -> np.ndarray:
         """Token ids clear of the special ones (the first few ids usually hold them)."""
-        vocab = int(_config_value(self._config, "vocab_size") or 2)
+        vocab = int(config_value(self._config, "vocab_size") or 2)
         specials = list(special_token_ids(self._config))
         ids = np.setdiff1d(np.arange(min(5, vocab - 1), vocab), specials)
         return ids if ids.size else np.arange(vocab)
@@ -421,7 +316,7 @@ class GenericOnnxConfig(OnnxConfig):
         for module in model.modules():
             config = getattr(module, "config", None)
             if isinstance(config, PretrainedConfig):
-                for sub in (config, _text_config(config)):
+                for sub in (config, text_config(config)):
                     if getattr(sub, "use_cache", None):
                         sub.use_cache = False
 
@@ -434,7 +329,7 @@ class GenericOnnxConfig(OnnxConfig):
             try:
                 runs = [self._run(model, shapes) for shapes in self._probe_shapes()]
             except Exception as e:
-                failures.append(f"{_describe(layout)}: {_first_line(e)}")
+                failures.append(f"{describe(layout)}: {first_line(e)}")
                 continue
             self._outputs = self._output_axes(*runs)
             return
@@ -464,6 +359,9 @@ class GenericOnnxConfig(OnnxConfig):
     def _output_names(self, tensors: Mapping[str, torch.Tensor]) -> list[str]:
         if self.task is Task.FEATURE_EXTRACTION:
             return ["last_hidden_state" if "last_hidden_state" in tensors else next(iter(tensors))]
+        named = task_output_names(self.task, tensors)
+        if named is not None:
+            return named
         wanted = list(_COMMON_OUTPUTS[self.task])
         missing = [name for name in wanted if name not in tensors]
         if missing:
@@ -479,24 +377,9 @@ class GenericOnnxConfig(OnnxConfig):
         self, first: tuple[ShapeSet, dict], second: tuple[ShapeSet, dict]
     ) -> dict[str, Axes]:
         """Name each output axis after the input axis it follows, across two runs."""
-        (shapes_a, tensors_a), (shapes_b, tensors_b) = first, second
         used = {d for i in self.layout for d in i.dims if isinstance(d, str)}
-        outputs: dict[str, Axes] = {}
-        for name in self._output_names(tensors_a):
-            axes: Axes = {}
-            for axis, (a, b) in enumerate(
-                zip(tensors_a[name].shape, tensors_b[name].shape, strict=False)
-            ):
-                if a == b:
-                    continue
-                follows = [
-                    n
-                    for n in _AXIS_PREFERENCE
-                    if n in used and (shapes_a.sizes[n], shapes_b.sizes[n]) == (a, b)
-                ]
-                axes[axis] = follows[0] if follows else f"{name}_{axis}"
-            outputs[name] = axes
-        return outputs
+        names = self._output_names(first[1])
+        return output_axes(names, first, second, [n for n in _AXIS_PREFERENCE if n in used])
 
     @contextlib.contextmanager
     def patch_model(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
@@ -525,33 +408,3 @@ def _experts_implementation(model: torch.nn.Module) -> str | None:
     if not hasattr(model, "set_experts_implementation"):
         return None
     return getattr(getattr(model, "config", None), "_experts_implementation", None)
-
-
-def _describe(layout: Layout) -> str:
-    return ", ".join(f"{i.name}{list(i.dims)}" for i in layout)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
-
-
-def _right_padded_mask(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Row 0 full, the others lose up to half their positions at the end, so validation
-    exercises masked positions (as TextOnnxConfig's masks do)."""
-    mask = np.ones(shape, dtype=np.int64)
-    rows = mask.reshape(-1, shape[-1])
-    for i in range(1, rows.shape[0]):
-        rows[i, shape[-1] - int(rng.integers(0, shape[-1] // 2 + 1)) :] = 0
-    return mask
-
-
-def _waveform(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """A normalized waveform per row (last axis is time): a few sines plus noise."""
-    rows = int(np.prod(shape[:-1]))
-    t = np.arange(shape[-1], dtype=np.float32) / 16000.0
-    freqs = rng.uniform(100.0, 2000.0, size=(rows, 3)).astype(np.float32)
-    wave = np.sin(2 * np.pi * freqs[:, :, None] * t[None, None, :]).sum(axis=1)
-    wave += 0.1 * rng.standard_normal(wave.shape, dtype=np.float32)
-    wave = (wave - wave.mean(-1, keepdims=True)) / wave.std(-1, keepdims=True)
-    return wave.reshape(shape).astype(np.float32)

@@ -3,7 +3,14 @@
 A task decides which head is loaded (through the transformers auto classes) and which
 outputs the graph has. Task values are the Hugging Face pipeline task strings; the
 feature names of the removed ``transformers.onnx`` API (``default``, ``causal-lm``,
-``seq2seq-lm``, ...) are accepted as aliases, with an optional ``-with-past`` suffix.
+``seq2seq-lm``, ...) and optimum's are accepted as aliases, with an optional
+``-with-past`` suffix.
+
+Which auto classes and mappings load each task is the table of
+``graphport.exporters.task_heads``: the tasks a model type supports are those whose
+mappings know it (``head_tasks``), read from transformers. Mappings no task names yet
+(next-sentence prediction, video classification, document and table question answering,
+backbones, ...) are not exported.
 """
 
 from __future__ import annotations
@@ -12,9 +19,9 @@ import enum
 from collections.abc import Iterable
 
 import transformers
-from transformers.models.auto import modeling_auto
 
 from graphport.errors import UnsupportedModelError
+from graphport.exporters.task_heads import HEADS, mapping
 
 
 class Task(str, enum.Enum):
@@ -35,6 +42,20 @@ class Task(str, enum.Enum):
     OBJECT_DETECTION = "object-detection"
     DEPTH_ESTIMATION = "depth-estimation"
     ZERO_SHOT_IMAGE_CLASSIFICATION = "zero-shot-image-classification"
+    INSTANCE_SEGMENTATION = "instance-segmentation"
+    PANOPTIC_SEGMENTATION = "panoptic-segmentation"
+    UNIVERSAL_SEGMENTATION = "universal-segmentation"
+    MASK_GENERATION = "mask-generation"
+    ZERO_SHOT_OBJECT_DETECTION = "zero-shot-object-detection"
+    KEYPOINT_DETECTION = "keypoint-detection"
+    IMAGE_TO_IMAGE = "image-to-image"
+    TEXT_TO_AUDIO = "text-to-audio"
+    TEXT_TO_SPECTROGRAM = "text-to-spectrogram"
+    AUDIO_XVECTOR = "audio-xvector"
+    AUDIO_FRAME_CLASSIFICATION = "audio-frame-classification"
+    MASKED_IM = "masked-im"
+    TIME_SERIES_FORECASTING = "time-series-forecasting"
+    REINFORCEMENT_LEARNING = "reinforcement-learning"
 
     def __str__(self) -> str:
         return self.value
@@ -42,93 +63,51 @@ class Task(str, enum.Enum):
     @property
     def auto_classes(self) -> tuple[str, ...]:
         """Names of the transformers auto classes that load this task's head, in order."""
-        return tuple(auto for auto, _ in _HEADS[self])
+        return tuple(auto for auto, _ in HEADS[self.value])
 
     def model_class_name(self, model_type: str) -> str | None:
         """The transformers class that implements this task for ``model_type``, if any."""
-        for _, mapping in _HEADS[self]:
-            names = getattr(modeling_auto, mapping).get(model_type)
+        for _, name in HEADS[self.value]:
+            names = mapping(name).get(model_type)
             if names:
                 return names if isinstance(names, str) else names[0]
         return None
 
     def auto_class(self, model_type: str) -> type:
         """The auto class (``AutoModelForX``) whose mapping knows ``model_type``."""
-        for auto, mapping in _HEADS[self]:
-            if model_type in getattr(modeling_auto, mapping):
+        for auto, name in HEADS[self.value]:
+            if model_type in mapping(name):
                 return getattr(transformers, auto)
         raise UnsupportedModelError(
             f"transformers has no {self.value} head for model type {model_type!r}."
         )
 
 
-# task -> (auto class, its model_type -> class-name mapping in transformers), in the order
-# tried. Speech recognition is CTC for encoder-only models and seq2seq for whisper-like ones.
-_HEADS: dict[Task, tuple[tuple[str, str], ...]] = {
-    Task.FEATURE_EXTRACTION: (("AutoModel", "MODEL_MAPPING_NAMES"),),
-    Task.FILL_MASK: (("AutoModelForMaskedLM", "MODEL_FOR_MASKED_LM_MAPPING_NAMES"),),
-    Task.TEXT_CLASSIFICATION: (
-        ("AutoModelForSequenceClassification", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"),
-    ),
-    Task.TOKEN_CLASSIFICATION: (
-        ("AutoModelForTokenClassification", "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES"),
-    ),
-    Task.QUESTION_ANSWERING: (
-        ("AutoModelForQuestionAnswering", "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES"),
-    ),
-    Task.MULTIPLE_CHOICE: (
-        ("AutoModelForMultipleChoice", "MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES"),
-    ),
-    Task.IMAGE_CLASSIFICATION: (
-        ("AutoModelForImageClassification", "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES"),
-    ),
-    Task.SEMANTIC_SEGMENTATION: (
-        ("AutoModelForSemanticSegmentation", "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES"),
-    ),
-    Task.AUDIO_CLASSIFICATION: (
-        ("AutoModelForAudioClassification", "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES"),
-    ),
-    Task.AUTOMATIC_SPEECH_RECOGNITION: (
-        ("AutoModelForCTC", "MODEL_FOR_CTC_MAPPING_NAMES"),
-        ("AutoModelForSpeechSeq2Seq", "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES"),
-    ),
-    Task.TEXT_GENERATION: (("AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),),
-    Task.TEXT2TEXT_GENERATION: (
-        ("AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"),
-    ),
-    # Transformers 5 folded Vision2Seq into ImageTextToText (vision-encoder-decoder, ...).
-    Task.IMAGE_TO_TEXT: (
-        ("AutoModelForImageTextToText", "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"),
-    ),
-    # A vision-language decoder (LLaVA): graphport.exporters.vlm says which families export it.
-    Task.IMAGE_TEXT_TO_TEXT: (
-        ("AutoModelForImageTextToText", "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"),
-    ),
-    Task.OBJECT_DETECTION: (
-        ("AutoModelForObjectDetection", "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES"),
-    ),
-    Task.DEPTH_ESTIMATION: (
-        ("AutoModelForDepthEstimation", "MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES"),
-    ),
-    Task.ZERO_SHOT_IMAGE_CLASSIFICATION: (
-        (
-            "AutoModelForZeroShotImageClassification",
-            "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",
-        ),
-    ),
-}
+def head_tasks(model_type: str) -> tuple[Task, ...]:
+    """Every task transformers has a head for on ``model_type`` (its auto mappings), in the
+    order of ``Task``."""
+    return tuple(task for task in Task if task.model_class_name(model_type) is not None)
 
-# Feature names of the removed transformers.onnx API and of optimum.
+
+# Feature names of the removed transformers.onnx API and of optimum, and the pipeline
+# names transformers and optimum give the same heads.
 LEGACY_ALIASES: dict[str, Task] = {
     "default": Task.FEATURE_EXTRACTION,
+    "sentence-similarity": Task.FEATURE_EXTRACTION,
     "masked-lm": Task.FILL_MASK,
     "sequence-classification": Task.TEXT_CLASSIFICATION,
+    "zero-shot-classification": Task.TEXT_CLASSIFICATION,
     "causal-lm": Task.TEXT_GENERATION,
     "seq2seq-lm": Task.TEXT2TEXT_GENERATION,
+    "summarization": Task.TEXT2TEXT_GENERATION,
+    "translation": Task.TEXT2TEXT_GENERATION,
     "speech2seq-lm": Task.AUTOMATIC_SPEECH_RECOGNITION,
+    "audio-ctc": Task.AUTOMATIC_SPEECH_RECOGNITION,
+    "ctc": Task.AUTOMATIC_SPEECH_RECOGNITION,
     "vision2seq-lm": Task.IMAGE_TO_TEXT,
     "image-segmentation": Task.SEMANTIC_SEGMENTATION,
-    "ctc": Task.AUTOMATIC_SPEECH_RECOGNITION,
+    "text-to-speech": Task.TEXT_TO_AUDIO,
+    "masked-image-modeling": Task.MASKED_IM,
 }
 
 WITH_PAST_SUFFIX = "-with-past"
@@ -156,12 +135,12 @@ def parse_task(name: str | Task) -> tuple[Task, bool]:
 
 
 def tasks_for_architecture(model_type: str, architecture: str) -> list[Task]:
-    """Every task whose head class is ``architecture``, in the order of ``_HEADS`` (one head
+    """Every task whose head class is ``architecture``, in the order of ``Task`` (one head
     can serve several: BartForConditionalGeneration fills masks and generates text)."""
     tasks = []
-    for task, heads in _HEADS.items():
-        for _, mapping in heads:
-            names = getattr(modeling_auto, mapping).get(model_type) or ()
+    for task in Task:
+        for _, name in HEADS[task.value]:
+            names = mapping(name).get(model_type) or ()
             if architecture in ((names,) if isinstance(names, str) else names):
                 tasks.append(task)
                 break

@@ -11,6 +11,10 @@ A family module declares a config class and registers it for the model types it 
 A model type transformers knows but no family registers gets the generic registration
 (family ``generic``): its export config derives the graph's inputs from the model class's
 forward signature (see ``graphport.exporters.generic``).
+
+The tasks a model type supports are those transformers has a head for (its auto
+mappings, ``graphport.exporters.tasks.head_tasks``), family and generic types alike: a
+family exports the tasks it declares, and the generic path every other head the type has.
 """
 
 from __future__ import annotations
@@ -20,13 +24,19 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from graphport.errors import Reason, UnsupportedModelError
+from graphport.errors import UnsupportedModelError, UnsupportedTaskError
 from graphport.exporters.config import OnnxConfig
 from graphport.exporters.decoder import OnnxConfigWithPast
+from graphport.exporters.features_with_past import (
+    GenericFeaturesWithPastOnnxConfig,
+    with_features,
+)
 from graphport.exporters.generic import GenericOnnxConfig
 from graphport.exporters.generic_decoder import GenericDecoderOnnxConfig, takes_cache
 from graphport.exporters.generic_seq2seq import GenericSeq2SeqOnnxConfig
-from graphport.exporters.tasks import Task, infer_task, parse_task
+from graphport.exporters.generic_speech_seq2seq import GenericSpeechSeq2SeqOnnxConfig
+from graphport.exporters.seq2seq import OnnxSeq2SeqConfigWithPast
+from graphport.exporters.tasks import Task, head_tasks, infer_task, parse_task
 from graphport.exporters.vlm import image_text_config
 
 logger = logging.getLogger(__name__)
@@ -42,6 +52,13 @@ class Registration:
 
     @property
     def tasks(self) -> tuple[Task, ...]:
+        """Every task transformers has a head for on this type: the family's own first
+        (``family_tasks``), then the heads the generic path exports for it."""
+        own = self.family_tasks
+        return own + tuple(t for t in head_tasks(self.model_type) if self.generic_exports(t, own))
+
+    @property
+    def family_tasks(self) -> tuple[Task, ...]:
         """Tasks the config declares and transformers has a head for, for this type (and
         text generation where the family lends it to the generic KV-cache path)."""
         declared = tuple(
@@ -52,6 +69,13 @@ class Registration:
         if image_text_config(self.model_type) is not None:  # a VLM beside its other tasks
             declared += (Task.IMAGE_TEXT_TO_TEXT,)
         return declared
+
+    def generic_exports(self, task: Task, own: tuple[Task, ...] = ()) -> bool:
+        """Whether the generic path exports ``task`` for this type, the family's own tasks
+        aside (a family that lends no decoder keeps text generation to itself)."""
+        if task in own or task not in GenericOnnxConfig.tasks:
+            return False
+        return self.generic or task is not Task.TEXT_GENERATION
 
     @property
     def borrows_decoder(self) -> bool:
@@ -147,23 +171,43 @@ def get_onnx_config(model_config: Any, task: Task | str) -> OnnxConfig:
     registration = get_registration(model_config.model_type)
     parsed, with_past = parse_task(task)
     if parsed not in registration.tasks:
-        raise UnsupportedModelError(
+        raise UnsupportedTaskError(
             f"Model type {registration.model_type!r} does not support the task "
             f"{parsed.value!r}; it supports "
-            f"{', '.join(t.value for t in registration.tasks)}. Pass one of these with --task.",
-            reason=Reason.TASK_NOT_SUPPORTED,
+            f"{', '.join(t.value for t in registration.tasks)}: pass one of these with --task."
         )
+    return config_class_for(registration, parsed, with_past)(
+        model_config, task=parsed, use_past=with_past
+    )
+
+
+def config_class_for(registration: Registration, task: Task, with_past: bool) -> type[OnnxConfig]:
+    """The export config class of ``task`` on a registered type: the family's for the tasks
+    it declares, the generic path's for every other head (a KV cache where it has one)."""
+    if task is Task.IMAGE_TEXT_TO_TEXT:
+        vlm = image_text_config(registration.model_type)  # vision, embed, decoder graphs
+        if vlm is not None:
+            return vlm
     config_class = registration.config_class
-    borrowed = parsed is Task.TEXT_GENERATION and registration.borrows_decoder
-    if borrowed and not with_past:
-        config_class = GenericOnnxConfig
-    if (registration.generic or borrowed) and with_past and parsed is Task.TEXT_GENERATION:
-        config_class = GenericDecoderOnnxConfig  # the cache layout a dry run reads
-    if registration.generic and parsed is Task.TEXT2TEXT_GENERATION:
-        config_class = GenericSeq2SeqOnnxConfig  # an encoder and a decoder graph
-    if parsed is Task.IMAGE_TEXT_TO_TEXT:
-        config_class = image_text_config(registration.model_type)  # vision, embed, decoder
-    return config_class(model_config, task=parsed, use_past=with_past)
+    family = task in registration.config_class.tasks and not registration.generic
+    if task is Task.FEATURE_EXTRACTION and with_past:
+        # The base model with its cache: a decoder family's config traced on the base model
+        # (an encoder-decoder family's says why it exports no cache for the bare model).
+        if not family:
+            return GenericFeaturesWithPastOnnxConfig
+        if issubclass(config_class, OnnxConfigWithPast) and not issubclass(
+            config_class, OnnxSeq2SeqConfigWithPast
+        ):
+            return with_features(config_class)
+    if family:
+        return config_class
+    if task is Task.TEXT_GENERATION and with_past:
+        return GenericDecoderOnnxConfig  # the cache layout a dry run reads
+    if task is Task.TEXT2TEXT_GENERATION:
+        return GenericSeq2SeqOnnxConfig  # an encoder and a decoder graph
+    if task is Task.AUTOMATIC_SPEECH_RECOGNITION and with_past:
+        return GenericSpeechSeq2SeqOnnxConfig  # the same, on audio features
+    return GenericOnnxConfig
 
 
 def export_config(directory: Any) -> OnnxConfig:
@@ -187,6 +231,14 @@ GENERATIVE_TASKS = frozenset(
         Task.AUTOMATIC_SPEECH_RECOGNITION,
         Task.IMAGE_TO_TEXT,
     }
+)
+
+
+# The generative tasks the generic path exports with a cache, where the class takes one.
+GENERIC_WITH_PAST = (
+    Task.TEXT_GENERATION,
+    Task.TEXT2TEXT_GENERATION,
+    Task.AUTOMATIC_SPEECH_RECOGNITION,
 )
 
 
@@ -223,6 +275,6 @@ def resolve_task(checkpoint: Any, task: str | Task | None) -> tuple[Task, bool]:
     generic = registration.generic or (
         inferred is Task.TEXT_GENERATION and registration.borrows_decoder
     )
-    if generic and inferred in (Task.TEXT_GENERATION, Task.TEXT2TEXT_GENERATION):
+    if generic and inferred in GENERIC_WITH_PAST:
         with_past = takes_cache(checkpoint.model_type, inferred)
     return inferred, with_past

@@ -16,7 +16,8 @@ Rules of ``forward`` (what eager and ``generate()`` do without the weights):
    Any other missing input is an error. ``token_type_ids`` all zero are dropped when the
    graph does not take them (a tokenizer returns them for decoders too), an
    ``attention_mask`` of ones likewise (the CTC pipeline passes one to a wav2vec2 graph
-   exported without it, which is what a mask of ones computes), and ``position_ids``
+   exported without it, which is what a mask of ones computes), a ``pixel_mask`` of ones
+   too (MaskFormer's image processor returns one), and ``position_ids``
    when the graph computes its own (a decoder exported without a cache).
    An input the graph does not take is dropped too when the eager head's ``forward`` does
    not name it: eager takes it through ``**kwargs`` and ignores it (YOLOS and the
@@ -70,6 +71,7 @@ from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 from transformers.utils import ModelOutput
 
 from graphport.errors import UsageError
+from graphport.exporters.task_outputs import eager_output_classes
 from graphport.manifest import ExportDirectory
 from graphport.runtimes import get_runtime_class
 from graphport.runtimes.base import Runtime
@@ -125,10 +127,17 @@ class _NotSupportedFilter(logging.Filter):
 logging.getLogger("transformers.pipelines.base").addFilter(_NotSupportedFilter())
 
 
-def output_class(task: str, names: Sequence[str]) -> type[ModelOutput]:
-    """The ModelOutput class eager returns for ``task`` that has every name in ``names``."""
+def output_class(
+    task: str, names: Sequence[str], model_type: str | None = None
+) -> type[ModelOutput]:
+    """The ModelOutput class eager returns for ``task`` that has every name in ``names``:
+    the one the eager head of ``model_type`` annotates, else the task's usual ones above
+    (a causal LM's always: its generation steps fill their fields)."""
     wanted = {n for n in names if not n.startswith("present.")}
-    for cls in OUTPUT_CLASSES.get(task, ()):
+    classes = OUTPUT_CLASSES.get(task, ())
+    if model_type and task != "text-generation":
+        classes = (*eager_output_classes(model_type, task), *classes)
+    for cls in classes:
         if wanted <= set(cls.__dataclass_fields__):
             return cls
     return ModelOutput
@@ -166,7 +175,7 @@ class RuntimeModel(PreTrainedModel):
             (n for n in MAIN_INPUTS if n in self.graph_inputs), self.graph_inputs[0]
         )
         self.input_modalities = MODALITIES.get(manifest.modality, "text")
-        self.output_class = output_class(self.task, runtime.output_names)
+        self.output_class = output_class(self.task, runtime.output_names, config.model_type)
         self._torch_dtype = TORCH_DTYPES.get(manifest.dtype, torch.float32)
         self.eager_ignores = _eager_ignores(config, self.graph_inputs)
         self.eval()
@@ -263,6 +272,9 @@ class RuntimeModel(PreTrainedModel):
                     "pass one input at a time (unpadded), or export a model that takes a mask."
                 )
             del feeds["attention_mask"]
+        pixel_mask = feeds.get("pixel_mask")
+        if "pixel_mask" not in self.graph_inputs and pixel_mask is not None and pixel_mask.all():
+            del feeds["pixel_mask"]  # every pixel valid: what the graph computes without one
         if "position_ids" not in self.graph_inputs:
             # generate() passes them to any forward that names them; such a graph derives
             # its positions itself (rule 2).

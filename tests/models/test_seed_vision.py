@@ -73,7 +73,7 @@ SEEDS = [
 TASKS = {
     "pvt": {"feature-extraction", "image-classification"},
     "bit": {"feature-extraction", "image-classification"},
-    "focalnet": {"feature-extraction", "image-classification"},
+    "focalnet": {"feature-extraction", "image-classification", "masked-im"},
     "mobilevitv2": {"feature-extraction", "image-classification", "semantic-segmentation"},
     "cvt": {"feature-extraction", "image-classification"},
     "upernet": {"semantic-segmentation"},
@@ -95,7 +95,7 @@ def test_upernet_is_a_segmentation_head_only():
     with pytest.raises(
         UnsupportedModelError,
         match=r"^Model type 'upernet' does not support the task 'feature-extraction'; it "
-        r"supports semantic-segmentation\. Pass one of these with --task\.$",
+        r"supports semantic-segmentation: pass one of these with --task\.$",
     ):
         get_onnx_config(config, Task.FEATURE_EXTRACTION)
 
