@@ -90,7 +90,10 @@ class GenericOnnxConfig(OnnxConfig):
     run (see the module docstring for the rules)."""
 
     # Every task but image-to-text (a vision encoder and a text decoder: a family's).
-    tasks: ClassVar[tuple[Task, ...]] = tuple(t for t in Task if t is not Task.IMAGE_TO_TEXT)
+    # Vision-language generation has graphs of its own (exporters/vlm.py, per family).
+    tasks: ClassVar[tuple[Task, ...]] = tuple(
+        t for t in Task if t not in (Task.IMAGE_TO_TEXT, Task.IMAGE_TEXT_TO_TEXT)
+    )
 
     def __init__(
         self,

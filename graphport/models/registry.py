@@ -66,7 +66,8 @@ class Registration:
         )
         if self.borrows_decoder:
             declared += (Task.TEXT_GENERATION,)
-        if image_text_config(self.model_type) is not None:  # a VLM beside its other tasks
+        vlm = image_text_config(self.model_type) is not None  # a VLM beside its other tasks
+        if vlm and Task.IMAGE_TEXT_TO_TEXT not in declared:
             declared += (Task.IMAGE_TEXT_TO_TEXT,)
         return declared
 
