@@ -214,6 +214,14 @@ def llamacpp_perplexity(gguf: Path, rows: np.ndarray, work: Path) -> float:
     return math.exp(nll / (rows.shape[0] * (rows.shape[1] - 1)))
 
 
+class Results(dict):
+    """Perplexities by variant, each reported as it lands (a late failure loses none)."""
+
+    def __setitem__(self, name: str, value: float) -> None:
+        progress(f"{name}: perplexity {value:.3f}")
+        super().__setitem__(name, value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=8192, help="Tokens of prose scored.")
@@ -248,7 +256,7 @@ def main() -> None:
         drift = float(np.abs(torch_scorer(model)(rows[:1]) - before).max())
         progress(f"rotation: logits moved by at most {drift:.2e} (the same function)")
 
-        results: dict[str, float] = {}
+        results = Results()
         progress("eager")
         results["eager (fp32, rotated)"] = perplexity(torch_scorer(model), rows)
         del model
