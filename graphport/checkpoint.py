@@ -1,7 +1,7 @@
 """Reading checkpoint files without a framework: the header of a safetensors file.
 
 The bottom floor of the layers (docs/DEVELOPING.md): the loader (graphport/models/loader.py)
-and the streamed export's reader (graphport/exporters/streaming.py) both read headers here.
+and the streamed export's reader (graphport/export/streaming.py) both read headers here.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ MANIFEST_NAME = "graphport.json"
 FORMAT_VERSION = 1
 
 # The names a decoder's KV cache goes by in every graph (past inputs, present outputs),
-# and the beam-reorder input of a stateful OpenVINO decoder (exporters/openvino.py).
+# and the beam-reorder input of a stateful OpenVINO decoder (export/openvino.py).
 PAST_PREFIX, PRESENT_PREFIX = "past_key_values.", "present."
 BEAM_IDX = "beam_idx"
 

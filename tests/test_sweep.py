@@ -18,7 +18,7 @@ from graphport.errors import (
     UnsupportedModelError,
     UsageError,
 )
-from graphport.exporters.cache_layout import UnsupportedCacheError
+from graphport.export.cache_layout import UnsupportedCacheError
 from graphport.sweep import (
     Status,
     SweepResult,

@@ -26,9 +26,9 @@ import graphport
 from graphport.api.export import export_model
 from graphport.cli import cli
 from graphport.errors import UnsupportedModelError, UsageError
-from graphport.exporters.generic import GenericOnnxConfig
-from graphport.exporters.tasks import Task
-from graphport.exporters.vlm import image_text_config
+from graphport.export.generic import GenericOnnxConfig
+from graphport.export.tasks import Task
+from graphport.export.vlm import image_text_config
 from graphport.models.registry import get_onnx_config, supported_tasks
 from graphport.models.tiny_vlm import (
     IMAGE_TOKEN_ID,

@@ -25,9 +25,9 @@ from typing import Any
 from graphport.api.plan import ExportOptions, ExportPlan, plan_export
 from graphport.api.transform import BUDGETS, TransformResult, optimize_export, quantize_export
 from graphport.errors import ParityError
-from graphport.exporters.cache_layout import UnsupportedCacheError
-from graphport.exporters.genai_config import write_genai_config
-from graphport.exporters.onnx import check_eager_runs
+from graphport.export.cache_layout import UnsupportedCacheError
+from graphport.export.genai_config import write_genai_config
+from graphport.export.onnx import check_eager_runs
 from graphport.formats import FormatOptions, get_format, write_artifact
 from graphport.manifest import (
     MANIFEST_NAME,

@@ -40,8 +40,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from graphport.api.image_text import image_text_inputs
 from graphport.errors import RuntimeUnavailableError, UsageError
-from graphport.exporters.genai_config import GENAI_CONFIG, genai_unsupported
-from graphport.exporters.openvino import GENAI_MODEL_FILE, GENAI_TOKENIZER_FILES
+from graphport.export.genai_config import GENAI_CONFIG, genai_unsupported
+from graphport.export.openvino import GENAI_MODEL_FILE, GENAI_TOKENIZER_FILES
 from graphport.manifest import ExportDirectory
 from graphport.runtimes.engines import (
     ENGINE_EXTRAS,

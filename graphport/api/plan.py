@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from graphport.errors import UsageError
-from graphport.exporters.config import OnnxConfig
-from graphport.exporters.onnx import check_opset
-from graphport.exporters.tasks import Task
+from graphport.export.config import OnnxConfig
+from graphport.export.onnx import check_opset
+from graphport.export.tasks import Task
 from graphport.formats import Format, FormatOptions, get_format
 from graphport.graphs import QUANT_MODES
 from graphport.graphs.gptq import GptqSpec
@@ -323,7 +323,7 @@ def plan_export(
         checkpoint.config, f"{parsed_task.value}{'-with-past' if with_past else ''}"
     )
     family = getattr(onnx_config, "family", None)
-    if family is not None:  # a family's config for one task of a generic type (exporters/vlm.py)
+    if family is not None:  # a family's config for one task of a generic type (export/vlm.py)
         registration = dataclasses.replace(registration, family=family, generic=False)
     model_overrides = dict(onnx_config.values_override or {})
     if target.static_cache:

@@ -3,7 +3,7 @@
 An export in memory holds the eager model and its traced graph (and a quantized export a
 second graph): its peak is about ``IN_MEMORY_FACTOR`` times the float weights. A
 checkpoint whose weights do not fit that way is exported by streaming
-(exporters/streaming.py): traced on the meta device, each weight read from the
+(export/streaming.py): traced on the meta device, each weight read from the
 checkpoint, quantized if asked (graphs/weight_only.py) and written, one at a time. The
 validation after it loads the eager model in the checkpoint's own precision and frees
 it before any runtime loads the graph (validators/parity.py ``release_reference``).
@@ -21,10 +21,10 @@ import numpy as np
 import onnx_ir as ir
 
 from graphport.errors import ExportError, UsageError
-from graphport.exporters.artifacts import Artifact
-from graphport.exporters.config import SubGraph
-from graphport.exporters.onnx import export_to_onnx, tensor_bytes
-from graphport.exporters.streaming import CheckpointReader, bind_checkpoint
+from graphport.export.artifacts import Artifact
+from graphport.export.config import SubGraph
+from graphport.export.onnx import export_to_onnx, tensor_bytes
+from graphport.export.streaming import CheckpointReader, bind_checkpoint
 from graphport.formats import get_format
 from graphport.graphs.cleanup import optimize_graph
 from graphport.graphs.gptq import GptqSpec, gptq_to_nbits

@@ -35,9 +35,9 @@ import onnx
 import onnx_ir as ir
 
 from graphport.errors import ParityError, PassError, UsageError
-from graphport.exporters.genai_config import GENAI_CONFIG, write_genai_config
-from graphport.exporters.openvino import genai_files
-from graphport.exporters.openvino_quantize import compress_weights, quantize_static
+from graphport.export.genai_config import GENAI_CONFIG, write_genai_config
+from graphport.export.openvino import genai_files
+from graphport.export.openvino_quantize import compress_weights, quantize_static
 from graphport.formats import get_format
 from graphport.graphs import DEFAULT_INT4_METHOD, QUANT_MODES
 from graphport.graphs.cleanup import CleanupPass
@@ -623,7 +623,7 @@ def _openvino_export(
         start = time.perf_counter()
         for graph in manifest.graphs:
             details = convert(src.path / graph.file, staging / f"{graph.name}.xml")
-            # A decoder's IR is stateful, in openvino-genai's layout (exporters/openvino.py).
+            # A decoder's IR is stateful, in openvino-genai's layout (export/openvino.py).
             graph.file = details.get("file", f"{graph.name}.xml")
             graph.external_data = str(Path(graph.file).with_suffix(".bin"))
         genai_files(staging)

@@ -15,9 +15,10 @@ from typing import Any
 import onnx_ir as ir
 
 from graphport.errors import ParityError
-from graphport.exporters.config import OnnxConfig
-from graphport.exporters.onnx import export_to_onnx, save_onnx
+from graphport.export.config import OnnxConfig
+from graphport.export.onnx import export_to_onnx, save_onnx
 from graphport.manifest import ExportDirectory, GraphSpec, Manifest
+from graphport.validators.parity import validate_export
 
 
 def export(
@@ -51,10 +52,6 @@ def validate_model_outputs(
     tokenizer: Any = None,
 ) -> None:
     """Raise ``ValueError`` unless the ONNX file reproduces ``reference_model`` within atol."""
-    # Inside: a circle (validators.parity imports graphport.exporters, whose __init__ imports
-    # this module); the facade moves to the top floor (docs/DEVELOPING.md).
-    from graphport.validators.parity import validate_export
-
     onnx_model = Path(onnx_model)
     with tempfile.TemporaryDirectory(prefix="graphport-validate-") as tmp:
         # Lay the loose file out as an export directory so the runtime reads a manifest.

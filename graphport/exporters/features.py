@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from graphport.errors import UnsupportedModelError
-from graphport.exporters.config import OnnxConfig
-from graphport.exporters.tasks import Task, parse_task
+from graphport.export.config import OnnxConfig
+from graphport.export.tasks import Task, parse_task
 from graphport.models.loader import load_checkpoint, load_model
 from graphport.models.registry import get_registration, registrations
 

@@ -28,8 +28,8 @@ from graphport.formats.base import (
 if TYPE_CHECKING:
     import torch
 
-    from graphport.exporters.artifacts import Artifact
-    from graphport.exporters.config import OnnxConfig
+    from graphport.export.artifacts import Artifact
+    from graphport.export.config import OnnxConfig
 
 
 def write_artifact(

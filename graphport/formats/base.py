@@ -4,7 +4,7 @@ A format is one module of this package: a ``Format`` subclass registered with
 ``@register_format("name")`` that declares, as data, what the rest of graphport asks of it:
 
 1. ``writes``: the file suffixes of one graph, and ``write()``: the export step (it calls
-   the tracing code in ``graphport.exporters``).
+   the tracing code in ``graphport.export``).
 2. ``runtimes``: the runtimes that run its graphs, the default first.
 3. ``deploy_targets``: the ``graphport deploy`` targets that take it, each with the backend
    that serves it there.
@@ -15,7 +15,7 @@ A format is one module of this package: a ``Format`` subclass registered with
 6. ``options``: its own options dataclass (a ``FormatOptions`` subclass).
 
 7. The CLI reads this registry at start, without torch (``graphport --help`` loads none):
-   a format module imports ``graphport.exporters``, which loads torch and transformers,
+   a format module imports ``graphport.export``, which loads torch and transformers,
    inside its methods only (each such import says ``rule 7``).
 
 Most formats share their ``write()``: ``TorchFormat`` (torch writes one file from the eager
@@ -42,8 +42,8 @@ from graphport.errors import MissingExtraError, UsageError
 if TYPE_CHECKING:
     import torch
 
-    from graphport.exporters.artifacts import Artifact
-    from graphport.exporters.config import OnnxConfig
+    from graphport.export.artifacts import Artifact
+    from graphport.export.config import OnnxConfig
 
 
 @dataclasses.dataclass
@@ -138,7 +138,7 @@ class TorchFormat(Format):
         options: FormatOptions,
         name: str = "model",
     ) -> Artifact:
-        from graphport.exporters.artifacts import Artifact, spec_from_eager  # rule 7
+        from graphport.export.artifacts import Artifact, spec_from_eager  # rule 7
 
         spec = spec_from_eager(model, config)
         spec.name, spec.file = name, f"{name}{self.writes[0]}"
@@ -167,7 +167,7 @@ class OnnxDerivedFormat(Format):
         options: FormatOptions,
         name: str = "model",
     ) -> Artifact:
-        from graphport.exporters.artifacts import remove_files, trace_onnx  # rule 7
+        from graphport.export.artifacts import remove_files, trace_onnx  # rule 7
 
         artifact = trace_onnx(model, config, directory, options.opset, name)
         traced = list(artifact.files)

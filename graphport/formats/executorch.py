@@ -1,6 +1,6 @@
 """The ExecuTorch format: a ``.pte`` program lowered to XNNPACK, optionally quantized in
 the lowering (torchao); a decoder keeps a static KV cache inside the program
-(exporters/executorch.py). Needs the ``edge`` extra."""
+(export/executorch.py). Needs the ``edge`` extra."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from graphport.formats.base import FormatOptions, TorchFormat, register_format
 if TYPE_CHECKING:
     import torch
 
-    from graphport.exporters.config import OnnxConfig
+    from graphport.export.config import OnnxConfig
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class ExecuTorchOptions(FormatOptions):
 
     @property
     def lowering_precision(self) -> str | None:
-        from graphport.exporters.executorch import QUANT_MODES  # rule 7 of formats/base.py
+        from graphport.export.executorch import QUANT_MODES  # rule 7 of formats/base.py
 
         return QUANT_MODES[self.quantize] if self.quantize is not None else None
 
@@ -51,7 +51,7 @@ class ExecuTorchFormat(TorchFormat):
     options = ExecuTorchOptions
 
     def check_options(self, options: FormatOptions) -> None:
-        from graphport.exporters.executorch import check_quantize  # rule 7 of formats/base.py
+        from graphport.export.executorch import check_quantize  # rule 7 of formats/base.py
 
         assert isinstance(options, ExecuTorchOptions)
         check_quantize(options.quantize)
@@ -59,7 +59,7 @@ class ExecuTorchFormat(TorchFormat):
     def export(
         self, model: torch.nn.Module, config: OnnxConfig, path: Path, options: FormatOptions
     ) -> dict[str, Any]:
-        from graphport.exporters import executorch  # rule 7 of formats/base.py
+        from graphport.export import executorch  # rule 7 of formats/base.py
 
         assert isinstance(options, ExecuTorchOptions)
         mode = options.quantize

@@ -1,5 +1,5 @@
 """The LiteRT format (.tflite): registered so that ``--format litert`` is refused before
-any work with the measured reason (exporters/litert.py)."""
+any work with the measured reason (export/litert.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,6 @@ class LiteRtFormat(Format):
     writes = (".tflite",)
 
     def check(self) -> None:
-        from graphport.exporters.litert import require_litert  # rule 7 of formats/base.py
+        from graphport.export.litert import require_litert  # rule 7 of formats/base.py
 
         require_litert()

@@ -1,5 +1,5 @@
 """The OpenVINO IR format: ``model.xml`` + ``model.bin``, converted from the traced ONNX
-graph; a decoder is stateful, in openvino-genai's layout (exporters/openvino.py)."""
+graph; a decoder is stateful, in openvino-genai's layout (export/openvino.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, ClassVar
 from graphport.formats.base import FormatOptions, OnnxDerivedFormat, register_format
 
 if TYPE_CHECKING:
-    from graphport.exporters.artifacts import Artifact
-    from graphport.exporters.config import OnnxConfig
+    from graphport.export.artifacts import Artifact
+    from graphport.export.config import OnnxConfig
 
 
 @dataclasses.dataclass
@@ -35,7 +35,7 @@ class OpenVinoFormat(OnnxDerivedFormat):
     def convert(
         self, artifact: Artifact, config: OnnxConfig, onnx: Path, options: FormatOptions
     ) -> None:
-        from graphport.exporters.openvino import onnx_to_openvino  # rule 7 of formats/base.py
+        from graphport.export.openvino import onnx_to_openvino  # rule 7 of formats/base.py
 
         assert isinstance(options, OpenVinoOptions)
         fp16 = options.openvino_fp16_weights
@@ -51,6 +51,6 @@ class OpenVinoFormat(OnnxDerivedFormat):
 
     def finish(self, directory: Path) -> list[str]:
         """A stateful decoder's tokenizer for openvino-genai."""
-        from graphport.exporters.openvino import genai_files  # rule 7 of formats/base.py
+        from graphport.export.openvino import genai_files  # rule 7 of formats/base.py
 
         return genai_files(directory)

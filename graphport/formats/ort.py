@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from graphport.formats.base import FormatOptions, OnnxDerivedFormat, register_format
 
 if TYPE_CHECKING:
-    from graphport.exporters.artifacts import Artifact
-    from graphport.exporters.config import OnnxConfig
+    from graphport.export.artifacts import Artifact
+    from graphport.export.config import OnnxConfig
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class OrtFormat(OnnxDerivedFormat):
         self, artifact: Artifact, config: OnnxConfig, onnx: Path, options: FormatOptions
     ) -> None:
         # rule 7 of formats/base.py
-        from graphport.exporters.ort import onnx_to_ort, required_operators
+        from graphport.export.ort import onnx_to_ort, required_operators
 
         assert isinstance(options, OrtOptions)
         logger.info("Converting to the onnxruntime mobile format")

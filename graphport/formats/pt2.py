@@ -1,5 +1,5 @@
 """The pt2 format: an AOTInductor package (``model.pt2``) compiled from torch.export
-(exporters/pt2.py)."""
+(export/pt2.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from graphport.formats.base import FormatOptions, TorchFormat, register_format
 if TYPE_CHECKING:
     import torch
 
-    from graphport.exporters.config import OnnxConfig
+    from graphport.export.config import OnnxConfig
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class Pt2Format(TorchFormat):
     def export(
         self, model: torch.nn.Module, config: OnnxConfig, path: Path, options: FormatOptions
     ) -> dict[str, Any]:
-        from graphport.exporters.pt2 import export_pt2  # rule 7 of formats/base.py
+        from graphport.export.pt2 import export_pt2  # rule 7 of formats/base.py
 
         logger.info("Exporting with torch.export and compiling with AOTInductor")
         export_pt2(model, config, path)

@@ -1,6 +1,6 @@
 """The TensorRT format: ``model.engine`` built from the traced ONNX graph, which stays
 beside it (engines are rebuilt from it); needs TensorRT and an NVIDIA GPU
-(exporters/tensorrt.py)."""
+(export/tensorrt.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from graphport.formats.base import FormatOptions, OnnxDerivedFormat, register_format
 
 if TYPE_CHECKING:
-    from graphport.exporters.artifacts import Artifact
-    from graphport.exporters.config import OnnxConfig
+    from graphport.export.artifacts import Artifact
+    from graphport.export.config import OnnxConfig
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +38,14 @@ class TensorRtFormat(OnnxDerivedFormat):
     keeps_onnx = True  # engines are rebuilt from it
 
     def check(self) -> None:
-        from graphport.exporters.tensorrt import require_tensorrt  # rule 7 of formats/base.py
+        from graphport.export.tensorrt import require_tensorrt  # rule 7 of formats/base.py
 
         require_tensorrt()  # before any work: TensorRT and a GPU must be here
 
     def make_options(self, options: FormatOptions | None = None, **given: Any) -> FormatOptions:
         if isinstance(given.get("trt_profile"), str):
             # rule 7 of formats/base.py
-            from graphport.exporters.tensorrt import parse_profile_overrides
+            from graphport.export.tensorrt import parse_profile_overrides
 
             given["trt_profile"] = parse_profile_overrides(given["trt_profile"])
         return super().make_options(options, **given)
@@ -54,7 +54,7 @@ class TensorRtFormat(OnnxDerivedFormat):
         self, artifact: Artifact, config: OnnxConfig, onnx: Path, options: FormatOptions
     ) -> None:
         # rule 7 of formats/base.py
-        from graphport.exporters.tensorrt import build_engine, optimization_profile
+        from graphport.export.tensorrt import build_engine, optimization_profile
 
         assert isinstance(options, TensorRtOptions)
         profile = optimization_profile(config, options.trt_profile)

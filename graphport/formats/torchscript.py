@@ -1,5 +1,5 @@
 """The TorchScript format: ``model.pt`` from ``torch.jit.trace`` (deprecated by torch;
-exporters/torchscript.py)."""
+export/torchscript.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from graphport.formats.base import FormatOptions, TorchFormat, register_format
 if TYPE_CHECKING:
     import torch
 
-    from graphport.exporters.config import OnnxConfig
+    from graphport.export.config import OnnxConfig
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class TorchScriptFormat(TorchFormat):
         self, model: torch.nn.Module, config: OnnxConfig, path: Path, options: FormatOptions
     ) -> dict[str, Any]:
         # rule 7 of formats/base.py
-        from graphport.exporters.torchscript import DEPRECATION, export_torchscript
+        from graphport.export.torchscript import DEPRECATION, export_torchscript
 
         logger.info("Tracing with torch.jit.trace")
         export_torchscript(model, config, path)

@@ -7,7 +7,7 @@ for graphs that fit, not for a 7B decoder. ``MatMulNBitsPass`` makes the same re
 blocks min-max rounded with uint8 zero points by onnxruntime's own C++ kernel, which is
 what the quantizer's rtn mode calls) on an ``ir.Model`` without reading any weight: the
 packed blocks, scales and zero points are ``ir.LazyTensor``s computed from ``W`` when the
-graph is saved, then dropped. On a streamed export (exporters/streaming.py) ``W`` itself
+graph is saved, then dropped. On a streamed export (export/streaming.py) ``W`` itself
 is lazy, so each weight goes from the checkpoint to its int4 blocks in the output file
 without the graph ever holding more than a few tensors.
 

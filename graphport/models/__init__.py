@@ -7,9 +7,6 @@ family is a new module here, with nothing else to edit.
 import importlib
 import pkgutil
 
-# The exporters package imports the registry (FeaturesManager); importing it first keeps
-# the registry from being imported half-way through its own import.
-import graphport.exporters  # noqa: F401  isort: skip
 from graphport.models.registry import (
     Registration,
     get_onnx_config,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graphport.exporters.modalities import TextOnnxConfig
+from graphport.export.modalities import TextOnnxConfig
 from graphport.models.registry import register
 
 

@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from graphport.exporters.config import Axes, OnnxConfig
-from graphport.exporters.modalities import TextOnnxConfig, VisionOnnxConfig
-from graphport.exporters.tasks import Task
+from graphport.export.config import Axes, OnnxConfig
+from graphport.export.modalities import TextOnnxConfig, VisionOnnxConfig
+from graphport.export.tasks import Task
 from graphport.models.registry import register
 from graphport.models.tiny import UNSET
 

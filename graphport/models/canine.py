@@ -36,8 +36,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from graphport.exporters.config import SubGraph
-from graphport.exporters.modalities import TextOnnxConfig
+from graphport.export.config import SubGraph
+from graphport.export.modalities import TextOnnxConfig
 from graphport.models.registry import register
 from graphport.models.tiny import UNSET
 from graphport.models.towers import Positional

@@ -31,8 +31,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from graphport.exporters.config import Axes, OnnxConfig
-from graphport.exporters.tasks import Task
+from graphport.export.config import Axes, OnnxConfig
+from graphport.export.tasks import Task
 from graphport.models.registry import register
 from graphport.models.tiny import TINY_TEXT, UNSET
 from graphport.models.towers import CompositeOnnxConfig, TextTowerOnnxConfig, Tower

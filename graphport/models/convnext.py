@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graphport.exporters.modalities import VisionOnnxConfig
+from graphport.export.modalities import VisionOnnxConfig
 from graphport.models.registry import register
 
 # num_hidden_layers is ConvNeXt's name for its number of stages.

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphport.exporters.config import Axes
-from graphport.exporters.modalities import TextOnnxConfig
-from graphport.exporters.tasks import Task
+from graphport.export.config import Axes
+from graphport.export.modalities import TextOnnxConfig
+from graphport.export.tasks import Task
 from graphport.models.registry import register
 from graphport.models.tiny import UNSET
 

@@ -9,7 +9,7 @@ text defaults do not reach (rotary sizes, feed-forward widths under family names
 
 from __future__ import annotations
 
-from graphport.exporters.decoder import OnnxConfigWithPast
+from graphport.export.decoder import OnnxConfigWithPast
 from graphport.models.registry import register
 
 # Special tokens inside the tiny vocabulary (real checkpoints bring their own).

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from graphport.exporters.config import Axes
-from graphport.exporters.modalities import VisionOnnxConfig
-from graphport.exporters.tasks import Task
+from graphport.export.config import Axes
+from graphport.export.modalities import VisionOnnxConfig
+from graphport.export.tasks import Task
 from graphport.models.registry import register
 
 # The neck reads four encoder layers (backbone_out_indices), so the tiny encoder has four;

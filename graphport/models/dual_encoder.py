@@ -19,8 +19,8 @@ from typing import ClassVar
 
 import torch
 
-from graphport.exporters.config import OnnxConfig
-from graphport.exporters.tasks import Task
+from graphport.export.config import OnnxConfig
+from graphport.export.tasks import Task
 from graphport.models.registry import register
 from graphport.models.tiny import TINY_TEXT, UNSET
 from graphport.models.towers import (

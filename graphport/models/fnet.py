@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from graphport.exporters.config import Axes
-from graphport.exporters.modalities import TextOnnxConfig
+from graphport.export.config import Axes
+from graphport.export.modalities import TextOnnxConfig
 from graphport.models.registry import register
 
 

@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from graphport.exporters.config import Axes
-from graphport.exporters.modalities import TextOnnxConfig, VisionOnnxConfig
-from graphport.exporters.tasks import Task
+from graphport.export.config import Axes
+from graphport.export.modalities import TextOnnxConfig, VisionOnnxConfig
+from graphport.export.tasks import Task
 from graphport.models.registry import register
 
 # The gates of the image cross-attention start at 0 (tanh(0) = 0: images ignored) unless

@@ -1,7 +1,7 @@
 """Idefics3 and SmolVLM (``Idefics3ForConditionalGeneration``,
 ``SmolVLMForConditionalGeneration``: one architecture): a SigLIP-like vision tower, a
 pixel-shuffle connector and a Llama decoder, exported for image-text-to-text as the three
-graphs of graphport.exporters.vlm.
+graphs of graphport.export.vlm.
 
 The processor splits an image into tiles of the vision config's size plus a downscaled
 whole image; eager takes them as (batch, images, channels, height, width) with all-zero
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphport.exporters.config import Axes
-from graphport.exporters.vlm import ImageTextOnnxConfig, register_image_text
+from graphport.export.config import Axes
+from graphport.export.vlm import ImageTextOnnxConfig, register_image_text
 
 
 @register_image_text("idefics3", "smolvlm")

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from graphport.exporters.config import Axes
-from graphport.exporters.modalities import TextOnnxConfig
+from graphport.export.config import Axes
+from graphport.export.modalities import TextOnnxConfig
 from graphport.models.registry import register
 
 # The page grid that layout models normalize boxes to.

@@ -1,6 +1,6 @@
 """LLaVA (``LlavaForConditionalGeneration``): a CLIP-like vision tower, a projector and a
 decoder, exported for image-text-to-text as the three graphs of
-graphport.exporters.vlm.
+graphport.export.vlm.
 
 The vision graph runs ``get_image_features`` with the config's ``vision_feature_layer``
 and ``vision_feature_select_strategy`` (``default`` drops the CLS position), as eager's
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from graphport.exporters.vlm import ImageTextOnnxConfig, register_image_text
+from graphport.export.vlm import ImageTextOnnxConfig, register_image_text
 
 
 @register_image_text("llava")

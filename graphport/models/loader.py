@@ -23,7 +23,7 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
 from graphport.errors import ModelLoadError, Reason, UnsupportedModelError
-from graphport.exporters.tasks import Task
+from graphport.export.tasks import Task
 from graphport.models.registry import REMOVED_MODEL_TYPES
 
 logger = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ def load_meta_model(
     config_overrides: dict[str, Any] | None = None,
 ) -> PreTrainedModel:
     """The eager model of ``task`` with its parameters on the meta device (shapes, no
-    storage), for a streamed export (exporters/streaming.py).
+    storage), for a streamed export (export/streaming.py).
 
     Buffers that are not saved in checkpoints (rotary frequencies and the like) are
     computed on the CPU the way transformers' own loading computes them: moved off meta

@@ -16,9 +16,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from graphport.exporters.config import Axes, ShapeSet
-from graphport.exporters.modalities import TextOnnxConfig
-from graphport.exporters.tasks import Task
+from graphport.export.config import Axes, ShapeSet
+from graphport.export.modalities import TextOnnxConfig
+from graphport.export.tasks import Task
 from graphport.models.registry import register
 
 # A 500k-entry entity vocabulary would make the tiny model the size of the real one.

@@ -31,8 +31,8 @@ from typing import Any
 import torch
 
 from graphport.errors import UnsupportedModelError
-from graphport.exporters.config import ShapeSet, SubGraph
-from graphport.exporters.modalities import TextOnnxConfig
+from graphport.export.config import ShapeSet, SubGraph
+from graphport.export.modalities import TextOnnxConfig
 from graphport.models.registry import register
 
 BLOCK = 32  # the kernels' block size (a GPU warp)

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphport.exporters.config import Axes, SubGraph
-from graphport.exporters.modalities import TextOnnxConfig, _pair
-from graphport.exporters.tasks import Task
+from graphport.export.config import Axes, SubGraph
+from graphport.export.modalities import TextOnnxConfig, _pair
+from graphport.export.tasks import Task
 from graphport.models.registry import register
 from graphport.models.tiny import UNSET
 

@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from graphport.exporters.config import Axes
-from graphport.exporters.seq2seq import OnnxSeq2SeqConfigWithPast
-from graphport.exporters.tasks import Task
+from graphport.export.config import Axes
+from graphport.export.seq2seq import OnnxSeq2SeqConfigWithPast
+from graphport.export.tasks import Task
 from graphport.models.registry import register
 from graphport.models.tiny import UNSET
 

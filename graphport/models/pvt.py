@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graphport.exporters.modalities import VisionOnnxConfig
+from graphport.export.modalities import VisionOnnxConfig
 from graphport.models.registry import register
 
 # Four stages; num_attention_heads is per stage here, so the modality's single value must

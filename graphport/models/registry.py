@@ -10,10 +10,10 @@ A family module declares a config class and registers it for the model types it 
 
 A model type transformers knows but no family registers gets the generic registration
 (family ``generic``): its export config derives the graph's inputs from the model class's
-forward signature (see ``graphport.exporters.generic``).
+forward signature (see ``graphport.export.generic``).
 
 The tasks a model type supports are those transformers has a head for (its auto
-mappings, ``graphport.exporters.tasks.head_tasks``), family and generic types alike: a
+mappings, ``graphport.export.tasks.head_tasks``), family and generic types alike: a
 family exports the tasks it declares, and the generic path every other head the type has.
 """
 
@@ -25,19 +25,19 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from graphport.errors import UnsupportedModelError, UnsupportedTaskError
-from graphport.exporters.config import OnnxConfig
-from graphport.exporters.decoder import OnnxConfigWithPast
-from graphport.exporters.features_with_past import (
+from graphport.export.config import OnnxConfig
+from graphport.export.decoder import OnnxConfigWithPast
+from graphport.export.features_with_past import (
     GenericFeaturesWithPastOnnxConfig,
     with_features,
 )
-from graphport.exporters.generic import GenericOnnxConfig
-from graphport.exporters.generic_decoder import GenericDecoderOnnxConfig, takes_cache
-from graphport.exporters.generic_seq2seq import GenericSeq2SeqOnnxConfig
-from graphport.exporters.generic_speech_seq2seq import GenericSpeechSeq2SeqOnnxConfig
-from graphport.exporters.seq2seq import OnnxSeq2SeqConfigWithPast
-from graphport.exporters.tasks import Task, head_tasks, infer_task, parse_task
-from graphport.exporters.vlm import image_text_config
+from graphport.export.generic import GenericOnnxConfig
+from graphport.export.generic_decoder import GenericDecoderOnnxConfig, takes_cache
+from graphport.export.generic_seq2seq import GenericSeq2SeqOnnxConfig
+from graphport.export.generic_speech_seq2seq import GenericSpeechSeq2SeqOnnxConfig
+from graphport.export.seq2seq import OnnxSeq2SeqConfigWithPast
+from graphport.export.tasks import Task, head_tasks, infer_task, parse_task
+from graphport.export.vlm import image_text_config
 
 logger = logging.getLogger(__name__)
 

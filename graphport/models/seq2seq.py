@@ -3,7 +3,7 @@
 Each is exported as an ``encoder`` graph and a ``decoder`` graph with a self-attention KV
 cache (see ``OnnxSeq2SeqConfigWithPast``), whose layers, KV heads and head dims a dry run
 of the eager model reads (a model type without a family generates the same way, see
-``graphport.exporters.generic_seq2seq``). A family keeps only what that cannot infer:
+``graphport.export.generic_seq2seq``). A family keeps only what that cannot infer:
 what the encoder takes (tokens, log-mel features, pixels) and whether the decoder masks
 the encoder's output (text encoders pad their input; Whisper's and images' are never
 padded), the bare models (``T5Model``, ``BartModel``, ``WhisperModel``...) exported for
@@ -24,9 +24,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from graphport.exporters.config import Axes
-from graphport.exporters.seq2seq import OnnxSeq2SeqConfigWithPast
-from graphport.exporters.tasks import Task
+from graphport.export.config import Axes
+from graphport.export.seq2seq import OnnxSeq2SeqConfigWithPast
+from graphport.export.tasks import Task
 from graphport.models.registry import register
 
 _BART_TINY: dict[str, Any] = {

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
-from graphport.exporters.tasks import Task, parse_task
+from graphport.export.tasks import Task, parse_task
 from graphport.models.registry import get_registration
 from graphport.models.tiny_generic import (
     CONFIG_REFUSED,

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from graphport.errors import Reason, UnsupportedModelError
-from graphport.exporters.tasks import Task, parse_task
+from graphport.export.tasks import Task, parse_task
 from graphport.models.tiny_shrink import (
     MAX_TINY_PARAMETERS,
     SHRINK_LEVELS,

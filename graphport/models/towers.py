@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from graphport.exporters.config import Axes, OnnxConfig, SubGraph
-from graphport.exporters.modalities import TextOnnxConfig, VisionOnnxConfig
-from graphport.exporters.tasks import Task
+from graphport.export.config import Axes, OnnxConfig, SubGraph
+from graphport.export.modalities import TextOnnxConfig, VisionOnnxConfig
+from graphport.export.tasks import Task
 
 Inputs = dict[str, torch.Tensor]
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
-from graphport.exporters.config import Axes
-from graphport.exporters.modalities import VisionOnnxConfig
-from graphport.exporters.tasks import Task
+from graphport.export.config import Axes
+from graphport.export.modalities import VisionOnnxConfig
+from graphport.export.tasks import Task
 from graphport.models.registry import register
 
 # UperNet has no model of its own, only the segmentation head over a backbone config; the

@@ -14,9 +14,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from graphport.exporters.config import Axes
-from graphport.exporters.modalities import TextOnnxConfig
-from graphport.exporters.tasks import Task
+from graphport.export.config import Axes
+from graphport.export.modalities import TextOnnxConfig
+from graphport.export.tasks import Task
 from graphport.models.registry import register
 
 _TINY = {"visual_embedding_dim": 16}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from graphport.exporters.config import Axes
-from graphport.exporters.modalities import VisionOnnxConfig
-from graphport.exporters.tasks import Task
+from graphport.export.config import Axes
+from graphport.export.modalities import VisionOnnxConfig
+from graphport.export.tasks import Task
 from graphport.models.registry import register
 
 # BEiT-style segmentation heads read four intermediate layers.

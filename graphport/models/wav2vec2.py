@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from graphport.exporters.modalities import AudioOnnxConfig
-from graphport.exporters.tasks import Task
+from graphport.export.modalities import AudioOnnxConfig
+from graphport.export.tasks import Task
 from graphport.models.registry import register
 
 _TINY = {

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from graphport.errors import GraphportError, UsageError
-from graphport.exporters.config import OnnxConfig, ShapeSet
+from graphport.export.config import OnnxConfig, ShapeSet
 from graphport.manifest import ExportDirectory
 from graphport.runtimes import get_runtime_class
 

@@ -1,6 +1,6 @@
 """Decoding engines that run a whole generation loop in native code: onnxruntime-genai on
-an ONNX decoder export (its ``genai_config.json``, exporters/genai_config.py) and
-OpenVINO GenAI's ``LLMPipeline`` on a stateful IR export (exporters/openvino.py).
+an ONNX decoder export (its ``genai_config.json``, export/genai_config.py) and
+OpenVINO GenAI's ``LLMPipeline`` on a stateful IR export (export/openvino.py).
 
 ``graphport generate`` picks one where it can do what is asked (api/generate.py);
 transformers' ``generate()`` on the runtime does everything else. Rules:
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from graphport.errors import RuntimeUnavailableError
-from graphport.exporters.genai_config import GENAI_CONFIG
+from graphport.export.genai_config import GENAI_CONFIG
 from graphport.manifest import ExportDirectory
 from graphport.runtimes.openvino import INFERENCE_PRECISION
 

@@ -1,7 +1,7 @@
 """ExecuTorch adapter: runs a .pte on executorch's Python runtime (``executorch.runtime``).
 
 A plain program takes the inputs positionally in the manifest's order. A decoder exported
-with a static KV cache (graphport/exporters/executorch.py) holds its cache inside the
+with a static KV cache (graphport/export/executorch.py) holds its cache inside the
 program, for one sequence, and takes ``(input_ids [1, S], cache_position [S])``; this
 adapter gives it the contract of a decoder without a cache (``input_ids`` and
 ``attention_mask`` of a whole batch in, ``logits`` of every position out), so validation,

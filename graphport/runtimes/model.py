@@ -71,7 +71,7 @@ from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 from transformers.utils import ModelOutput
 
 from graphport.errors import UsageError
-from graphport.exporters.task_outputs import eager_output_classes
+from graphport.export.task_outputs import eager_output_classes
 from graphport.manifest import ExportDirectory
 from graphport.runtimes import get_runtime_class
 from graphport.runtimes.base import Runtime

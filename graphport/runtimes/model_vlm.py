@@ -1,5 +1,5 @@
 """An image-text-to-text export (the ``vision``, ``embed`` and ``decoder`` graphs of
-graphport/exporters/vlm.py) as one transformers model that generates.
+graphport/export/vlm.py) as one transformers model that generates.
 
 ``RuntimeModelForImageTextToText`` is a ``RuntimeModelForCausalLM`` whose main graph is
 the decoder; ``generate()`` is transformers' own (greedy, sampling, beam search), and

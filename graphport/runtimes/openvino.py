@@ -1,6 +1,6 @@
 """OpenVINO adapter: reads the ONNX graph (or IR) and compiles it for a device (CPU).
 
-A stateful decoder (graphport/exporters/openvino.py) keeps its KV cache as state, while
+A stateful decoder (graphport/export/openvino.py) keeps its KV cache as state, while
 its manifest keeps the explicit contract; the adapter bridges the two, so validation and
 ``generate()`` feed it as any decoder export:
 

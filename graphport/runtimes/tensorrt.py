@@ -18,7 +18,7 @@ class TensorRtRuntime(Runtime):
 
     def _load(self) -> None:
         # Inside: the exporters package loads torch, which this adapter does not need.
-        from graphport.exporters.tensorrt import require_tensorrt
+        from graphport.export.tensorrt import require_tensorrt
 
         trt, _, _ = require_tensorrt()
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))

@@ -38,7 +38,7 @@ def run_eager(model: Any, feeds: dict[str, np.ndarray], output_names: list[str])
     """Run an eager model on numpy feeds; return the named outputs as numpy arrays."""
     import torch
 
-    from graphport.exporters.onnx import call_module, named_output_tensors
+    from graphport.export.onnx import call_module, named_output_tensors
 
     dtype = next(model.parameters()).dtype
     tensors = {

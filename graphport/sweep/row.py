@@ -21,8 +21,8 @@ from transformers import AutoConfig
 
 from graphport.api.export import export_model
 from graphport.errors import ParityError, Reason, UsageError
-from graphport.exporters.generic import GenericOnnxConfig, check_generic_support
-from graphport.exporters.tasks import Task, parse_task
+from graphport.export.generic import GenericOnnxConfig, check_generic_support
+from graphport.export.tasks import Task, parse_task
 from graphport.models.registry import get_registration
 from graphport.models.tiny import (
     CONFIG_REFUSED,
@@ -59,7 +59,7 @@ class _StrategyFailures(logging.Handler):
 
 @contextlib.contextmanager
 def _capture_strategy_failures() -> Iterator[_StrategyFailures]:
-    exporter_logger = logging.getLogger("graphport.exporters.onnx")
+    exporter_logger = logging.getLogger("graphport.export.onnx")
     handler, level = _StrategyFailures(), exporter_logger.level
     exporter_logger.addHandler(handler)
     exporter_logger.setLevel(logging.DEBUG)

@@ -40,7 +40,7 @@ def select_model_types(
 
 def sweep_task(model_type: str) -> str:
     """The encoder task a sweep exports: feature extraction, unless a family lacks it."""
-    from graphport.exporters.tasks import Task
+    from graphport.export.tasks import Task
     from graphport.models.registry import get_registration
 
     tasks = get_registration(model_type).tasks

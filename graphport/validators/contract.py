@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from graphport.errors import Reason
-from graphport.exporters.config import OnnxConfig
+from graphport.export.config import OnnxConfig
 from graphport.manifest import ExportDirectory
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from graphport.errors import GraphportError
-from graphport.exporters.config import OnnxConfig, ShapeSet, SubGraph
+from graphport.export.config import OnnxConfig, ShapeSet, SubGraph
 from graphport.manifest import ExportDirectory, Manifest
 from graphport.validators.compare import Tolerance, compare_output
 from graphport.validators.contract import (

@@ -2,7 +2,7 @@
 
 Validation compares every graph with this model. It lives with the validators, not with
 the runtimes, because loading it reads the checkpoint (models/loader.py, and for a GPTQ
-checkpoint the streamed reader of exporters/streaming.py), which runtimes never do: the
+checkpoint the streamed reader of export/streaming.py), which runtimes never do: the
 ``torch`` runtime runs the model it is handed (``TorchRuntime(..., model=...)``).
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from graphport.errors import ModelLoadError
-from graphport.exporters.streaming import CheckpointReader, checkpoint_keys
-from graphport.exporters.tasks import Task
+from graphport.export.streaming import CheckpointReader, checkpoint_keys
+from graphport.export.tasks import Task
 from graphport.graphs.gptq import GptqSpec, dequantize_gptq
 from graphport.manifest import ExportDirectory
 from graphport.models.loader import (

@@ -19,7 +19,7 @@ import graphport
 from graphport.api import export_model
 from graphport.cli import cli
 from graphport.errors import UsageError
-from graphport.exporters.streaming import CheckpointReader
+from graphport.export.streaming import CheckpointReader
 from graphport.graphs.gptq import GptqSpec, pack_gptq
 
 CONFIG = {

@@ -22,7 +22,7 @@ from graphport.deploy import deploy
 from graphport.deploy.cpp import check_deployable
 from graphport.deploy.tokenizer import OPENVINO_FILE
 from graphport.errors import ManifestError, UsageError
-from graphport.exporters.tasks import Task
+from graphport.export.tasks import Task
 from graphport.manifest import ExportDirectory, Manifest, TensorSpec
 from graphport.models.loader import load_checkpoint, load_model
 from graphport.runtimes.torch import run_eager

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from graphport.errors import UnsupportedModelError
-from graphport.exporters.config import ShapeSet
+from graphport.export.config import ShapeSet
 from graphport.models.registry import get_onnx_config
 from graphport.models.tiny import tiny_config
 

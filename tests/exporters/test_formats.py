@@ -9,7 +9,7 @@ import pytest
 
 from graphport.api.export import export_model
 from graphport.errors import RuntimeUnavailableError, UsageError
-from graphport.exporters.tensorrt import (
+from graphport.export.tensorrt import (
     InputProfile,
     engine_cache_key,
     optimization_profile,
@@ -144,8 +144,8 @@ def test_engine_cache_key_changes_with_every_input(tmp_path: Path):
 def test_torch_formats_call_a_kv_cache_decoder_by_position():
     # The KV-cache module takes its inputs positionally (past_key_values.0.key is no Python
     # name): the spec's eager run and the torch.export / jit.trace wrapper must call it so.
-    from graphport.exporters.artifacts import spec_from_eager
-    from graphport.exporters.signature import wrap_for_tracing
+    from graphport.export.artifacts import spec_from_eager
+    from graphport.export.signature import wrap_for_tracing
     from graphport.models.tiny import tiny_model
 
     model = tiny_model("llama", "text-generation-with-past")

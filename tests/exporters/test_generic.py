@@ -12,8 +12,8 @@ from transformers import AutoConfig
 
 from graphport.api.export import export_model
 from graphport.errors import ExportError, Reason, UnsupportedModelError
-from graphport.exporters.generic import GenericOnnxConfig, check_generic_support
-from graphport.exporters.tasks import Task
+from graphport.export.generic import GenericOnnxConfig, check_generic_support
+from graphport.export.tasks import Task
 from graphport.manifest import ExportDirectory
 from graphport.models.registry import get_registration
 from graphport.models.tiny import (

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from graphport.errors import ExportError, UsageError
-from graphport.exporters.onnx import (
+from graphport.export.onnx import (
     STRATEGIES,
     check_opset,
     export_to_onnx,

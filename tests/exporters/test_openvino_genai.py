@@ -19,7 +19,7 @@ from graphport.api.export import export_model
 from graphport.api.generate import generate_text
 from graphport.api.transform import quantize_export
 from graphport.cli import cli
-from graphport.exporters.openvino import GENAI_TOKENIZER_FILES, genai_files, is_stateful
+from graphport.export.openvino import GENAI_TOKENIZER_FILES, genai_files, is_stateful
 from graphport.manifest import ExportDirectory
 from graphport.runtimes.engines import OpenvinoGenaiEngine
 
@@ -179,6 +179,6 @@ def test_triton_refuses_the_stateful_decoder(ov_export: Path, tmp_path: Path):
 
 def test_no_tokenizer_warns_why_llm_pipeline_will_not_run(tmp_path: Path, caplog):
     (tmp_path / "openvino_model.xml").write_text("<net/>")
-    with caplog.at_level(logging.WARNING, logger="graphport.exporters.openvino"):
+    with caplog.at_level(logging.WARNING, logger="graphport.export.openvino"):
         assert genai_files(tmp_path) == []
     assert "LLMPipeline will not run this export: the export has no tokenizer" in caplog.text

@@ -9,7 +9,7 @@ import pytest
 
 from graphport.api.export import export_model
 from graphport.errors import ModelLoadError, ParityError, UnsupportedModelError, UsageError
-from graphport.exporters import artifacts
+from graphport.export import artifacts
 from graphport.manifest import MANIFEST_NAME, ExportDirectory
 
 

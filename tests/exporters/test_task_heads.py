@@ -19,7 +19,7 @@ from conftest import add_causal_tokenizer, add_word_tokenizer
 import graphport
 from graphport.api.export import export_model
 from graphport.errors import UnsupportedTaskError
-from graphport.exporters.tasks import Task, parse_task
+from graphport.export.tasks import Task, parse_task
 from graphport.models import get_onnx_config, supported_tasks
 from graphport.models.tiny import save_tiny_checkpoint, tiny_config
 

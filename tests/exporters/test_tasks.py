@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from graphport.errors import UnsupportedModelError
-from graphport.exporters.tasks import Task, infer_task, parse_task
+from graphport.export.tasks import Task, infer_task, parse_task
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,7 @@ def dummy_format() -> Iterator[type[Format]]:
         runtimes = ("onnxruntime",)  # what it declares is all the others read
 
         def write(self, model, config, directory, options, name="model"):
-            from graphport.exporters.artifacts import Artifact, spec_from_eager
+            from graphport.export.artifacts import Artifact, spec_from_eager
 
             spec = spec_from_eager(model, config)
             spec.name, spec.file = name, f"{name}.dummy"

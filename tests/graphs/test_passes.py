@@ -13,7 +13,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 
-from graphport.exporters.config import ShapeSet
+from graphport.export.config import ShapeSet
 from graphport.graphs.cleanup import CleanupPass
 from graphport.graphs.fusion import OrtCpuKernelsPass, OrtFusionPass, PackAttentionPass
 from graphport.graphs.outliers import FP32_PREFIX, SplitOutliersPass, outlier_channels

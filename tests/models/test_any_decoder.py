@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from graphport.api.export import export_model
-from graphport.exporters.cache_layout import CacheLayout, UnsupportedCacheError
+from graphport.export.cache_layout import CacheLayout, UnsupportedCacheError
 from graphport.manifest import ExportDirectory
 from graphport.models.registry import export_config
 from graphport.models.tiny import save_tiny_checkpoint

@@ -24,7 +24,7 @@ import torch
 
 from graphport.api.export import export_model
 from graphport.errors import UnsupportedModelError, UsageError
-from graphport.exporters.cache_layout import CacheLayout, UnsupportedCacheError
+from graphport.export.cache_layout import CacheLayout, UnsupportedCacheError
 from graphport.manifest import ExportDirectory
 from graphport.models.registry import export_config, get_onnx_config
 from graphport.models.tiny import save_tiny_checkpoint, tiny_model

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from graphport.api.export import export_model
-from graphport.exporters.tasks import Task
+from graphport.export.tasks import Task
 from graphport.models.clap import _TINY, ClapAudioOnnxConfig
 from graphport.models.tiny import save_tiny_checkpoint, tiny_config
 

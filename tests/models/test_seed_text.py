@@ -21,7 +21,7 @@ import torch
 
 from graphport.api.export import ExportResult, export_model
 from graphport.errors import UnsupportedModelError
-from graphport.exporters.tasks import Task
+from graphport.export.tasks import Task
 from graphport.models import get_onnx_config, get_registration, supported_tasks
 from graphport.models.mra import TorchMraKernels, sequence_lengths, torch_mra_kernels
 from graphport.models.tiny import save_tiny_checkpoint, tiny_config, tiny_model

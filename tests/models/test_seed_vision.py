@@ -13,8 +13,8 @@ import torch
 
 from graphport.api.export import export_model
 from graphport.errors import UnsupportedModelError
-from graphport.exporters.config import ShapeSet
-from graphport.exporters.tasks import Task
+from graphport.export.config import ShapeSet
+from graphport.export.tasks import Task
 from graphport.models import get_onnx_config, supported_tasks
 from graphport.models.tiny import save_tiny_checkpoint, tiny_config
 from graphport.models.upernet import adaptive_avg_pool2d

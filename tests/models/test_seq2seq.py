@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from graphport.cli import cli
 from graphport.errors import UnsupportedModelError
-from graphport.exporters.tasks import Task
+from graphport.export.tasks import Task
 from graphport.manifest import MANIFEST_NAME
 from graphport.models import get_onnx_config
 from graphport.models.loader import load_checkpoint

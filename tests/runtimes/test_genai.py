@@ -20,7 +20,7 @@ from graphport.api.export import export_model
 from graphport.api.generate import choose_engine, generate_text
 from graphport.api.transform import optimize_export
 from graphport.cli import cli
-from graphport.exporters.genai_config import GENAI_CONFIG, genai_unsupported
+from graphport.export.genai_config import GENAI_CONFIG, genai_unsupported
 from graphport.manifest import ExportDirectory, Manifest, TensorSpec
 from graphport.models.tiny import save_tiny_checkpoint
 from graphport.runtimes.engines import OnnxruntimeGenaiEngine, Settings

@@ -14,7 +14,7 @@ from onnx import numpy_helper
 from transformers import AutoConfig
 
 from graphport.errors import Reason
-from graphport.exporters.config import OnnxConfig
+from graphport.export.config import OnnxConfig
 from graphport.manifest import MANIFEST_NAME, ExportDirectory
 from graphport.models.registry import get_onnx_config
 from graphport.validators.compare import compare_output

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from graphport.errors import RuntimeUnavailableError, UsageError
-from graphport.exporters.openvino import GENAI_MODEL_FILE
+from graphport.export.openvino import GENAI_MODEL_FILE
 from graphport.formats import formats_for_target, get_format
 from graphport.manifest import GraphSpec, Manifest, TensorSpec
 

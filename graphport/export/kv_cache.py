@@ -31,7 +31,7 @@ from transformers import DynamicCache, EncoderDecoderCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 from transformers.modeling_outputs import BaseModelOutput
 
-from graphport.exporters.cache_layout import (
+from graphport.export.cache_layout import (
     CacheLayout,
     cache_argument,
     decoder_cache,

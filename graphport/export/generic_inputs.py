@@ -1,6 +1,6 @@
 """The generic export path's inputs: which modality a model class takes, what the config
 says about its sizes, and how each kind of input is filled (steps 1 and 2 of
-``graphport.exporters.generic``).
+``graphport.export.generic``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 from transformers import PretrainedConfig
 
 from graphport.errors import Reason, UnsupportedModelError
-from graphport.exporters.config import Axes
-from graphport.exporters.tasks import Task
+from graphport.export.config import Axes
+from graphport.export.tasks import Task
 
 Dims = tuple[int | str, ...]
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from graphport.errors import PassError, RuntimeUnavailableError, UsageError
-from graphport.exporters.openvino import save_ir
+from graphport.export.openvino import save_ir
 from graphport.graphs.outliers import FP32_PREFIX
 
 logger = logging.getLogger(__name__)

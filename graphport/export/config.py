@@ -10,9 +10,9 @@ to fill it (``dummy_input``), so dummy inputs can be generated at any set of axi
 tracing uses one set, validation others, which is how graphport proves the axes really
 are dynamic.
 
-The other configs build on this one: ``graphport.exporters.modalities`` (text, vision and
-audio inputs), ``graphport.exporters.decoder`` (a decoder with a KV cache) and
-``graphport.exporters.seq2seq`` (an encoder-decoder as two graphs).
+The other configs build on this one: ``graphport.export.modalities`` (text, vision and
+audio inputs), ``graphport.export.decoder`` (a decoder with a KV cache) and
+``graphport.export.seq2seq`` (an encoder-decoder as two graphs).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from graphport.errors import Reason, UnsupportedModelError
-from graphport.exporters.tasks import Task, parse_task
+from graphport.export.tasks import Task, parse_task
 
 Axes = dict[int, str]
 

@@ -15,7 +15,7 @@ names):
 * ``decoder``: ``inputs_embeds``, ``attention_mask``, ``position_ids`` and the past
   (``past_key_values.{i}.key/value``) -> ``logits`` and ``present.{i}.key/value``: the
   whole model called with ``inputs_embeds`` and no pixels, so its language model and head
-  run as in eager. Its cache is the decoder-only contract (graphport.exporters.decoder),
+  run as in eager. Its cache is the decoder-only contract (graphport.export.decoder),
   read from a dry run of the model on text.
 
 Putting the features in place (``inputs_embeds[input_ids == image_token_id] =
@@ -38,16 +38,16 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from graphport.exporters.cache_layout import decoder_cache, output_cache
-from graphport.exporters.config import Axes, OnnxConfig, ShapeSet, SubGraph
-from graphport.exporters.decoder import OnnxConfigWithPast
-from graphport.exporters.kv_cache import (
+from graphport.export.cache_layout import decoder_cache, output_cache
+from graphport.export.config import Axes, OnnxConfig, ShapeSet, SubGraph
+from graphport.export.decoder import OnnxConfigWithPast
+from graphport.export.kv_cache import (
     CausalLMWithCache,
     layered_cache,
     past_names,
     present_names,
 )
-from graphport.exporters.tasks import Task
+from graphport.export.tasks import Task
 
 GRAPHS = ("vision", "embed", "decoder")
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from graphport.errors import RuntimeUnavailableError, UsageError
-from graphport.exporters.config import OnnxConfig
+from graphport.export.config import OnnxConfig
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import torch
 from onnx_ir.passes.common import ClearMetadataAndDocStringPass, RemoveUnusedNodesPass
 
 from graphport.errors import EagerModelError, ExportError, Reason, UsageError
-from graphport.exporters.config import MIN_ONNX_OPSET, OnnxConfig
-from graphport.exporters.signature import dynamic_shapes_for
+from graphport.export.config import MIN_ONNX_OPSET, OnnxConfig
+from graphport.export.signature import dynamic_shapes_for
 from graphport.graphs.cleanup import exact_rewrite_rules
 from graphport.graphs.scopes import MODULE_SCOPES_KEY
 
@@ -207,7 +207,7 @@ def export_to_onnx(
     check_opset(opset)
     inputs = _trace_inputs(model, config)
     if _on_meta(model):
-        # A model without storage (exporters/streaming.py): only torch.export traces it,
+        # A model without storage (export/streaming.py): only torch.export traces it,
         # and without torch.onnx's optimizer, which would read the weights' values.
         strategies = (("torch.export", functools.partial(_torch_export, optimize=False)),)
     attempts: list[Attempt] = []

@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 import torch
 
 from graphport.errors import ExportError, UnsupportedModelError
-from graphport.exporters.cache_layout import CacheLayout
-from graphport.exporters.decoder import OnnxConfigWithPast
-from graphport.exporters.generic import _TRACEABLE_EXPERTS, _experts_implementation, model_class
-from graphport.exporters.tasks import Task
+from graphport.export.cache_layout import CacheLayout
+from graphport.export.decoder import OnnxConfigWithPast
+from graphport.export.generic import _TRACEABLE_EXPERTS, _experts_implementation, model_class
+from graphport.export.tasks import Task
 
 CACHE_ARGUMENTS = ("cache", "past_key_values")
 

@@ -15,16 +15,16 @@ import numpy as np
 import torch
 
 from graphport.errors import ExportError, Reason, UnsupportedModelError, UsageError
-from graphport.exporters.cache_layout import CacheLayout, UnsupportedCacheError
-from graphport.exporters.config import Axes, OnnxConfig, ShapeSet, SubGraph
-from graphport.exporters.decoder import OnnxConfigWithPast
-from graphport.exporters.kv_cache import (
+from graphport.export.cache_layout import CacheLayout, UnsupportedCacheError
+from graphport.export.config import Axes, OnnxConfig, ShapeSet, SubGraph
+from graphport.export.decoder import OnnxConfigWithPast
+from graphport.export.kv_cache import (
     Seq2SeqDecoderWithCache,
     Seq2SeqEncoder,
     past_names,
     present_names,
 )
-from graphport.exporters.tasks import Task
+from graphport.export.tasks import Task
 
 
 class OnnxSeq2SeqConfigWithPast(OnnxConfigWithPast):

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphport.exporters.config import OnnxConfig
-from graphport.exporters.onnx import call_module, export_to_onnx, named_output_tensors, save_onnx
+from graphport.export.config import OnnxConfig
+from graphport.export.onnx import call_module, export_to_onnx, named_output_tensors, save_onnx
 from graphport.manifest import GraphSpec, TensorSpec
 
 logger = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from graphport.exporters.config import Axes, OnnxConfig
-from graphport.exporters.tasks import Task
+from graphport.export.config import Axes, OnnxConfig
+from graphport.export.tasks import Task
 
 
 class TextOnnxConfig(OnnxConfig):

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from graphport.exporters.cache_layout import decoder_cache, output_cache
-from graphport.exporters.config import SubGraph
-from graphport.exporters.decoder import OnnxConfigWithPast
-from graphport.exporters.generic_decoder import GenericDecoderOnnxConfig
-from graphport.exporters.kv_cache import CausalLMWithCache, layered_cache
-from graphport.exporters.tasks import Task
+from graphport.export.cache_layout import decoder_cache, output_cache
+from graphport.export.config import SubGraph
+from graphport.export.decoder import OnnxConfigWithPast
+from graphport.export.generic_decoder import GenericDecoderOnnxConfig
+from graphport.export.kv_cache import CausalLMWithCache, layered_cache
+from graphport.export.tasks import Task
 
 
 class FeaturesWithCache(CausalLMWithCache):

@@ -1,5 +1,5 @@
 """Which transformers auto class loads each task's head: the table the task vocabulary
-(``graphport.exporters.tasks``) reads.
+(``graphport.export.tasks``) reads.
 
 Every entry names an auto class and its ``model_type -> class name`` mapping in
 ``transformers.models.auto.modeling_auto``, so the (model type, task) pairs graphport
@@ -59,7 +59,7 @@ HEADS: dict[str, tuple[Head, ...]] = {
     "image-to-text": (
         ("AutoModelForImageTextToText", "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"),
     ),
-    # A vision-language decoder (LLaVA): graphport.exporters.vlm says which families export it.
+    # A vision-language decoder (LLaVA): graphport.export.vlm says which families export it.
     "image-text-to-text": (
         ("AutoModelForImageTextToText", "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"),
     ),

@@ -27,8 +27,8 @@ A family module declares its inputs; here they are derived, in three steps:
 
 Failures name the model type and the step that failed, so a sweep over every model type
 can classify them. Steps 1 and 2's reading of the class and the config, and the filling of
-each kind of input, live in ``graphport.exporters.generic_inputs``; which outputs a task
-exports, in ``graphport.exporters.task_outputs``.
+each kind of input, live in ``graphport.export.generic_inputs``; which outputs a task
+exports, in ``graphport.export.task_outputs``.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ import torch
 from transformers import PretrainedConfig
 
 from graphport.errors import EagerModelError, ExportError, Reason, UnsupportedModelError
-from graphport.exporters.config import _COMMON_OUTPUTS, Axes, OnnxConfig, ShapeSet, SubGraph
-from graphport.exporters.generic_inputs import (
+from graphport.export.config import _COMMON_OUTPUTS, Axes, OnnxConfig, ShapeSet, SubGraph
+from graphport.export.generic_inputs import (
     AUDIO_MASKS,
     FEATURE_SIZES,
     MODALITIES,
@@ -66,13 +66,13 @@ from graphport.exporters.generic_inputs import (
     trajectory_inputs,
     waveform,
 )
-from graphport.exporters.onnx import named_output_tensors
-from graphport.exporters.task_outputs import (
+from graphport.export.onnx import named_output_tensors
+from graphport.export.task_outputs import (
     default_output_names,
     output_axes,
     task_output_names,
 )
-from graphport.exporters.tasks import Task
+from graphport.export.tasks import Task
 
 # The order in which an output axis is matched to the input axis whose size it follows.
 _AXIS_PREFERENCE = ("batch", "sequence", "decoder_sequence", "choice", "frames", "image_batch")
@@ -90,7 +90,7 @@ class GenericOnnxConfig(OnnxConfig):
     run (see the module docstring for the rules)."""
 
     # Every task but image-to-text (a vision encoder and a text decoder: a family's).
-    # Vision-language generation has graphs of its own (exporters/vlm.py, per family).
+    # Vision-language generation has graphs of its own (export/vlm.py, per family).
     tasks: ClassVar[tuple[Task, ...]] = tuple(
         t for t in Task if t not in (Task.IMAGE_TO_TEXT, Task.IMAGE_TEXT_TO_TEXT)
     )

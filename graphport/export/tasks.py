@@ -7,7 +7,7 @@ feature names of the removed ``transformers.onnx`` API (``default``, ``causal-lm
 ``-with-past`` suffix.
 
 Which auto classes and mappings load each task is the table of
-``graphport.exporters.task_heads``: the tasks a model type supports are those whose
+``graphport.export.task_heads``: the tasks a model type supports are those whose
 mappings know it (``head_tasks``), read from transformers. Mappings no task names yet
 (next-sentence prediction, video classification, document and table question answering,
 backbones, ...) are not exported.
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 import transformers
 
 from graphport.errors import UnsupportedModelError
-from graphport.exporters.task_heads import HEADS, mapping
+from graphport.export.task_heads import HEADS, mapping
 
 
 class Task(str, enum.Enum):

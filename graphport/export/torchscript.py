@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from graphport.errors import ExportError
-from graphport.exporters.config import OnnxConfig
-from graphport.exporters.signature import wrap_for_tracing
+from graphport.export.config import OnnxConfig
+from graphport.export.signature import wrap_for_tracing
 
 DEPRECATION = (
     "TorchScript is deprecated in PyTorch; prefer --format pt2 (torch.export + AOTInductor) "

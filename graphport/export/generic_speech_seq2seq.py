@@ -18,11 +18,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from graphport.errors import UnsupportedModelError
-from graphport.exporters.config import Axes
-from graphport.exporters.generic_decoder import CACHE_ARGUMENTS, takes_cache
-from graphport.exporters.generic_inputs import FEATURE_SIZES, config_value
-from graphport.exporters.seq2seq import OnnxSeq2SeqConfigWithPast
-from graphport.exporters.tasks import Task
+from graphport.export.config import Axes
+from graphport.export.generic_decoder import CACHE_ARGUMENTS, takes_cache
+from graphport.export.generic_inputs import FEATURE_SIZES, config_value
+from graphport.export.seq2seq import OnnxSeq2SeqConfigWithPast
+from graphport.export.tasks import Task
 
 
 class GenericSpeechSeq2SeqOnnxConfig(OnnxSeq2SeqConfigWithPast):

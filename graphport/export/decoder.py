@@ -2,8 +2,8 @@
 
 ``OnnxConfigWithPast`` names the cache's graph inputs and outputs
 (``past_key_values.{i}.key/value`` -> ``present.{i}.key/value``, from
-``graphport.exporters.kv_cache``), sizes it from the model's cache layout
-(``graphport.exporters.cache_layout``) and makes left-padded dummy prompts on a random past.
+``graphport.export.kv_cache``), sizes it from the model's cache layout
+(``graphport.export.cache_layout``) and makes left-padded dummy prompts on a random past.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from graphport.exporters.cache_layout import CacheLayout, UnsupportedCacheError
-from graphport.exporters.config import Axes, OnnxConfig, ShapeSet, SubGraph
-from graphport.exporters.kv_cache import CausalLMWithCache, past_names, present_names
-from graphport.exporters.tasks import Task
+from graphport.export.cache_layout import CacheLayout, UnsupportedCacheError
+from graphport.export.config import Axes, OnnxConfig, ShapeSet, SubGraph
+from graphport.export.kv_cache import CausalLMWithCache, past_names, present_names
+from graphport.export.tasks import Task
 
 logger = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ from typing import Any
 import torch
 
 from graphport.errors import ExportError, UsageError
-from graphport.exporters.config import OnnxConfig
-from graphport.exporters.signature import wrap_for_tracing
-from graphport.exporters.tensorrt import axis_ranges
+from graphport.export.config import OnnxConfig
+from graphport.export.signature import wrap_for_tracing
+from graphport.export.tensorrt import axis_ranges
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from graphport.exporters.tasks import Task
+from graphport.export.tasks import Task
 
 TASK_OUTPUTS: dict[Task, tuple[tuple[str, ...], ...]] = {
     Task.OBJECT_DETECTION: (("logits", "pred_boxes"),),

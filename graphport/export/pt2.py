@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from graphport.errors import ExportError
-from graphport.exporters.config import OnnxConfig
-from graphport.exporters.signature import dynamic_shapes_for, wrap_for_tracing
+from graphport.export.config import OnnxConfig
+from graphport.export.signature import dynamic_shapes_for, wrap_for_tracing
 
 
 def export_pt2(model: torch.nn.Module, config: OnnxConfig, path: Path) -> None:

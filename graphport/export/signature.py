@@ -29,7 +29,7 @@ class SelectOutputs(torch.nn.Module):
         named = dict(zip(self.input_names, inputs, strict=True))
         if getattr(self.model, "positional", False):
             # A graph module whose input names are not identifiers (past_key_values.0.key,
-            # exporters/kv_cache.py) takes them positionally, in its own order.
+            # export/kv_cache.py) takes them positionally, in its own order.
             output = self.model(*(named[name] for name in self.model.input_names))
         else:
             output = self.model(**named)

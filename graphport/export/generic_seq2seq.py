@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from graphport.errors import Reason, UnsupportedModelError
-from graphport.exporters.generic_decoder import CACHE_ARGUMENTS, takes_cache
-from graphport.exporters.seq2seq import OnnxSeq2SeqConfigWithPast
-from graphport.exporters.tasks import Task
+from graphport.export.generic_decoder import CACHE_ARGUMENTS, takes_cache
+from graphport.export.seq2seq import OnnxSeq2SeqConfigWithPast
+from graphport.export.tasks import Task
 
 # Where a config names no ``vocab_size``: FSMT's source and target vocabularies.
 _VOCABULARIES = ("src_vocab_size", "tgt_vocab_size")
