@@ -248,7 +248,13 @@ def resolve_task(checkpoint: Any, task: str | Task | None) -> tuple[Task, bool]:
     if task not in (None, "auto"):
         return parse_task(task)
     registration = get_registration(checkpoint.model_type)
-    inferred = infer_task(checkpoint.model_type, checkpoint.architectures, registration.tasks)
+    # A head that serves several tasks (BartForConditionalGeneration: text2text and
+    # fill-mask) means the family's own task before one the generic path adds.
+    inferred = infer_task(
+        checkpoint.model_type, checkpoint.architectures, registration.family_tasks
+    )
+    if inferred not in registration.family_tasks:
+        inferred = infer_task(checkpoint.model_type, checkpoint.architectures, registration.tasks)
     if registration.generic and inferred is Task.FILL_MASK:
         # A seq2seq head that also fills masks (MvpForConditionalGeneration) is exported
         # to generate, as the families' (BartForConditionalGeneration) are.
