@@ -28,6 +28,8 @@ from graphport.graphs.quantize import (
 
 logger = logging.getLogger(__name__)
 
+DATA_FREE_METHODS = ("rtn", "hqq")
+
 
 def quantize_export(
     src: str | Path,
@@ -42,6 +44,9 @@ def quantize_export(
     target_cosine: float | None = None,
     localize: bool = False,
     reference: Any = None,
+    ratio: float = 1.0,
+    sensitivity: str | None = None,
+    int8_head: bool = False,
 ) -> TransformResult:
     """int8-dynamic, int8-static (QDQ, needs --calibration) or int4-weight (MatMulNBits)
     for onnxruntime; openvino-int8-static (needs --calibration), openvino-int8-weight and
@@ -52,7 +57,14 @@ def quantize_export(
     ``target_cosine``, it then keeps the most sensitive nodes in fp32 until its outputs
     on the calibration inputs reach that cosine. ``localize`` adds every module's error
     against fp32 eager to the report: where the quantization error accumulates.
-    ``reference``: the eager model to check against, as in ``optimize_export``."""
+    ``reference``: the eager model to check against, as in ``optimize_export``.
+
+    int4-weight's ``method`` is rtn or hqq (data-free), gptq, awq, scale-estimation or
+    awq+scale-estimation (calibrated on ``calibration``, by default the built-in English
+    text of ``graphport evaluate``); ``ratio`` below 1 keeps the most sensitive layers (by
+    NNCF's ``sensitivity`` metric) in int8, ``int8_head`` the last MatMul (lm_head)
+    (graphs/int4.py). ``quantize_auto`` (api/quantize_auto.py) searches these within an
+    accuracy budget."""
     if mode not in QUANT_MODES:
         raise UsageError(f"Unknown mode {mode!r}; use one of {', '.join(QUANT_MODES)}.")
     if mode == "openvino-int8-static":
@@ -71,7 +83,11 @@ def quantize_export(
             raise UsageError("A target cosine needs --mode int8-dynamic and --calibration.")
         if not 0.0 < target_cosine < 1.0:
             raise UsageError(f"The target cosine must lie between 0 and 1, not {target_cosine}.")
+    if mode != "int4-weight" and (ratio != 1.0 or sensitivity or int8_head):
+        raise UsageError("A ratio, a sensitivity metric and an int8 head go with int4-weight.")
     reader = FeedReader(calibration_feeds(src, calibration)) if calibration else None
+    if reader is None and mode == "int4-weight" and _needs_data(method, ratio, sensitivity):
+        reader = FeedReader(calibration_feeds(src, None))  # the built-in text
     if mode == "int8-dynamic":
         steps = [("int8-dynamic", "int8", lambda s, d: (True, quantize_int8_dynamic(s, d)))]
         if reader is not None:  # data to measure activations with: tame their outliers
@@ -98,9 +114,28 @@ def quantize_export(
             (
                 "int4-weight",
                 "int4",
-                lambda s, d: (True, quantize_int4_weights(s, d, block_size, method, reader)),
+                lambda s, d: (
+                    True,
+                    quantize_int4_weights(
+                        s,
+                        d,
+                        block_size,
+                        method,
+                        reader,
+                        ratio=ratio,
+                        sensitivity=sensitivity,
+                        int8_head=int8_head,
+                    ),
+                ),
             )
         ]
     return run_steps(
         src, dst, steps, "onnxruntime", runtimes, allow_budget_break, overwrite, localize, reference
     )
+
+
+def _needs_data(method: str, ratio: float, sensitivity: str | None) -> bool:
+    """Whether int4 ``method`` with ``ratio`` and ``sensitivity`` calibrates on data."""
+    if method in DATA_FREE_METHODS:
+        return ratio < 1.0 and sensitivity != "weight-error"
+    return True

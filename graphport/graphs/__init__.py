@@ -15,7 +15,7 @@ QUANT_MODES = (
     "openvino-int4-weight",
 )
 
-INT4_METHODS = ("rtn", "hqq", "gptq")
+INT4_METHODS = ("rtn", "hqq", "gptq", "awq", "scale-estimation", "awq+scale-estimation")
 # rtn's uint8 zero points take onnxruntime's fast kernel, hqq's float ones do not
 # (graphs/nbits.py); quantize_int4_weights has the measurements.
 DEFAULT_INT4_METHOD = "rtn"
