@@ -3,7 +3,8 @@
 - ``plan_export`` (plan.py): every decision of an export, checked and taken once.
 - ``export_model`` (export.py): plan -> trace -> validate -> place -> optimize/quantize.
 - ``optimize_export`` / ``quantize_export`` (transform.py): an export -> a new export,
-  every pass checked against eager.
+  every pass checked against eager; ``quantize_auto`` (quantize_search.py): the fastest
+  int4 export within an accuracy budget.
 - ``load`` / ``pipeline`` (load.py): an export directory as a transformers model on a
   runtime, and ``transformers.pipeline`` around it.
 - ``evaluate`` (evaluate.py): task accuracy of exports against eager on a dataset.
@@ -14,6 +15,7 @@ from graphport.api.evaluate import evaluate
 from graphport.api.export import ExportResult, export_model, run_export
 from graphport.api.load import load, pipeline
 from graphport.api.plan import ExportPlan, plan_export
+from graphport.api.quantize_search import quantize_auto
 from graphport.api.transform import TransformResult, optimize_export, quantize_export
 from graphport.validators.parity import validate_export
 
@@ -27,6 +29,7 @@ __all__ = [
     "optimize_export",
     "pipeline",
     "plan_export",
+    "quantize_auto",
     "quantize_export",
     "run_export",
     "validate_export",

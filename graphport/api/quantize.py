@@ -20,6 +20,7 @@ from graphport.errors import UsageError
 from graphport.graphs import DEFAULT_INT4_METHOD, QUANT_MODES
 from graphport.graphs.quantize import (
     FeedReader,
+    check_int4_options,
     quantize_int4_weights,
     quantize_int8_dynamic,
     quantize_int8_dynamic_to_target,
@@ -63,8 +64,10 @@ def quantize_export(
     awq+scale-estimation (calibrated on ``calibration``, by default the built-in English
     text of ``graphport evaluate``); ``ratio`` below 1 keeps the most sensitive layers (by
     NNCF's ``sensitivity`` metric) in int8, ``int8_head`` the last MatMul (lm_head)
-    (graphs/int4.py). ``quantize_auto`` (api/quantize_auto.py) searches these within an
+    (graphs/int4.py). ``quantize_auto`` (api/quantize_search.py) searches these within an
     accuracy budget."""
+    if mode == "auto":
+        raise UsageError("--mode auto searches int4 configurations: call quantize_auto.")
     if mode not in QUANT_MODES:
         raise UsageError(f"Unknown mode {mode!r}; use one of {', '.join(QUANT_MODES)}.")
     if mode == "openvino-int8-static":
@@ -85,6 +88,8 @@ def quantize_export(
             raise UsageError(f"The target cosine must lie between 0 and 1, not {target_cosine}.")
     if mode != "int4-weight" and (ratio != 1.0 or sensitivity or int8_head):
         raise UsageError("A ratio, a sensitivity metric and an int8 head go with int4-weight.")
+    if mode == "int4-weight":
+        check_int4_options(method, block_size, ratio, sensitivity, int8_head)
     reader = FeedReader(calibration_feeds(src, calibration)) if calibration else None
     if reader is None and mode == "int4-weight" and _needs_data(method, ratio, sensitivity):
         reader = FeedReader(calibration_feeds(src, None))  # the built-in text

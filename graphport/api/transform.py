@@ -3,7 +3,7 @@
 ``optimize_export`` runs graph passes (cleanup, onnxruntime fusions, GroupQueryAttention,
 offline optimizations) through the checked pipeline of api/pipeline.py. Quantization lives
 in api/quantize.py (onnxruntime), api/quantize_openvino.py (NNCF, IR) and
-api/quantize_auto.py (a search within an accuracy budget); their entry points are named
+api/quantize_search.py (a search within an accuracy budget); their entry points are named
 here too, where callers have always imported them from.
 """
 

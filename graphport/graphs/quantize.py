@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from graphport.errors import PassError, UsageError
-from graphport.graphs import DEFAULT_INT4_METHOD, INT4_METHODS
+from graphport.graphs import DEFAULT_INT4_METHOD, INT4_METHODS, SENSITIVITY_METRICS
 from graphport.graphs.int4 import (
     NNCF_METHODS,
     quantize_int4_nncf,
@@ -259,17 +259,7 @@ def quantize_int4_weights(
     its integer kernels; lower levels run its fp32-activation kernel (0.6x as fast in
     decoding, measured once).
     """
-    if method not in INT4_METHODS:
-        raise UsageError(f"Unknown int4 method {method!r}; use one of {', '.join(INT4_METHODS)}.")
-    if block_size < 16 or block_size & (block_size - 1):
-        raise UsageError(f"Block size {block_size} must be a power of two of at least 16.")
-    if not 0.0 < ratio <= 1.0:
-        raise UsageError(f"The int4 ratio must lie in (0, 1], not {ratio}.")
-    if ratio < 1.0 and method in ("hqq", "gptq"):
-        raise UsageError(
-            f"Layers kept in int8 by sensitivity (a ratio below 1) go with rtn, awq or "
-            f"scale-estimation, not {method}; pick one of those, or leave the ratio at 1."
-        )
+    check_int4_options(method, block_size, ratio, sensitivity, int8_head)
     model = onnx.load(src)
     matmuls = weight_matmuls(model)
     head = matmuls[-1:] if int8_head else []
@@ -286,12 +276,7 @@ def quantize_int4_weights(
         set_accuracy_level(model, accuracy_level)
     else:
         model = _quantize_int4_ort(model, block_size, method, reader, accuracy_level, head)
-        int8_layers = [n for n in head if n in weight_matmuls(model)]
-        if int8_layers != head:
-            raise UsageError(
-                f"onnxruntime's {method} quantizes every MatMul, the last one too; drop the "
-                "int8 head, or use rtn, awq or scale-estimation with it."
-            )
+        int8_layers = head
         model = quantize_nbits(model, head, 8, block_size, accuracy_level)
     kernels = kernel_report(model)
     save_model(model, dst, _is_large(src))
@@ -306,6 +291,40 @@ def quantize_int4_weights(
         "int8_layers": int8_layers,
         "kernel": kernels.to_dict(),
     }
+
+
+def check_int4_options(
+    method: str,
+    block_size: int = 32,
+    ratio: float = 1.0,
+    sensitivity: str | None = None,
+    int8_head: bool = False,
+) -> None:
+    """One sentence (``UsageError``) for int4 options that do not go together, before any
+    work."""
+    if method not in INT4_METHODS:
+        raise UsageError(f"Unknown int4 method {method!r}; use one of {', '.join(INT4_METHODS)}.")
+    if block_size < 16 or block_size & (block_size - 1):
+        raise UsageError(f"Block size {block_size} must be a power of two of at least 16.")
+    if not 0.0 < ratio <= 1.0:
+        raise UsageError(f"The int4 ratio must lie in (0, 1], not {ratio}.")
+    if sensitivity is not None and sensitivity not in SENSITIVITY_METRICS:
+        raise UsageError(
+            f"Unknown sensitivity metric {sensitivity!r}; use one of "
+            f"{', '.join(SENSITIVITY_METRICS)}."
+        )
+    if ratio < 1.0 and method in ("hqq", "gptq"):
+        raise UsageError(
+            f"Layers kept in int8 by sensitivity (a ratio below 1) go with rtn, awq or "
+            f"scale-estimation, not {method}; pick one of those, or leave the ratio at 1."
+        )
+    if sensitivity is not None and ratio == 1.0:
+        raise UsageError("A sensitivity metric ranks the layers a ratio below 1 keeps in int8.")
+    if int8_head and method == "gptq":
+        raise UsageError(
+            "onnxruntime's gptq quantizes every MatMul, the last one too; drop the int8 "
+            "head, or use rtn, awq or scale-estimation with it."
+        )
 
 
 def _quantize_int4_ort(
