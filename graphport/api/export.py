@@ -125,6 +125,7 @@ def export_model(
     trt_profile: str | Mapping[str, tuple[int, int, int]] | None = None,
     max_cache_len: int | None = None,
     on_step: StepCallback | None = None,
+    quantize_options: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Export ``model`` (a checkpoint directory or cached hub id) into ``output``: the
     Python form of ``graphport export``, with the same options.
@@ -140,6 +141,8 @@ def export_model(
     export, staged beside ``output``; with ``fmt="executorch"`` ``quantize`` goes to the
     lowering instead. ``html`` also writes the final parity report as one HTML page.
     ``on_step`` is called with the plain export's result, then each transform's.
+    ``quantize_options`` are ``quantize_export``'s keywords for the quantization pass
+    (``method="awq"``, ``block_size``, ``ratio``, ``sensitivity``, ``int8_head``, ...).
 
     Every option is checked first, by ``plan_export`` (api/plan.py); ``run_export``
     runs a plan made before.
@@ -168,6 +171,7 @@ def export_model(
         ort_target_platform=ort_target_platform,
         trt_profile=trt_profile,
         max_cache_len=max_cache_len,
+        quantize_options=quantize_options,
     )
     return run_export(plan, on_step)
 
@@ -240,6 +244,7 @@ def _transform(
             overwrite=plan.overwrite,
             localize=plan.localize,
             reference=reference,
+            **plan.quantize_options,
         )
         notify(step)
         steps.append(step)

@@ -188,3 +188,40 @@ def test_auto_with_no_configuration_written(llama: Path, tmp_path: Path):
             llama, tmp_path / "auto", "2%", candidates=[auto.Candidate("gptq", 32, True)]
         )
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_export_model_takes_the_quantize_options(llama: Path, tmp_path: Path):
+    from graphport.api.export import export_model
+
+    out = tmp_path / "out"
+    options = {"method": "scale-estimation", "block_size": 16, "int8_head": True}
+    result = export_model(
+        llama.parent / "checkpoint", out, quantize="int4-weight", quantize_options=options
+    )
+    assert result.plan.quantize_options == options and not result.plan.streaming
+    record = result.manifest.passes[-1]
+    assert (record["method"], record["block_size"]) == ("scale-estimation", 16)
+    assert record["int8_layers"] == ["node_linear_14"] and result.report.passed
+
+
+@pytest.mark.parametrize(
+    ("quantize", "options", "match"),
+    [
+        ("int4-weight", {"bits": 3}, r"Unknown quantize option\(s\) bits"),
+        ("int4-weight", {"method": "awq", "ratio": 0.0}, "must lie in"),
+        (None, {"method": "awq"}, "add a quantization mode"),
+    ],
+)
+def test_export_model_checks_the_quantize_options_first(
+    llama: Path, tmp_path: Path, quantize, options, match
+):
+    from graphport.api.plan import plan_export
+
+    with pytest.raises(UsageError, match=match):
+        plan_export(
+            llama.parent / "checkpoint",
+            tmp_path / "out",
+            quantize=quantize,
+            quantize_options=options,
+        )
+    assert not (tmp_path / "out").exists()
