@@ -23,7 +23,7 @@ from graphport.exporters.config import OnnxConfig
 from graphport.exporters.onnx import check_opset
 from graphport.exporters.tasks import Task
 from graphport.formats import Format, FormatOptions, get_format
-from graphport.graphs import QUANT_MODES
+from graphport.graphs import DEFAULT_INT4_METHOD, QUANT_MODES
 from graphport.graphs.gptq import GptqSpec
 from graphport.graphs.quantize import check_int4_options
 from graphport.manifest import check_output_path
@@ -355,7 +355,8 @@ def _check_quantize_options(quantize: str | None, given: Mapping[str, Any]) -> d
     if given and quantize is None:
         raise UsageError("quantize_options are for quantize; add a quantization mode.")
     if quantize == "int4-weight":
-        check_int4_options(**{k: v for k, v in given.items() if k != "target_cosine"})
+        int4 = {k: v for k, v in given.items() if k != "target_cosine"}
+        check_int4_options(**{"method": DEFAULT_INT4_METHOD, **int4})
     return dict(given)
 
 

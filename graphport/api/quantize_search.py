@@ -21,6 +21,7 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import tempfile
@@ -201,6 +202,7 @@ def quantize_auto(
             )
         chosen = min(within, key=lambda t: t.seconds)
         chosen.chosen = True
+        _name_destination(paths[chosen.candidate], dst)
         move_into_place(paths[chosen.candidate], dst)
     logger.info("Kept %s (%s loss %.2f%%)", chosen.candidate.name, metric.name, chosen.loss * 100)
     return result
@@ -238,6 +240,15 @@ def _quantize_all(
             continue
         paths[candidate] = path
     return trials, paths
+
+
+def _name_destination(path: Path, dst: Path) -> None:
+    """The kept candidate's parity report names DST, where it goes, not its scratch."""
+    report = path / "parity.json"
+    if report.exists():
+        data = json.loads(report.read_text())
+        data["export_dir"] = str(dst)
+        report.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def _judged_metric(metrics: Sequence[Metric]) -> Metric:

@@ -133,6 +133,7 @@ def test_auto_keeps_the_fastest_within_budget(llama: Path, words: Path, tmp_path
     assert within and result.chosen is min(within, key=lambda t: t.seconds)
     manifest = ExportDirectory(out).manifest
     assert manifest.passes[-1]["method"] == result.chosen.candidate.method
+    assert json.loads((out / "parity.json").read_text())["export_dir"] == str(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auto"]  # no scratch left
     table = result.table()
     assert "rtn, block 32" in table and "awq, block 16, int8 head" in table
