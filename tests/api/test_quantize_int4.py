@@ -226,3 +226,19 @@ def test_export_model_checks_the_quantize_options_first(
             quantize_options=options,
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_the_cli_options(llama: Path, tmp_path: Path):
+    # A data-free sensitivity: rtn with a ratio needs no calibration text at all.
+    out = tmp_path / "q"
+    run = CliRunner().invoke(
+        cli,
+        [
+            "quantize", str(llama), str(out), "--mode", "int4-weight", "--block-size", "16",
+            "--ratio", "0.5", "--sensitivity", "weight-error", "--int8-head",
+        ],
+    )  # fmt: skip
+    assert run.exit_code == 0, run.output
+    assert "int8 nodes, block 16" in run.output and "int4 nodes, block 16" in run.output
+    record = ExportDirectory(out).manifest.passes[-1]
+    assert record["sensitivity"] == "weight-error" and record["tool"] == "nncf"
