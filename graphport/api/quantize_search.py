@@ -110,17 +110,19 @@ class AutoResult:
         return next((t for t in self.trials if t.chosen), None)
 
     def table(self) -> str:
+        width = max(len("configuration"), *(len(t.candidate.name) for t in self.trials))
         lines = [
-            f"{'configuration':<44} {self.metric:>12} {'loss':>8} {'seconds':>8}  verdict",
-            f"{'eager':<44} {self.eager:>12.4f} {'':>8} {'':>8}",
+            f"{'configuration':<{width}} {self.metric:>12} {'loss':>8} {'seconds':>8}  verdict",
+            f"{'eager':<{width}} {self.eager:>12.4f}",
         ]
         for trial in self.trials:
+            name = trial.candidate.name
             if trial.error is not None:
-                lines.append(f"{trial.candidate.name:<44} failed: {trial.error}")
+                lines.append(f"{name:<{width}} failed: {trial.error}")
                 continue
             verdict = "chosen" if trial.chosen else "within" if trial.within else "over"
             lines.append(
-                f"{trial.candidate.name:<44} {trial.value:>12.4f} {trial.loss:>8.2%} "
+                f"{name:<{width}} {trial.value:>12.4f} {trial.loss:>8.2%} "
                 f"{trial.seconds:>8.2f}  {verdict}"
             )
         lines.append(f"budget: {self.metric} loss at most {self.max_metric_loss:.2%}")
