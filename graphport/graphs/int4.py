@@ -18,8 +18,10 @@ Rules:
    NNCF's own int8 (a per-channel DequantizeLinear before a float MatMul) would dequantize
    on every call, and the int4 reference (validators/quantized.py) maps MatMulNBits blocks
    back to modules, not DequantizeLinear.
-4. The last MatMul with a weight (lm_head of a language model) is 8-bit with
-   ``int8_head``, else int4 by onnxruntime's rtn. The embedding (a Gather) stays float.
+4. The last MatMul with a weight (lm_head of a language model; ``head_matmul``) is 8-bit
+   with ``int8_head``, else int4 by onnxruntime's rtn (a head tied to the embedding, read
+   through a Transpose, stays float then, as neither quantizer takes it). The embedding (a
+   Gather) stays float.
 5. Every MatMulNBits gets ``accuracy_level`` (NNCF writes 0): a compute hint for the kernel.
 6. NNCF 3.4 writes 4-bit zero points one per byte, [N, blocks]; onnxruntime's kernel reads
    them packed two per byte (the even block in the low nibble), [N, ceil(blocks / 2)], and
@@ -62,6 +64,39 @@ def weight_matmuls(model: onnx.ModelProto) -> list[str]:
         and n.input[1] in constants
         and len(constants[n.input[1]].dims) == 2
     ]
+
+
+def head_matmul(model: onnx.ModelProto, fold: bool = True) -> str | None:
+    """Rule 4: the last MatMul whose weight is a 2-D constant, read directly or through a
+    Transpose (a language model whose lm_head is tied to its embedding reads the table
+    transposed, which neither quantizer takes: with ``fold`` the transposed copy is made
+    the MatMul's own initializer, as an untied head; without, None is returned for it).
+    None when there is no such MatMul."""
+    from onnx import numpy_helper
+
+    constants = {t.name: t for t in model.graph.initializer}
+    producers = {out: n for n in model.graph.node for out in n.output}
+    for node in reversed(model.graph.node):
+        if node.op_type != "MatMul" or len(node.input) < 2:
+            continue
+        weight = node.input[1]
+        if weight in constants and len(constants[weight].dims) == 2:
+            return node.name
+        transpose = producers.get(weight)
+        if transpose is None or transpose.op_type != "Transpose":
+            continue
+        table = constants.get(transpose.input[0])
+        perm = [list(a.ints) for a in transpose.attribute if a.name == "perm"]
+        if table is None or len(table.dims) != 2 or perm not in ([], [[1, 0]]):
+            continue
+        if not fold:
+            return None
+        name = f"{transpose.input[0]}.T"
+        folded = numpy_helper.to_array(table).T.copy()
+        model.graph.initializer.append(numpy_helper.from_array(folded, name))
+        node.input[1] = name
+        return node.name
+    return None
 
 
 def quantize_int4_nncf(

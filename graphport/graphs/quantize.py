@@ -21,11 +21,11 @@ from graphport.errors import PassError, UsageError
 from graphport.graphs import DEFAULT_INT4_METHOD, INT4_METHODS, SENSITIVITY_METRICS
 from graphport.graphs.int4 import (
     NNCF_METHODS,
+    head_matmul,
     quantize_int4_nncf,
     quantize_nbits,
     save_model,
     set_accuracy_level,
-    weight_matmuls,
 )
 from graphport.graphs.nbits import kernel_report
 from graphport.graphs.outliers import FP32_PREFIX
@@ -261,18 +261,18 @@ def quantize_int4_weights(
     """
     check_int4_options(method, block_size, ratio, sensitivity, int8_head)
     model = onnx.load(src)
-    matmuls = weight_matmuls(model)
-    head = matmuls[-1:] if int8_head else []
+    last = head_matmul(model, fold=int8_head)  # a tied head is folded only to be int8
+    head = [last] if last and int8_head else []
     details: dict[str, object] = {}
     if method in NNCF_METHODS or ratio < 1.0:
         feeds = list(reader) if reader is not None else None
         model, details = quantize_int4_nncf(model, block_size, method, feeds, ratio, sensitivity)
         # The layers NNCF left float: int8, but the last MatMul int8 only when asked.
         left = details.pop("float_layers")
-        last = [n for n in matmuls[-1:] if n in left and not int8_head]
-        int8_layers = [n for n in left if n not in last]
+        tail = [n for n in left if n == last and not int8_head]  # the head NNCF left out
+        int8_layers = [n for n in left if n not in tail]
         model = quantize_nbits(model, int8_layers, 8, block_size, accuracy_level)
-        model = quantize_nbits(model, last, 4, block_size, accuracy_level)
+        model = quantize_nbits(model, tail, 4, block_size, accuracy_level)
         set_accuracy_level(model, accuracy_level)
     else:
         model = _quantize_int4_ort(model, block_size, method, reader, accuracy_level, head)

@@ -242,3 +242,45 @@ def test_the_cli_options(llama: Path, tmp_path: Path):
     assert "int8 nodes, block 16" in run.output and "int4 nodes, block 16" in run.output
     record = ExportDirectory(out).manifest.passes[-1]
     assert record["sensitivity"] == "weight-error" and record["tool"] == "nncf"
+
+
+def test_a_tied_head_is_made_int8(tmp_path: Path):
+    """A head tied to the embedding reads the table through a Transpose: the int8 head
+    gets a transposed copy of its own; without --int8-head it stays float."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from graphport.graphs.quantize import quantize_int4_weights
+
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32), "embed")
+    inner = numpy_helper.from_array(rng.standard_normal((32, 32)).astype(np.float32), "proj")
+    nodes = [
+        helper.make_node("Gather", ["embed", "ids"], ["hidden"], name="embedding"),
+        helper.make_node("MatMul", ["hidden", "proj"], ["mixed"], name="layer"),
+        helper.make_node("Transpose", ["embed"], ["embed_t"], perm=[1, 0], name="tie"),
+        helper.make_node("MatMul", ["mixed", "embed_t"], ["logits"], name="lm_head"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tied",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+        [table, inner],
+    )
+    src = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), src)
+    for int8_head, bits in [(False, {"layer": 4}), (True, {"layer": 4, "lm_head": 8})]:
+        dst = tmp_path / f"q{int8_head}.onnx"
+        details = quantize_int4_weights(src, dst, block_size=16, int8_head=int8_head)
+        written = onnx.load(dst)
+        found = {
+            n.output[0].replace("mixed", "layer").replace("logits", "lm_head"): next(
+                a.i for a in n.attribute if a.name == "bits"
+            )
+            for n in written.graph.node
+            if n.op_type == "MatMulNBits"
+        }
+        assert found == bits
+        assert details["int8_layers"] == (["lm_head"] if int8_head else [])
