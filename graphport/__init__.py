@@ -7,7 +7,8 @@ The public entry points, all in the orchestration layer ``graphport.api``:
 - ``plan_export`` (graphport/api/plan.py): what such an export will do, checked first.
 - ``ExportOptions`` (graphport/api/plan.py): the options both take, as one record.
 - ``optimize_export``, ``quantize_export`` (graphport/api/transform.py): an export -> a
-  new export, every pass checked against eager.
+  new export, every pass checked against eager; ``quantize_auto``
+  (graphport/api/quantize_search.py): the fastest int4 export within an accuracy budget.
 - ``validate_export`` (graphport/validators/parity.py): an export against eager.
 - ``evaluate`` (graphport/api/evaluate.py): task accuracy of exports against eager.
 - ``load`` (graphport/api/load.py): an export as a transformers model on a runtime.
@@ -28,6 +29,7 @@ _PUBLIC = (
     "optimize_export",
     "pipeline",
     "plan_export",
+    "quantize_auto",
     "quantize_export",
 )
 __all__ = ["__version__", *_PUBLIC, "validate_export"]

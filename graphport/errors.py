@@ -127,3 +127,12 @@ class ParityError(GraphportError, ValueError):
     def __init__(self, message: str, report: object | None = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class BudgetError(GraphportError):
+    """No configuration meets an accuracy budget (``quantize --mode auto``); ``result``
+    holds what was tried, with the best loss reached."""
+
+    def __init__(self, message: str, result: object | None = None) -> None:
+        super().__init__(message)
+        self.result = result

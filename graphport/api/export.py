@@ -111,6 +111,8 @@ def export_model(
     api/plan.py), given as one record or as keywords (which override it).
 
     ``on_step`` is called with the plain export's result, then each transform's.
+    ``quantize_options`` (an ``ExportOptions`` field) are ``quantize_export``'s keywords
+    for the quantization pass (``method="awq"``, ``block_size``, ``ratio``, ...).
 
     Every option is checked first, by ``plan_export`` (api/plan.py); ``run_export``
     runs a plan made before.
@@ -186,6 +188,7 @@ def _transform(
             overwrite=plan.overwrite,
             localize=plan.localize,
             reference=reference,
+            **plan.quantize_options,
         )
         notify(step)
         steps.append(step)

@@ -23,8 +23,9 @@ from graphport.export.config import OnnxConfig
 from graphport.export.onnx import check_opset
 from graphport.export.tasks import Task
 from graphport.formats import Format, FormatOptions, get_format
-from graphport.graphs import QUANT_MODES
+from graphport.graphs import DEFAULT_INT4_METHOD, QUANT_MODES
 from graphport.graphs.gptq import GptqSpec
+from graphport.graphs.quantize import check_int4_options
 from graphport.manifest import check_output_path
 from graphport.models.loader import DTYPES, Checkpoint, load_checkpoint
 from graphport.models.registry import (
@@ -80,6 +81,7 @@ class ExportOptions:
     ort_target_platform: str | None = None
     trt_profile: str | Mapping[str, tuple[int, int, int]] | None = None
     max_cache_len: int | None = None
+    quantize_options: Mapping[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +117,8 @@ class ExportPlan:
     overwrite: bool
     html: Path | None
     peak_memory: int  # bytes the export is expected to need at its peak
+    # quantize_export's keywords for the pass (int4 method, block size, ratio, ...).
+    quantize_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -164,6 +168,7 @@ class ExportPlan:
                 "gptq": self.gptq is not None,
                 "pass": self.quantize,
                 "calibration": str(self.calibration) if self.calibration else None,
+                "options": dict(self.quantize_options),
             },
             "optimize": self.optimize,
             "validate": list(self.runtimes),
@@ -235,8 +240,10 @@ def plan_export(
     ``options`` holds them as one record; keywords (``ExportOptions``' fields) override it.
     ``quantize`` goes where the format and streaming put it: ExecuTorch's lowering (with
     ``fmt="executorch"`` and no ``optimize``), the streamed weights (int4-weight), or a
-    pass after the export (and after ``optimize``). Raises ``UsageError`` (one sentence)
-    for anything that would fail later.
+    pass after the export (and after ``optimize``); ``quantize_options`` are
+    ``quantize_export``'s keywords for that pass (``method``, ``block_size``, ``ratio``,
+    ``sensitivity``, ``int8_head``, ``target_cosine``): the options of ``graphport
+    quantize``. Raises ``UsageError`` (one sentence) for anything that would fail later.
     """
     from graphport.api.streaming import check_memory, peak_memory, should_stream
     from graphport.runtimes import available_runtimes, parse_runtimes
@@ -288,19 +295,18 @@ def plan_export(
     if quantize is not None and quantize not in QUANT_MODES:
         raise UsageError(f"Unknown mode {quantize!r}; use one of {', '.join(QUANT_MODES)}.")
     target.check_options(format_options)
+    quantize_options = _check_quantize_options(quantize, opts.quantize_options or {})
 
     checkpoint = load_checkpoint(model)
     gptq = GptqSpec.from_config(checkpoint.config)  # refuses unsupported bits and groups
     # int4 streams by default (api/streaming.py) unless -O asks for the in-memory passes.
+    # A streamed int4 export rounds (rtn) while it writes: other int4 options quantize the
+    # finished graph.
+    streams_int4 = optimize is None and not quantize_options
     stream = should_stream(
-        checkpoint,
-        gptq,
-        dtype,
-        opts.fmt,
-        quantize if optimize is None else None,
-        opts.streaming,
+        checkpoint, gptq, dtype, opts.fmt, quantize if streams_int4 else None, opts.streaming
     )
-    if stream and (optimize is not None or calibration is not None):
+    if stream and (optimize is not None or calibration is not None or quantize_options):
         raise UsageError(
             "A streamed export takes --quantize int4-weight alone; run `graphport optimize` "
             "on its output, or pass --no-streaming on a machine with more memory."
@@ -363,7 +369,26 @@ def plan_export(
         overwrite=opts.overwrite,
         html=html,
         peak_memory=peak_memory(checkpoint, dtype, stream, validate),
+        quantize_options=quantize_options,
     )
+
+
+QUANTIZE_OPTIONS = ("method", "block_size", "ratio", "sensitivity", "int8_head", "target_cosine")
+
+
+def _check_quantize_options(quantize: str | None, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``quantize_options`` checked against the mode before any work."""
+    unknown = sorted(set(given) - set(QUANTIZE_OPTIONS))
+    if unknown:
+        raise UsageError(
+            f"Unknown quantize option(s) {', '.join(unknown)}; use {', '.join(QUANTIZE_OPTIONS)}."
+        )
+    if given and quantize is None:
+        raise UsageError("quantize_options are for quantize; add a quantization mode.")
+    if quantize == "int4-weight":
+        int4 = {k: v for k, v in given.items() if k != "target_cosine"}
+        check_int4_options(**{"method": DEFAULT_INT4_METHOD, **int4})
+    return dict(given)
 
 
 def _static_cache_graphs(

@@ -15,9 +15,17 @@ QUANT_MODES = (
     "openvino-int4-weight",
 )
 
-INT4_METHODS = ("rtn", "hqq", "gptq")
+INT4_METHODS = ("rtn", "hqq", "gptq", "awq", "scale-estimation", "awq+scale-estimation")
 # rtn's uint8 zero points take onnxruntime's fast kernel, hqq's float ones do not
 # (graphs/nbits.py); quantize_int4_weights has the measurements.
 DEFAULT_INT4_METHOD = "rtn"
+# NNCF's sensitivity metrics under graphport's names (graphs/int4.py ranks layers by them).
+SENSITIVITY_METRICS = {
+    "weight-error": "weight_quantization_error",
+    "hessian": "hessian_input_activation",
+    "mean-variance": "mean_activation_variance",
+    "max-variance": "max_activation_variance",
+    "mean-magnitude": "mean_activation_magnitude",
+}
 
-__all__ = ["DEFAULT_INT4_METHOD", "INT4_METHODS", "QUANT_MODES"]
+__all__ = ["DEFAULT_INT4_METHOD", "INT4_METHODS", "QUANT_MODES", "SENSITIVITY_METRICS"]

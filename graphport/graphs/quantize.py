@@ -18,7 +18,15 @@ import numpy as np
 import onnx
 
 from graphport.errors import PassError, UsageError
-from graphport.graphs import DEFAULT_INT4_METHOD, INT4_METHODS
+from graphport.graphs import DEFAULT_INT4_METHOD, INT4_METHODS, SENSITIVITY_METRICS
+from graphport.graphs.int4 import (
+    NNCF_METHODS,
+    head_matmul,
+    quantize_int4_nncf,
+    quantize_nbits,
+    save_model,
+    set_accuracy_level,
+)
 from graphport.graphs.nbits import kernel_report
 from graphport.graphs.outliers import FP32_PREFIX
 from graphport.metrics import row_cosines
@@ -26,20 +34,24 @@ from graphport.metrics import row_cosines
 logger = logging.getLogger(__name__)
 
 FP16_MAX = 65504.0
+NBITS_LOGGER = "onnxruntime.quantization.matmul_nbits_quantizer"
 
 
 @contextlib.contextmanager
 def quiet_onnxruntime_tools() -> Iterator[None]:
     """onnxruntime's quantizers log every node at INFO on the root logger; keep them to
     errors unless graphport itself runs at debug."""
-    root = logging.getLogger()
-    saved = root.level
+    # The MatMulNBits quantizer logs on a logger of its own at INFO.
+    loggers = [logging.getLogger(), logging.getLogger(NBITS_LOGGER)]
+    saved = [each.level for each in loggers]
     if not logging.getLogger("graphport").isEnabledFor(logging.DEBUG):
-        root.setLevel(logging.ERROR)
+        for each in loggers:
+            each.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        root.setLevel(saved)
+        for each, level in zip(loggers, saved, strict=True):
+            each.setLevel(level)
 
 
 class FeedReader:
@@ -225,8 +237,14 @@ def quantize_int4_weights(
     method: str = DEFAULT_INT4_METHOD,
     reader: FeedReader | None = None,
     accuracy_level: int = 4,
+    ratio: float = 1.0,
+    sensitivity: str | None = None,
+    int8_head: bool = False,
 ) -> dict[str, object]:
-    """Weight-only int4 MatMulNBits: ``rtn`` and ``hqq`` are data-free, ``gptq`` uses data.
+    """Weight-only int4 MatMulNBits: ``rtn`` and ``hqq`` are data-free, ``gptq``, ``awq``
+    and ``scale-estimation`` use data (``reader``). ``awq``, ``scale-estimation`` and a
+    ``ratio`` below 1 (the most sensitive layers, by ``sensitivity``, in int8) go through
+    NNCF (graphs/int4.py); ``int8_head`` writes the last MatMul (lm_head) in 8 bits.
 
     ``rtn`` (the default) rounds each block to its min-max range with a uint8 zero point;
     ``hqq`` writes float zero points, which onnxruntime's CPU kernel does not prepack, so
@@ -241,12 +259,85 @@ def quantize_int4_weights(
     its integer kernels; lower levels run its fp32-activation kernel (0.6x as fast in
     decoding, measured once).
     """
-    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+    check_int4_options(method, block_size, ratio, sensitivity, int8_head)
+    model = onnx.load(src)
+    last = head_matmul(model, fold=int8_head)  # a tied head is folded only to be int8
+    head = [last] if last and int8_head else []
+    details: dict[str, object] = {}
+    if method in NNCF_METHODS or ratio < 1.0:
+        feeds = list(reader) if reader is not None else None
+        model, details = quantize_int4_nncf(model, block_size, method, feeds, ratio, sensitivity)
+        # The layers NNCF left float: int8, but the last MatMul int8 only when asked.
+        left = details.pop("float_layers")
+        tail = [n for n in left if n == last and not int8_head]  # the head NNCF left out
+        int8_layers = [n for n in left if n not in tail]
+        model = quantize_nbits(model, int8_layers, 8, block_size, accuracy_level)
+        model = quantize_nbits(model, tail, 4, block_size, accuracy_level)
+        set_accuracy_level(model, accuracy_level)
+    else:
+        model = _quantize_int4_ort(model, block_size, method, reader, accuracy_level, head)
+        int8_layers = head
+        model = quantize_nbits(model, head, 8, block_size, accuracy_level)
+    kernels = kernel_report(model)
+    save_model(model, dst, _is_large(src))
+    if not kernels.fast:
+        logger.warning("int4 %s: %s; that path decodes slower than fp32", method, kernels.summary())
+    return {
+        "bits": 4,
+        "block_size": block_size,
+        "method": method,
+        "accuracy_level": accuracy_level,
+        **details,
+        "int8_layers": int8_layers,
+        "kernel": kernels.to_dict(),
+    }
 
+
+def check_int4_options(
+    method: str,
+    block_size: int = 32,
+    ratio: float = 1.0,
+    sensitivity: str | None = None,
+    int8_head: bool = False,
+) -> None:
+    """One sentence (``UsageError``) for int4 options that do not go together, before any
+    work."""
     if method not in INT4_METHODS:
         raise UsageError(f"Unknown int4 method {method!r}; use one of {', '.join(INT4_METHODS)}.")
     if block_size < 16 or block_size & (block_size - 1):
         raise UsageError(f"Block size {block_size} must be a power of two of at least 16.")
+    if not 0.0 < ratio <= 1.0:
+        raise UsageError(f"The int4 ratio must lie in (0, 1], not {ratio}.")
+    if sensitivity is not None and sensitivity not in SENSITIVITY_METRICS:
+        raise UsageError(
+            f"Unknown sensitivity metric {sensitivity!r}; use one of "
+            f"{', '.join(SENSITIVITY_METRICS)}."
+        )
+    if ratio < 1.0 and method in ("hqq", "gptq"):
+        raise UsageError(
+            f"Layers kept in int8 by sensitivity (a ratio below 1) go with rtn, awq or "
+            f"scale-estimation, not {method}; pick one of those, or leave the ratio at 1."
+        )
+    if sensitivity is not None and ratio == 1.0:
+        raise UsageError("A sensitivity metric ranks the layers a ratio below 1 keeps in int8.")
+    if int8_head and method == "gptq":
+        raise UsageError(
+            "onnxruntime's gptq quantizes every MatMul, the last one too; drop the int8 "
+            "head, or use rtn, awq or scale-estimation with it."
+        )
+
+
+def _quantize_int4_ort(
+    model: onnx.ModelProto,
+    block_size: int,
+    method: str,
+    reader: FeedReader | None,
+    accuracy_level: int,
+    exclude: list[str],
+) -> onnx.ModelProto:
+    """onnxruntime's MatMulNBits quantizer with rtn, hqq or gptq; ``exclude`` stays float."""
+    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
     if method == "rtn":
         config = nbits.DefaultWeightOnlyQuantConfig(
             block_size=block_size, is_symmetric=False, accuracy_level=accuracy_level
@@ -259,12 +350,12 @@ def quantize_int4_weights(
         config = nbits.GPTQWeightOnlyQuantConfig(
             calibration_data_reader=reader, block_size=block_size
         )
-    model = onnx.load(src)
     quantizer = nbits.MatMulNBitsQuantizer(
         model,
         block_size=block_size,
         is_symmetric=False,
         accuracy_level=accuracy_level,
+        nodes_to_exclude=exclude,
         algo_config=config,
     )
     quantizer.process()
@@ -275,17 +366,7 @@ def quantize_int4_weights(
             a.name == "accuracy_level" for a in node.attribute
         ):
             node.attribute.append(onnx.helper.make_attribute("accuracy_level", accuracy_level))
-    kernels = kernel_report(quantizer.model.model)
-    quantizer.model.save_model_to_file(str(dst), _is_large(src))
-    if not kernels.fast:
-        logger.warning("int4 %s: %s; that path decodes slower than fp32", method, kernels.summary())
-    return {
-        "bits": 4,
-        "block_size": block_size,
-        "method": method,
-        "accuracy_level": accuracy_level,
-        "kernel": kernels.to_dict(),
-    }
+    return quantizer.model.model
 
 
 def fp16_overflow_nodes(src: Path, feeds: list[dict[str, np.ndarray]]) -> list[str]:
