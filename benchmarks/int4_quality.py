@@ -264,13 +264,18 @@ def main() -> None:
         fp32 = work / "gp-fp32"
         run([*project, "export", str(rotated), str(fp32), "--no-validate"])
         variants = {"graphport int4 default (rtn, block 32)": []}
+        verdicts: dict[str, str] = {}
         for text in args.method:
             name, _, options = text.partition("=")
             variants[f"graphport int4 {name}"] = shlex.split(options)
         for number, (name, options) in enumerate(variants.items()):
             out = work / f"gp-int4-{number}"
             progress(f"{name}: quantize")
-            run([*project, "quantize", str(fp32), str(out), "--mode", "int4-weight", *options])
+            # Kept when its parity check fails: the verdict is reported beside the perplexity.
+            run([*project, "quantize", str(fp32), str(out), "--mode", "int4-weight", *options,
+                 "--allow-budget-break"])
+            passed = json.loads((out / "parity.json").read_text()).get("passed")
+            verdicts[name] = "passed" if passed else "failed"
             results[name] = perplexity(graphport_scorer(out), rows)
             shutil.rmtree(out)
         if not args.no_peers:
@@ -292,11 +297,12 @@ def main() -> None:
             f"SmolLM2-135M-Instruct rotated (seed {args.seed}; logits moved {drift:.1e}), "
             f"{rows.size} tokens of pydoc_data prose in windows of {args.window}",
             "",
-            "| variant | perplexity | loss vs eager |",
-            "|---|---|---|",
+            "| variant | perplexity | loss vs eager | graphport's parity check |",
+            "|---|---|---|---|",
         ]
         for name, value in results.items():
-            lines.append(f"| {name} | {value:.3f} | {100 * (value / eager - 1):+.1f} % |")
+            loss = f"{100 * (value / eager - 1):+.1f} %"
+            lines.append(f"| {name} | {value:.3f} | {loss} | {verdicts.get(name, '-')} |")
         table = "\n".join(lines)
         print(table)
         if args.output:
