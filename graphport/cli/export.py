@@ -19,6 +19,7 @@ from graphport.cli.common import (
 )
 from graphport.errors import ParityError, UsageError
 from graphport.formats import format_names, formats
+from graphport.graphs import INT4_METHODS, SENSITIVITY_METRICS
 from graphport.graphs import QUANT_MODES as QUANT_MODE_CHOICES
 
 
@@ -98,6 +99,38 @@ from graphport.graphs import QUANT_MODES as QUANT_MODE_CHOICES
     help="Calibration inputs for --quantize (see `graphport quantize --help`).",
 )
 @click.option(
+    "--method",
+    type=click.Choice(INT4_METHODS),
+    default=None,
+    help="With --quantize int4-weight: the int4 method, as `graphport quantize --method` "
+    "[default: rtn, streamed].",
+)
+@click.option("--block-size", type=int, default=None, help="With --quantize: as `quantize`.")
+@click.option(
+    "--ratio",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=None,
+    help="With --quantize int4-weight: as `graphport quantize --ratio`.",
+)
+@click.option(
+    "--sensitivity",
+    type=click.Choice(SENSITIVITY_METRICS),
+    default=None,
+    help="With --ratio: as `graphport quantize --sensitivity`.",
+)
+@click.option(
+    "--int8-head",
+    is_flag=True,
+    default=None,
+    help="With --quantize int4-weight: as `graphport quantize --int8-head`.",
+)
+@click.option(
+    "--target-cosine",
+    type=float,
+    default=None,
+    help="With --quantize int8-dynamic: as `graphport quantize --target-cosine`.",
+)
+@click.option(
     "--streaming/--no-streaming",
     default=None,
     help="Trace on the meta device and write each weight from the checkpoint, one at a "
@@ -134,6 +167,12 @@ def export(
     optimize: int | None,
     quantize: str | None,
     calibration: Path | None,
+    method: str | None,
+    block_size: int | None,
+    ratio: float | None,
+    sensitivity: str | None,
+    int8_head: bool | None,
+    target_cosine: float | None,
     streaming: bool | None,
     overwrite: bool,
     html_file: Path | None,
@@ -166,6 +205,20 @@ def export(
         optimize=optimize,
         quantize=quantize,
         calibration=calibration,
+        # The options of `graphport quantize` for its pass, those given only.
+        quantize_options={
+            name: value
+            for name, value in {
+                "method": method,
+                "block_size": block_size,
+                "ratio": ratio,
+                "sensitivity": sensitivity,
+                "int8_head": int8_head,
+                "target_cosine": target_cosine,
+            }.items()
+            if value is not None
+        }
+        or None,
         streaming=streaming,
         html=html_file,
         localize=localize,

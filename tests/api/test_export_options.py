@@ -69,6 +69,16 @@ CASES: dict[str, tuple[str, dict[str, Any], list[str], dict[str, Any]]] = {
         ["--format", "openvino", "--no-validate"],
         {"format": "openvino", "files": ["config.json", "model.bin", "model.xml"]},
     ),
+    "int4 with quantize's options": (
+        "llama",
+        {
+            "quantize": "int4-weight",
+            "quantize_options": {"method": "rtn", "block_size": 16},
+            "validate": False,
+        },
+        ["--quantize", "int4-weight", "--method", "rtn", "--block-size", "16", "--no-validate"],
+        {"passes": ["int4-weight"], "streamed": False, "target": "onnxruntime"},
+    ),
     "int4 streamed": (
         "llama",
         {"quantize": "int4-weight", "validate": False},
