@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphport.api.evaluate_data import default_data
-from graphport.api.pipeline import Step
+from graphport.api.steps import Step
 from graphport.errors import UsageError
 from graphport.graphs.outliers import SplitOutliersPass, feed_forward_blocks
 from graphport.graphs.smooth import SmoothActivationsPass, activation_ranges, smoothable

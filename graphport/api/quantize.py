@@ -1,6 +1,6 @@
 """``quantize_export`` for onnxruntime: int8 (dynamic, static) and int4 weight-only graphs.
 
-Each mode is a list of steps run by the checked pipeline (api/pipeline.py); OpenVINO
+Each mode is a list of steps run by the checked pipeline (api/steps.py); OpenVINO
 modes go to api/quantize_openvino.py. int4 weights come from onnxruntime's MatMulNBits
 quantizer (rtn, hqq, gptq) or NNCF's weight compression on the ONNX graph (awq,
 scale-estimation, and layers kept in int8 by measured sensitivity; graphs/int4.py).
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from graphport.api.calibration import calibration_feeds, smooth_step, split_step
-from graphport.api.pipeline import TransformResult, run_steps
 from graphport.api.quantize_openvino import compress_openvino_export, quantize_openvino_static
+from graphport.api.steps import TransformResult, run_steps
 from graphport.errors import UsageError
 from graphport.graphs import DEFAULT_INT4_METHOD, QUANT_MODES
 from graphport.graphs.quantize import (

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from graphport.api.calibration import calibration_feeds, smooth_step, split_step
-from graphport.api.pipeline import (
+from graphport.api.steps import (
     BUDGETS,
     TransformResult,
     check_budget,

@@ -1,7 +1,7 @@
 """Optimization pipelines over export directories, and the transforms' public names.
 
 ``optimize_export`` runs graph passes (cleanup, onnxruntime fusions, GroupQueryAttention,
-offline optimizations) through the checked pipeline of api/pipeline.py. Quantization lives
+offline optimizations) through the checked pipeline of api/steps.py. Quantization lives
 in api/quantize.py (onnxruntime), api/quantize_openvino.py (NNCF, IR) and
 api/quantize_search.py (a search within an accuracy budget); their entry points are named
 here too, where callers have always imported them from.
@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from graphport.api.calibration import calibration_feeds
-from graphport.api.pipeline import (
+from graphport.api.quantize import quantize_export
+from graphport.api.quantize_openvino import compress_openvino_export, quantize_openvino_static
+from graphport.api.steps import (
     BUDGETS,
     TARGETS,
     Step,
@@ -23,8 +25,6 @@ from graphport.api.pipeline import (
     ir_step,
     run_steps,
 )
-from graphport.api.quantize import quantize_export
-from graphport.api.quantize_openvino import compress_openvino_export, quantize_openvino_static
 from graphport.errors import UsageError
 from graphport.graphs.cleanup import CleanupPass
 from graphport.graphs.fusion import OrtCpuKernelsPass, OrtFusionPass, PackAttentionPass

@@ -162,7 +162,7 @@ def test_a_chained_export_loads_the_checkpoint_once(
     checkpoints, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     import graphport.api.export as api_export
-    import graphport.api.pipeline
+    import graphport.api.steps
     import graphport.validators.parity
 
     loads: list[str] = []
@@ -172,7 +172,7 @@ def test_a_chained_export_loads_the_checkpoint_once(
         "load_model",
         lambda checkpoint, *a: loads.append("eager") or load_model(checkpoint, *a),
     )
-    for user in (graphport.validators.parity, graphport.api.pipeline):
+    for user in (graphport.validators.parity, graphport.api.steps):
         monkeypatch.setattr(user, "load_reference", lambda *a: pytest.fail("reloaded"))
     stages: list[Any] = []
     out = tmp_path / "out"

@@ -245,7 +245,13 @@ def test_int8_static_qdq(graph: Path, feeds, tmp_path: Path):
 def test_int4_weight_only(graph: Path, feeds, tmp_path: Path, method: str):
     details = quantize_int4_weights(graph, tmp_path / "q.onnx", block_size=16, method=method)
     kernel = details.pop("kernel")
-    assert details == {"bits": 4, "block_size": 16, "method": method, "accuracy_level": 4}
+    assert details == {
+        "bits": 4,
+        "block_size": 16,
+        "method": method,
+        "accuracy_level": 4,
+        "int8_layers": [],  # all of them int4
+    }
     assert kernel["fast"] is (method == "rtn")  # hqq's float zero points: the slow path
     assert op_types(tmp_path / "q.onnx")["MatMulNBits"] >= 8  # 4 linear layers x 2 layers
     nbits = [n for n in ir.load(tmp_path / "q.onnx").graph if n.op_type == "MatMulNBits"]
