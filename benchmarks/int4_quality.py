@@ -175,6 +175,8 @@ def builder_scorer(folder: Path) -> Callable[[np.ndarray], np.ndarray]:
     (graph,) = folder.glob("*.onnx")
     session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     inputs = {i.name: i for i in session.get_inputs()}
+    # The cache's head size is a symbolic dimension in the graph; the config says it.
+    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
 
     def score(ids: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
@@ -182,7 +184,7 @@ def builder_scorer(folder: Path) -> Callable[[np.ndarray], np.ndarray]:
             feeds["position_ids"] = np.arange(ids.shape[1], dtype=np.int64)[None]
         for name, meta in inputs.items():
             if name.startswith("past_key_values"):
-                heads, size = meta.shape[1], meta.shape[3]
+                heads, size = decoder["num_key_value_heads"], decoder["head_size"]
                 dtype = np.float16 if "float16" in meta.type else np.float32
                 feeds[name] = np.zeros((ids.shape[0], heads, 0, size), dtype)
         return session.run(["logits"], feeds)[0][0]
