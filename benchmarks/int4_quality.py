@@ -254,6 +254,12 @@ def main() -> None:
         rotate(model, args.seed).save_pretrained(work / "rotated")
         tokenizer.save_pretrained(work / "rotated")
         rotated = work / "rotated"
+        # llama.cpp's converter runs on transformers 4.57, which has no TokenizersBackend
+        # (transformers 5's name for a tokenizer.json tokenizer); both read this one.
+        settings = rotated / "tokenizer_config.json"
+        tokenizer_config = json.loads(settings.read_text())
+        tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        settings.write_text(json.dumps(tokenizer_config, indent=2))
         model = AutoModelForCausalLM.from_pretrained(rotated, dtype=torch.float32).eval()
         drift = float(np.abs(torch_scorer(model)(rows[:1]) - before).max())
         progress(f"rotation: logits moved by at most {drift:.2e} (the same function)")
