@@ -14,29 +14,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from transformers import DynamicCache
 
-from graphport.export.cache_layout import decoder_cache, output_cache
 from graphport.export.config import SubGraph
 from graphport.export.decoder import OnnxConfigWithPast
 from graphport.export.generic_decoder import GenericDecoderOnnxConfig
-from graphport.export.kv_cache import CausalLMWithCache, layered_cache
+from graphport.export.kv_cache import CausalLMWithCache
 from graphport.export.tasks import Task
 
 
 class FeaturesWithCache(CausalLMWithCache):
     """``forward(*inputs)`` -> ``{last_hidden_state, present.{i}.key/value}``."""
 
+    head_output = "last_hidden_state"
+
     def forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        named = dict(zip(self.input_names, inputs, strict=True))
-        past = self.past(named)
-        if self.layout is None:
-            cache = DynamicCache(ddp_cache_data=past)
-        else:
-            seen = named["attention_mask"].shape[-1] - named["input_ids"].shape[-1]
-            cache = layered_cache(past, self.layout, seen)
-        output = self.model(**named, **{self.cache_argument: cache}, use_cache=True)
-        result = self.outputs(output.last_hidden_state, decoder_cache(output_cache(output)))
+        result = super().forward(*inputs)
         return {"last_hidden_state": result.pop("logits"), **result}
 
 

@@ -151,6 +151,8 @@ class CausalLMWithCache(_WithCache):
     layer keeps every position.
     """
 
+    head_output = "logits"  # the model output returned first (named logits)
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -170,7 +172,8 @@ class CausalLMWithCache(_WithCache):
             seen = named["attention_mask"].shape[-1] - named["input_ids"].shape[-1]
             cache = layered_cache(past, self.layout, seen)
         output = self.model(**named, **{self.cache_argument: cache}, use_cache=True)
-        return self.outputs(output.logits, decoder_cache(output_cache(output)))
+        head = getattr(output, self.head_output)
+        return self.outputs(head, decoder_cache(output_cache(output)))
 
 
 class Seq2SeqEncoder(torch.nn.Module):

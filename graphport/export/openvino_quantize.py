@@ -17,10 +17,9 @@ ONNX graph is read into OpenVINO, NNCF works on it, and the result is saved as I
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from graphport.errors import PassError, RuntimeUnavailableError, UsageError
 from graphport.export.openvino import save_ir
+from graphport.graphs.int4 import quiet_nncf
 from graphport.graphs.outliers import FP32_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def compress_weights(
             "group_size": group_size,
             "ratio": 1.0,
         }
-    with _quiet_nncf():
+    with quiet_nncf():
         try:
             compressed = nncf.compress_weights(model, **options)
         except Exception as e:
@@ -87,7 +87,7 @@ def quantize_static(
     model = ov.Core().read_model(str(onnx_path))
     names = {name for port in model.inputs for name in port.get_names()}
     samples = [{k: v for k, v in feed.items() if k in names} for feed in feeds]
-    with _quiet_nncf():
+    with quiet_nncf():
         try:
             quantized = nncf.quantize(
                 model,
@@ -110,15 +110,3 @@ def quantize_static(
         "calibration_samples": len(samples),
         "tool": "nncf",
     }
-
-
-@contextlib.contextmanager
-def _quiet_nncf() -> Iterator[None]:
-    """NNCF prints a progress table per call; graphport reports its passes itself."""
-    nncf_logger = logging.getLogger("nncf")
-    level = nncf_logger.level
-    nncf_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        nncf_logger.setLevel(level)

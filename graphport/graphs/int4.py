@@ -127,7 +127,7 @@ def quantize_int4_nncf(
         samples = [{k: v for k, v in f.items() if k in names} for f in feeds or ()]
         dataset = nncf.Dataset(samples)
         options["subset_size"] = len(samples)
-    with _quiet_nncf():
+    with quiet_nncf():
         try:
             compressed = nncf.compress_weights(
                 model,
@@ -235,7 +235,7 @@ def save_model(model: onnx.ModelProto, dst: Path, large: bool) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_nncf() -> Iterator[None]:
+def quiet_nncf() -> Iterator[None]:
     """NNCF logs a table and progress bars per call; graphport reports its passes itself."""
     nncf_logger = logging.getLogger("nncf")
     level = nncf_logger.level
