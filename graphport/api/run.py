@@ -55,6 +55,11 @@ def predict(
         # The torch runtime runs the eager model it is handed; it reads no checkpoint.
         runtime_options = {**runtime_options, "model": load_reference(directory)}
     kinds = [input_kind(item) for item in inputs]
+    if "text" in kinds and not directory.has_tokenizer():
+        raise UsageError(
+            f"{directory.path} has no tokenizer files, so texts cannot be tokenized; "
+            "re-export from a checkpoint that includes its tokenizer."
+        )
     towers = len(directory.manifest.graphs) > 1 and not directory.manifest.kv_cache
     if directory.manifest.task == "feature-extraction" and not (towers and len(set(kinds)) > 1):
         return embed(directory, inputs, runtime, **runtime_options)
